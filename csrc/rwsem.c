@@ -1,0 +1,908 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * rwsem.c - reader-writer semaphore on futex(2), with the semantics of the
+ * Linux kernel's kernel/locking/rwsem.c.
+ *
+ * Design, in the kernel's terms (docs/design.md has the long form):
+ *
+ *  - One 32-bit state word, `count` (layout in rwsem.h).  Readers enter with
+ *    one fetch_add of RWSEM_READER_BIAS and keep it if none of
+ *    RWSEM_READ_FAILED_MASK was set; writers enter with one compare-exchange
+ *    0 -> RWSEM_WRITER_LOCKED.  Releases are one atomic each.  Only when
+ *    RWSEM_FLAG_WAITERS is set do releases leave the fast path.
+ *
+ *  - Writer preference: WAITERS is part of READ_FAILED_MASK, so once anyone
+ *    waits, new readers queue too, and a queued writer no longer sees new
+ *    readers arrive: it waits only for the readers already inside.
+ *
+ *  - The wait queue is not a list (the structure must stay free of pointers
+ *    to be shareable between processes) but two counts and two futex words
+ *    guarded by `wait_lock`.  Queued readers are granted as one batch: the
+ *    waker adds their biases to `count` itself and bumps read_grant_gen, as
+ *    rwsem_mark_wake() does, so they own the lock before they run.  A queued
+ *    writer is woken to compete for the lock; a writer still spinning may
+ *    steal it first, as in the kernel, because that avoids a convoy.
+ *
+ *  - Phases alternate: a writer's release grants every queued reader; the
+ *    last reader's release wakes a writer.  So a stream of writers cannot
+ *    starve queued readers, nor a stream of readers a queued writer.
+ *
+ *  - Handoff: a waiter that has waited RWSEM_HANDOFF_NS (4 ms) sets
+ *    RWSEM_FLAG_HANDOFF and reserves the lock (handoff_to); from then on
+ *    nobody may steal it, and the next release hands it to that waiter.
+ *    Readers reserve it only against a writer that holds the lock.
+ *
+ *  - Waits that give up (timeout, kill, a cancelled resumable wait) leave
+ *    the queue under wait_lock, drop any reservation they made, and run the
+ *    wake decision again, so whoever they were blocking proceeds.
+ *
+ * Who may change the state word (every other bit is constant zero):
+ *
+ *   WRITER_LOCKED  set: a writer's CAS (fast path, spin, or under wait_lock),
+ *                  or a waker handing the lock to a reserved writer (under
+ *                  wait_lock).  Cleared: only the owner (up_write, downgrade).
+ *   WAITERS        set and cleared only under wait_lock, so that it mirrors
+ *                  nr_readers_waiting + nr_writers_waiting != 0.
+ *   HANDOFF        set and cleared only under wait_lock, together with
+ *                  handoff_to.
+ *   DEAD           set by rwsem_destroy() on a lock nobody holds or awaits.
+ *   reader count   +BIAS: the reader fast path (speculative: a reader that
+ *                  fails backs out), a batch grant under wait_lock, and
+ *                  downgrade.  -BIAS: up_read and the back-out.
+ *   READFAIL       only by a reader-count overflow; that reader backs out.
+ *
+ * Memory ordering, in one rule: acquire on every operation that takes the
+ * lock, release on every operation that gives it up; everything else under
+ * wait_lock is ordered by wait_lock.  Exceptions are justified in place.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "futex.h"
+#include "rwsem.h"
+#include "task_internal.h"
+
+#define RWSEM_WRITER_LOCKED	(1u << 0)
+#define RWSEM_FLAG_WAITERS	(1u << 1)
+#define RWSEM_FLAG_HANDOFF	(1u << 2)
+#define RWSEM_FLAG_DEAD		(1u << 3)
+#define RWSEM_READER_SHIFT	8
+#define RWSEM_READER_BIAS	(1u << RWSEM_READER_SHIFT)
+#define RWSEM_FLAG_READFAIL	(1u << 31)
+#define RWSEM_READER_MASK	(~(RWSEM_READER_BIAS - 1) & ~RWSEM_FLAG_READFAIL)
+/* READFAIL counts as "readers inside": an overflowing reader is backing out. */
+#define RWSEM_LOCK_MASK		(RWSEM_WRITER_LOCKED | RWSEM_READER_MASK | RWSEM_FLAG_READFAIL)
+#define RWSEM_READERS_MAX	(RWSEM_READER_MASK >> RWSEM_READER_SHIFT)
+#define RWSEM_READ_FAILED_MASK	(RWSEM_WRITER_LOCKED | RWSEM_FLAG_WAITERS | \
+				 RWSEM_FLAG_HANDOFF | RWSEM_FLAG_DEAD | RWSEM_FLAG_READFAIL)
+
+#define RWSEM_OWNER_READER	1ull
+#define RWSEM_OWNER_SHIFT	2
+
+/* handoff_to: nobody, all queued readers, or a writer's ticket. */
+#define HANDOFF_NONE		0u
+#define HANDOFF_READERS		UINT32_MAX
+
+/*
+ * Bounded writer spinning: while another writer holds the lock (critical
+ * sections are short), a writer about to sleep spins this long first.  The
+ * kernel caps spinning on a reader-owned lock at 25 us; we never spin on
+ * readers, nor on one CPU.
+ */
+#define RWSEM_SPIN_NS		20000u
+
+_Static_assert(sizeof(_Atomic uint32_t) == 4, "futex words are 32 bits");
+_Static_assert(offsetof(struct rw_semaphore, count) == 0, "count opens the structure");
+
+static inline bool is_shared(const struct rw_semaphore *sem)
+{
+	return sem->flags & RWSEM_SHARED;
+}
+
+static inline uint64_t owner_word(uint64_t task)
+{
+	return task << RWSEM_OWNER_SHIFT;
+}
+
+static inline uint64_t owner_task(uint64_t word)
+{
+	return word >> RWSEM_OWNER_SHIFT;
+}
+
+/*
+ * The owner word is a hint for diagnostics and the misuse checks of the
+ * owner itself: it is written relaxed, and by the holder only, right after
+ * the acquiring atomic (or right before the releasing one).
+ */
+static inline void set_writer_owned(struct rw_semaphore *sem)
+{
+	atomic_store_explicit(&sem->owner, owner_word(mln_current_task()), memory_order_relaxed);
+}
+
+static inline void set_reader_owned(struct rw_semaphore *sem, bool anonymous)
+{
+	uint64_t task = anonymous ? 0 : mln_current_task();
+
+	atomic_store_explicit(&sem->owner, owner_word(task) | RWSEM_OWNER_READER,
+			      memory_order_relaxed);
+}
+
+static inline bool is_write_owner(struct rw_semaphore *sem, uint32_t count)
+{
+	return (count & RWSEM_WRITER_LOCKED) &&
+	       atomic_load_explicit(&sem->owner, memory_order_relaxed) ==
+		       owner_word(mln_current_task());
+}
+
+/* ------------------------------------------------------------------------
+ * The wait queue.  Everything from here to the fast paths runs with
+ * wait_lock held unless its comment says otherwise.
+ */
+
+/* What a waker must do once it has dropped wait_lock. */
+struct wake_plan {
+	bool readers;		/* FUTEX_WAKE every queued reader */
+	bool one_writer;	/* FUTEX_WAKE one queued writer, any */
+	uint32_t writer_ticket;	/* FUTEX_WAKE the writers of this ticket's bit */
+};
+
+static inline uint32_t ticket_bit(uint32_t ticket)
+{
+	return 1u << (ticket & 31);
+}
+
+static void wait_lock(struct rw_semaphore *sem)
+{
+	mln_mutex_lock(&sem->wait_lock, is_shared(sem));
+}
+
+static void wait_unlock(struct rw_semaphore *sem)
+{
+	mln_mutex_unlock(&sem->wait_lock, is_shared(sem));
+}
+
+/*
+ * Called after wait_unlock(): the woken tasks should not run into wait_lock
+ * still held.  The structure may be freed by then if the woken task released
+ * it; a futex wake on a dead address wakes nobody or fails, which glibc
+ * accepts for the same reason.
+ */
+static void wake_plan_run(struct rw_semaphore *sem, const struct wake_plan *plan, bool shared)
+{
+	if (plan->readers)
+		mln_futex_wake(&sem->read_seq, INT_MAX, FUTEX_BITSET_MATCH_ANY, shared);
+	if (plan->writer_ticket)
+		mln_futex_wake(&sem->write_seq, INT_MAX, ticket_bit(plan->writer_ticket), shared);
+	else if (plan->one_writer)
+		mln_futex_wake(&sem->write_seq, 1, FUTEX_BITSET_MATCH_ANY, shared);
+}
+
+/* Make WAITERS mirror the queue, and HANDOFF mirror handoff_to. */
+static void sync_flags(struct rw_semaphore *sem)
+{
+	uint32_t set = 0, clear = 0;
+
+	if (sem->nr_readers_waiting + sem->nr_writers_waiting)
+		set |= RWSEM_FLAG_WAITERS;
+	else
+		clear |= RWSEM_FLAG_WAITERS;
+	if (sem->handoff_to != HANDOFF_NONE)
+		set |= RWSEM_FLAG_HANDOFF;
+	else
+		clear |= RWSEM_FLAG_HANDOFF;
+	/* Relaxed: wait_lock orders these for waiters; fast paths only fail on them. */
+	if (set)
+		atomic_fetch_or_explicit(&sem->count, set, memory_order_relaxed);
+	if (clear)
+		atomic_fetch_and_explicit(&sem->count, ~clear, memory_order_relaxed);
+}
+
+/* Grant the lock to every queued reader at once (they may join other readers). */
+static bool grant_readers(struct rw_semaphore *sem, struct wake_plan *plan)
+{
+	uint32_t n = sem->nr_readers_waiting;
+	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+	do {
+		if (c & (RWSEM_WRITER_LOCKED | RWSEM_FLAG_DEAD | RWSEM_FLAG_READFAIL))
+			return false;	/* a spinning writer stole it; its release retries */
+		if (n > RWSEM_READERS_MAX - ((c & RWSEM_READER_MASK) >> RWSEM_READER_SHIFT))
+			return false;	/* no room: the last reader out retries */
+	} while (!atomic_compare_exchange_weak_explicit(&sem->count, &c,
+							c + n * RWSEM_READER_BIAS,
+							memory_order_acquire,
+							memory_order_relaxed));
+	/*
+	 * Acquire above: the readers we grant read what the last writer wrote;
+	 * they synchronise with us through wait_lock when they wake.
+	 */
+	sem->nr_readers_waiting = 0;
+	sem->read_grant_gen++;
+	if (sem->handoff_to == HANDOFF_READERS) {
+		sem->handoff_to = HANDOFF_NONE;
+		sem->nr_handoffs++;
+	}
+	sync_flags(sem);
+	atomic_fetch_add_explicit(&sem->read_seq, 1, memory_order_relaxed);
+	plan->readers = true;
+	return true;
+}
+
+/* Hand the free lock to the writer that reserved it. */
+static bool grant_writer(struct rw_semaphore *sem, struct wake_plan *plan)
+{
+	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+	do {
+		if (c & (RWSEM_LOCK_MASK | RWSEM_FLAG_DEAD))
+			return false;	/* readers inside, or backing out: the last one retries */
+	} while (!atomic_compare_exchange_weak_explicit(&sem->count, &c, c | RWSEM_WRITER_LOCKED,
+							memory_order_acquire,
+							memory_order_relaxed));
+	sem->write_grant = sem->handoff_to;
+	sem->handoff_to = HANDOFF_NONE;
+	sem->nr_writers_waiting--;
+	sem->nr_handoffs++;
+	sync_flags(sem);
+	atomic_fetch_add_explicit(&sem->write_seq, 1, memory_order_relaxed);
+	plan->writer_ticket = sem->write_grant;
+	return true;
+}
+
+/*
+ * The wake decision (the kernel's rwsem_mark_wake()), run whenever the lock
+ * may have become available to a queued task.  @after_writer: a writer has
+ * just released, so it is the readers' turn even if writers wait.
+ */
+static void mark_wake(struct rw_semaphore *sem, bool after_writer, struct wake_plan *plan)
+{
+	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+	uint32_t nr_r = sem->nr_readers_waiting, nr_w = sem->nr_writers_waiting;
+
+	if (c & (RWSEM_WRITER_LOCKED | RWSEM_FLAG_DEAD))
+		return;		/* that writer's release calls us again */
+	/*
+	 * After a writer it is the readers' turn, even against a writer's
+	 * reservation (which stays, and is served when they leave): otherwise
+	 * writers reserving in turn would starve the readers.
+	 */
+	if (nr_r && (after_writer || sem->handoff_to == HANDOFF_READERS ||
+		     (nr_w == 0 && sem->handoff_to == HANDOFF_NONE))) {
+		grant_readers(sem, plan);
+		return;
+	}
+	if (sem->handoff_to != HANDOFF_NONE && sem->handoff_to != HANDOFF_READERS) {
+		grant_writer(sem, plan);
+		return;
+	}
+	if (nr_w && !(c & RWSEM_READER_MASK)) {
+		atomic_fetch_add_explicit(&sem->write_seq, 1, memory_order_relaxed);
+		plan->one_writer = true;
+	}
+}
+
+/* Take wait_lock, run the wake decision, drop it, wake. */
+static void rwsem_wake(struct rw_semaphore *sem, bool after_writer)
+{
+	struct wake_plan plan = {0};
+	bool shared = is_shared(sem);
+
+	wait_lock(sem);
+	mark_wake(sem, after_writer, &plan);
+	wait_unlock(sem);
+	wake_plan_run(sem, &plan, shared);
+}
+
+/* A reader count just dropped to @c: the last reader out wakes the queue. */
+static inline void reader_left(struct rw_semaphore *sem, uint32_t c)
+{
+	if (mln_unlikely((c & (RWSEM_LOCK_MASK | RWSEM_FLAG_WAITERS)) == RWSEM_FLAG_WAITERS))
+		rwsem_wake(sem, false);
+}
+
+/* Try to take the lock for a task in (or entering) the queue. */
+static bool try_acquire_queued(struct rw_semaphore *sem, const struct rwsem_waiter *w)
+{
+	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+	uint32_t fail, add;
+
+	if (w->write) {
+		/* A reserved lock is taken only by its reserving writer. */
+		if ((c & RWSEM_FLAG_HANDOFF) && !(w->queued && sem->handoff_to == w->ticket))
+			return false;
+		fail = RWSEM_LOCK_MASK | RWSEM_FLAG_DEAD;
+		add = RWSEM_WRITER_LOCKED;
+	} else {
+		/* Writer preference: readers wait while any writer is queued. */
+		if (sem->nr_writers_waiting)
+			return false;
+		fail = RWSEM_WRITER_LOCKED | RWSEM_FLAG_HANDOFF | RWSEM_FLAG_DEAD |
+		       RWSEM_FLAG_READFAIL;
+		add = RWSEM_READER_BIAS;
+	}
+	do {
+		/* A reader must also not overflow the count into READFAIL. */
+		if ((c & fail) || ((c + add) & RWSEM_FLAG_READFAIL))
+			return false;
+	} while (!atomic_compare_exchange_weak_explicit(&sem->count, &c, c + add,
+							memory_order_acquire,
+							memory_order_relaxed));
+	return true;
+}
+
+static void enqueue(struct rw_semaphore *sem, struct rwsem_waiter *w, bool write)
+{
+	w->write = write;
+	w->queued = 1;
+	w->handoff_at_ns = mln_now_ns() + RWSEM_HANDOFF_NS;
+	if (write) {
+		/* Tickets are never 0 (no writer) nor HANDOFF_READERS. */
+		do {
+			w->ticket = ++sem->next_ticket;
+		} while (w->ticket == HANDOFF_NONE || w->ticket == HANDOFF_READERS);
+		sem->nr_writers_waiting++;
+	} else {
+		w->gen = sem->read_grant_gen;
+		sem->nr_readers_waiting++;
+	}
+	sync_flags(sem);
+}
+
+/* Leave the queue without the lock; the acquisition path already did. */
+static void dequeue(struct rw_semaphore *sem, struct rwsem_waiter *w)
+{
+	if (w->write) {
+		sem->nr_writers_waiting--;
+		if (sem->handoff_to == w->ticket)
+			sem->handoff_to = HANDOFF_NONE;
+	} else {
+		sem->nr_readers_waiting--;
+		if (sem->nr_readers_waiting == 0 && sem->handoff_to == HANDOFF_READERS)
+			sem->handoff_to = HANDOFF_NONE;
+	}
+	w->queued = 0;
+	sync_flags(sem);
+}
+
+/* Was the lock handed to @w by a waker? */
+static bool granted(struct rw_semaphore *sem, const struct rwsem_waiter *w)
+{
+	if (w->write)
+		return sem->write_grant == w->ticket;
+	return sem->read_grant_gen != w->gen;
+}
+
+static void take_grant(struct rw_semaphore *sem, struct rwsem_waiter *w)
+{
+	if (w->write)
+		sem->write_grant = 0;
+	w->queued = 0;
+}
+
+/*
+ * @w has waited past its handoff time: reserve the lock for it unless
+ * someone already has.  A reader reserves it only against a writer holding
+ * it (readers kept out by a queued writer are not starved: that writer is
+ * served, then they are).  Returns true if the reservation was made.
+ */
+static bool maybe_reserve(struct rw_semaphore *sem, struct rwsem_waiter *w, uint64_t now)
+{
+	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+	if (now < w->handoff_at_ns)
+		return false;
+	if (sem->handoff_to != HANDOFF_NONE ||
+	    (!w->write && !(c & RWSEM_WRITER_LOCKED))) {
+		/* Not now: look again later, so that a waiter never loses its timer. */
+		w->handoff_at_ns = now + RWSEM_HANDOFF_NS;
+		return false;
+	}
+	sem->handoff_to = w->write ? w->ticket : HANDOFF_READERS;
+	w->handoff_at_ns = MLN_NO_DEADLINE;
+	sync_flags(sem);
+	return true;
+}
+
+static void on_acquired(struct rw_semaphore *sem, const struct rwsem_waiter *w, unsigned int flags)
+{
+	if (w->write)
+		set_writer_owned(sem);
+	else
+		set_reader_owned(sem, flags & RWSEM_WAIT_NON_OWNER);
+}
+
+/*
+ * Leave the queue having given up (@err).  If the lock was granted to us in
+ * the meantime we own it: keep it (return 0) as the kernel ignores a signal
+ * that comes after the grant, or, for rwsem_down_cancel(), release it.
+ */
+static int give_up(struct rw_semaphore *sem, struct rwsem_waiter *w, int err, bool release,
+		   unsigned int flags)
+{
+	struct wake_plan plan = {0};
+	bool shared = is_shared(sem);
+	bool got = false;
+
+	wait_lock(sem);
+	if (!w->queued) {
+		wait_unlock(sem);
+		return err;
+	}
+	if (granted(sem, w)) {
+		take_grant(sem, w);
+		got = true;
+	} else {
+		dequeue(sem, w);
+		mark_wake(sem, false, &plan);
+	}
+	wait_unlock(sem);
+	wake_plan_run(sem, &plan, shared);
+	if (!got)
+		return err;
+	on_acquired(sem, w, flags);
+	if (!release)
+		return 0;
+	if (w->write)
+		up_write(sem);
+	else
+		up_read_non_owner(sem);
+	return err;
+}
+
+int rwsem_down_wait(struct rw_semaphore *sem, struct rwsem_waiter *w, int write,
+		    uint64_t deadline_ns, unsigned int flags)
+{
+	bool shared = is_shared(sem);
+
+	wait_lock(sem);
+	if (!w->queued) {
+		uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+		if (c & RWSEM_FLAG_DEAD) {
+			wait_unlock(sem);
+			return -EINVAL;
+		}
+		if (is_write_owner(sem, c)) {
+			wait_unlock(sem);
+			return -EDEADLK;	/* we would wait for ourselves */
+		}
+		w->write = write;
+		w->queued = 0;
+		if (try_acquire_queued(sem, w)) {
+			wait_unlock(sem);
+			on_acquired(sem, w, flags);
+			return 0;
+		}
+		enqueue(sem, w, write);
+	}
+
+	for (;;) {
+		_Atomic uint32_t *word = w->write ? &sem->write_seq : &sem->read_seq;
+		uint64_t now, sleep_until;
+		uint32_t seq;
+		bool polling;
+		int rc, killed;
+
+		if (granted(sem, w)) {
+			take_grant(sem, w);
+			wait_unlock(sem);
+			on_acquired(sem, w, flags);
+			return 0;
+		}
+		if (try_acquire_queued(sem, w)) {
+			dequeue(sem, w);
+			wait_unlock(sem);
+			on_acquired(sem, w, flags);
+			return 0;
+		}
+		now = mln_now_ns();
+		if (maybe_reserve(sem, w, now)) {
+			struct wake_plan plan = {0};
+
+			/* A reserved free lock is granted now (readers: to the batch). */
+			mark_wake(sem, false, &plan);
+			if (plan.readers || plan.one_writer || plan.writer_ticket) {
+				wait_unlock(sem);
+				wake_plan_run(sem, &plan, shared);
+				wait_lock(sem);
+			}
+			continue;
+		}
+		/* Read under wait_lock: any later grant or wake bumps it first. */
+		seq = atomic_load_explicit(word, memory_order_relaxed);
+		wait_unlock(sem);
+
+		if (now >= deadline_ns)
+			return give_up(sem, w, -ETIMEDOUT, false, flags);
+		sleep_until = deadline_ns;
+		if (w->handoff_at_ns < sleep_until)
+			sleep_until = w->handoff_at_ns;	/* wake up to reserve the lock */
+		/*
+		 * A signal that lands while we are on our way into the futex
+		 * interrupts no system call: the binding's handler would not run
+		 * until we wake.  So a signal-aware wait also returns every
+		 * RWSEM_SIGNAL_POLL_NS, still queued, to let the handler run.
+		 */
+		polling = (flags & RWSEM_WAIT_SIGNALS) && now + RWSEM_SIGNAL_POLL_NS < sleep_until;
+		if (polling)
+			sleep_until = now + RWSEM_SIGNAL_POLL_NS;
+
+		killed = mln_task_wait_begin(word, shared);
+		if (killed && (flags & RWSEM_WAIT_KILLABLE)) {
+			mln_task_wait_end();
+			return give_up(sem, w, -EINTR, false, flags);
+		}
+		rc = mln_futex_wait_until(word, seq, sleep_until,
+					  w->write ? ticket_bit(w->ticket) : FUTEX_BITSET_MATCH_ANY,
+					  shared);
+		mln_task_wait_end();
+		if ((rc == -EINTR && (flags & RWSEM_WAIT_SIGNALS)) || (rc == -ETIMEDOUT && polling))
+			return RWSEM_WAIT_INTERRUPTED;
+		wait_lock(sem);
+	}
+}
+
+int rwsem_down_cancel(struct rw_semaphore *sem, struct rwsem_waiter *w)
+{
+	return give_up(sem, w, 0, true, 0);
+}
+
+/* Sleep until acquired, ignoring signals; @flags may add killability. */
+static int down_slowpath(struct rw_semaphore *sem, bool write, uint64_t deadline_ns,
+			 unsigned int flags)
+{
+	struct rwsem_waiter w = {0};
+
+	return rwsem_down_wait(sem, &w, write, deadline_ns, flags);
+}
+
+/* ------------------------------------------------------------------------
+ * Readers.
+ */
+
+/* Fast path: one fetch_add.  On failure the bias stays: the caller backs out. */
+static inline bool read_fast(struct rw_semaphore *sem)
+{
+	uint32_t c = atomic_fetch_add_explicit(&sem->count, RWSEM_READER_BIAS,
+					       memory_order_acquire);
+
+	return !((c + RWSEM_READER_BIAS) & RWSEM_READ_FAILED_MASK);
+}
+
+/*
+ * The fast path failed: take our speculative bias back out, then queue.
+ * Backing out may make us the last "reader" of a lock that a writer waits
+ * for, so it is a release like up_read().
+ */
+static __attribute__((noinline)) int down_read_slowpath(struct rw_semaphore *sem,
+							uint64_t deadline_ns,
+							unsigned int flags)
+{
+	/* Release: pairs like up_read(); we touched no protected data, it is free here. */
+	uint32_t c = atomic_fetch_sub_explicit(&sem->count, RWSEM_READER_BIAS,
+					       memory_order_release);
+
+	reader_left(sem, c - RWSEM_READER_BIAS);
+	return down_slowpath(sem, false, deadline_ns, flags);
+}
+
+static inline int __down_read(struct rw_semaphore *sem, uint64_t deadline_ns, unsigned int flags)
+{
+	if (mln_likely(read_fast(sem))) {
+		set_reader_owned(sem, flags & RWSEM_WAIT_NON_OWNER);
+		return 0;
+	}
+	return down_read_slowpath(sem, deadline_ns, flags);
+}
+
+int down_read(struct rw_semaphore *sem)
+{
+	return __down_read(sem, MLN_NO_DEADLINE, 0);
+}
+
+int down_read_killable(struct rw_semaphore *sem)
+{
+	return __down_read(sem, MLN_NO_DEADLINE, RWSEM_WAIT_KILLABLE);
+}
+
+int down_read_timed(struct rw_semaphore *sem, uint64_t deadline_ns)
+{
+	return __down_read(sem, deadline_ns, 0);
+}
+
+int down_read_non_owner(struct rw_semaphore *sem)
+{
+	return __down_read(sem, MLN_NO_DEADLINE, RWSEM_WAIT_NON_OWNER);
+}
+
+/* Never adds a bias it would have to back out, so it never disturbs waiters. */
+static inline int __down_read_trylock(struct rw_semaphore *sem, bool anonymous)
+{
+	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+	do {
+		if ((c | (c + RWSEM_READER_BIAS)) & RWSEM_READ_FAILED_MASK)
+			return 0;
+	} while (!atomic_compare_exchange_weak_explicit(&sem->count, &c, c + RWSEM_READER_BIAS,
+							memory_order_acquire,
+							memory_order_relaxed));
+	set_reader_owned(sem, anonymous);
+	return 1;
+}
+
+int down_read_trylock(struct rw_semaphore *sem)
+{
+	return __down_read_trylock(sem, false);
+}
+
+int down_read_trylock_non_owner(struct rw_semaphore *sem)
+{
+	return __down_read_trylock(sem, true);
+}
+
+/*
+ * A compare-exchange rather than a blind fetch_sub, so that releasing a lock
+ * that is not read-held is refused instead of corrupting the count.  With the
+ * writer bit set, any reader bias is a transient one of a reader backing out,
+ * not a holder's.
+ */
+static inline int __up_read(struct rw_semaphore *sem)
+{
+	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+	do {
+		if (mln_unlikely(!(c & RWSEM_READER_MASK) || (c & RWSEM_WRITER_LOCKED)))
+			return -EPERM;
+	} while (!atomic_compare_exchange_weak_explicit(&sem->count, &c, c - RWSEM_READER_BIAS,
+							memory_order_release,
+							memory_order_relaxed));
+	reader_left(sem, c - RWSEM_READER_BIAS);
+	return 0;
+}
+
+int up_read(struct rw_semaphore *sem)
+{
+	return __up_read(sem);
+}
+
+int up_read_non_owner(struct rw_semaphore *sem)
+{
+	return __up_read(sem);
+}
+
+/* ------------------------------------------------------------------------
+ * Writers.
+ */
+
+/*
+ * Bounded optimistic spin before queueing: only while a writer holds the
+ * lock (it will be quick), never on a reserved lock, never on one CPU.
+ */
+static _Atomic int online_cpus;	/* relaxed: any racing initialiser stores the same value */
+
+static bool write_spin(struct rw_semaphore *sem)
+{
+	int ncpu = atomic_load_explicit(&online_cpus, memory_order_relaxed);
+	uint64_t start = 0;
+
+	if (!ncpu) {
+		ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+		atomic_store_explicit(&online_cpus, ncpu, memory_order_relaxed);
+	}
+	if (ncpu < 2)
+		return false;
+	for (unsigned int i = 0;; i++) {
+		uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+		if (!(c & (RWSEM_LOCK_MASK | RWSEM_FLAG_HANDOFF | RWSEM_FLAG_DEAD))) {
+			if (atomic_compare_exchange_weak_explicit(&sem->count, &c,
+								  c | RWSEM_WRITER_LOCKED,
+								  memory_order_acquire,
+								  memory_order_relaxed))
+				return true;
+			continue;
+		}
+		if (!(c & RWSEM_WRITER_LOCKED) || (c & (RWSEM_FLAG_HANDOFF | RWSEM_FLAG_DEAD)))
+			return false;
+		if ((i & 63) == 0) {
+			uint64_t now = mln_now_ns();
+
+			if (!start)
+				start = now;
+			else if (now - start > RWSEM_SPIN_NS)
+				return false;
+		}
+		mln_cpu_relax();
+	}
+}
+
+static __attribute__((noinline)) int down_write_slowpath(struct rw_semaphore *sem,
+							 uint64_t deadline_ns,
+							 unsigned int flags)
+{
+	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+	if (mln_unlikely(is_write_owner(sem, c)))
+		return -EDEADLK;
+	if (write_spin(sem)) {
+		set_writer_owned(sem);
+		return 0;
+	}
+	return down_slowpath(sem, true, deadline_ns, flags);
+}
+
+static inline int __down_write(struct rw_semaphore *sem, uint64_t deadline_ns, unsigned int flags)
+{
+	uint32_t c = 0;
+
+	if (mln_likely(atomic_compare_exchange_strong_explicit(&sem->count, &c,
+							       RWSEM_WRITER_LOCKED,
+							       memory_order_acquire,
+							       memory_order_relaxed))) {
+		set_writer_owned(sem);
+		return 0;
+	}
+	return down_write_slowpath(sem, deadline_ns, flags);
+}
+
+int down_write(struct rw_semaphore *sem)
+{
+	return __down_write(sem, MLN_NO_DEADLINE, 0);
+}
+
+int down_write_killable(struct rw_semaphore *sem)
+{
+	return __down_write(sem, MLN_NO_DEADLINE, RWSEM_WAIT_KILLABLE);
+}
+
+int down_write_timed(struct rw_semaphore *sem, uint64_t deadline_ns)
+{
+	return __down_write(sem, deadline_ns, 0);
+}
+
+int down_write_nested(struct rw_semaphore *sem, int subclass)
+{
+	if (subclass < 0 || subclass >= RWSEM_MAX_SUBCLASSES)
+		return -EINVAL;
+	return __down_write(sem, MLN_NO_DEADLINE, 0);
+}
+
+/* Like the kernel's: fails whenever anyone waits, never queues. */
+int down_write_trylock(struct rw_semaphore *sem)
+{
+	uint32_t c = 0;
+
+	if (atomic_compare_exchange_strong_explicit(&sem->count, &c, RWSEM_WRITER_LOCKED,
+						    memory_order_acquire, memory_order_relaxed)) {
+		set_writer_owned(sem);
+		return 1;
+	}
+	return 0;
+}
+
+int up_write(struct rw_semaphore *sem)
+{
+	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+	if (mln_unlikely(!is_write_owner(sem, c)))
+		return -EPERM;
+	/* Cleared before the releasing RMW, so the next writer's store wins. */
+	atomic_store_explicit(&sem->owner, 0, memory_order_relaxed);
+	c = atomic_fetch_sub_explicit(&sem->count, RWSEM_WRITER_LOCKED, memory_order_release);
+	if (mln_unlikely(c & RWSEM_FLAG_WAITERS))
+		rwsem_wake(sem, true);
+	return 0;
+}
+
+/*
+ * Write -> read in one atomic, so no writer can slip in between; then every
+ * queued reader is granted (writers stay queued, reserved or not).
+ */
+int downgrade_write(struct rw_semaphore *sem)
+{
+	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+	if (mln_unlikely(!is_write_owner(sem, c)))
+		return -EPERM;
+	set_reader_owned(sem, false);
+	/* Release: the write section happens-before every reader that follows. */
+	c = atomic_fetch_add_explicit(&sem->count, RWSEM_READER_BIAS - RWSEM_WRITER_LOCKED,
+				      memory_order_release);
+	if (c & RWSEM_FLAG_WAITERS) {
+		struct wake_plan plan = {0};
+
+		bool shared = is_shared(sem);
+
+		wait_lock(sem);
+		if (sem->nr_readers_waiting)
+			grant_readers(sem, &plan);
+		wait_unlock(sem);
+		wake_plan_run(sem, &plan, shared);
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Life cycle and queries.
+ */
+
+int rwsem_init(struct rw_semaphore *sem, unsigned int flags)
+{
+	if (flags & ~(unsigned int)RWSEM_SHARED)
+		return -EINVAL;
+	*sem = (struct rw_semaphore)RWSEM_INITIALIZER;
+	sem->flags = flags;
+	return 0;
+}
+
+int init_rwsem(struct rw_semaphore *sem)
+{
+	return rwsem_init(sem, 0);
+}
+
+int rwsem_destroy(struct rw_semaphore *sem)
+{
+	uint32_t c = 0;
+	int ret = 0;
+
+	wait_lock(sem);
+	if (sem->nr_readers_waiting || sem->nr_writers_waiting ||
+	    !atomic_compare_exchange_strong_explicit(&sem->count, &c, RWSEM_FLAG_DEAD,
+						     memory_order_acquire, memory_order_relaxed))
+		ret = (c & RWSEM_FLAG_DEAD) ? -EINVAL : -EBUSY;
+	wait_unlock(sem);
+	return ret;
+}
+
+int rwsem_is_locked(struct rw_semaphore *sem)
+{
+	return (atomic_load_explicit(&sem->count, memory_order_relaxed) & RWSEM_LOCK_MASK) != 0;
+}
+
+int rwsem_is_write_locked(struct rw_semaphore *sem)
+{
+	return (atomic_load_explicit(&sem->count, memory_order_relaxed) & RWSEM_WRITER_LOCKED) != 0;
+}
+
+/* As the kernel's: a heuristic for a holder wondering whether to back off. */
+int rwsem_is_contended(struct rw_semaphore *sem)
+{
+	return (atomic_load_explicit(&sem->count, memory_order_relaxed) & RWSEM_FLAG_WAITERS) != 0;
+}
+
+uint64_t rwsem_write_owner(struct rw_semaphore *sem)
+{
+	uint64_t o = atomic_load_explicit(&sem->owner, memory_order_relaxed);
+
+	if (!rwsem_is_write_locked(sem) || (o & RWSEM_OWNER_READER))
+		return 0;
+	return owner_task(o);
+}
+
+uint32_t rwsem_count(struct rw_semaphore *sem)
+{
+	return atomic_load_explicit(&sem->count, memory_order_relaxed);
+}
+
+uint64_t rwsem_owner_word(struct rw_semaphore *sem)
+{
+	return atomic_load_explicit(&sem->owner, memory_order_relaxed);
+}
+
+int rwsem_queue_info(struct rw_semaphore *sem, uint32_t *readers, uint32_t *writers,
+		     uint64_t *handoffs)
+{
+	wait_lock(sem);
+	*readers = sem->nr_readers_waiting;
+	*writers = sem->nr_writers_waiting;
+	*handoffs = sem->nr_handoffs;
+	wait_unlock(sem);
+	return 0;
+}
+
+uint64_t rwsem_now_ns(void)
+{
+	return mln_now_ns();
+}

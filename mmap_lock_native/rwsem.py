@@ -1,0 +1,357 @@
+"""``RWSemaphore``: the kernel's rw_semaphore, backed by the C core.
+
+Every blocking acquire sleeps in C with the GIL released.  When a signal
+arrives (Ctrl-C) the C wait returns to Python *still queued*, Python runs its
+signal handler, and the wait resumes in place; if the handler raises, the
+waiter leaves the queue (waking whoever it was blocking) and the exception
+propagates with the lock not held.
+"""
+from __future__ import annotations
+
+import errno
+import mmap
+import threading
+from types import TracebackType
+from typing import Any, NoReturn, Optional, Type
+
+from ._ffi import NO_DEADLINE, deadline_after, ffi, lib, strerror
+from .errors import LockError
+
+__all__ = ["RWSemaphore", "SINGLE_DEPTH_NESTING"]
+
+#: Subclass for ``down_write_nested`` when a second lock of a class is taken
+#: while the first is held (``fork`` takes the child mm's lock this way).
+SINGLE_DEPTH_NESTING: int = lib.SINGLE_DEPTH_NESTING
+
+_INTERRUPTED = lib.RWSEM_WAIT_INTERRUPTED
+_SIGNALS = lib.RWSEM_WAIT_SIGNALS
+_KILLABLE = lib.RWSEM_WAIT_KILLABLE
+_NON_OWNER = lib.RWSEM_WAIT_NON_OWNER
+
+# Bound once: the fast paths below are a handful of bytecodes each.
+_read_trylock = lib.down_read_trylock
+_write_trylock = lib.down_write_trylock
+_up_read = lib.up_read
+_up_write = lib.up_write
+_down_wait = lib.rwsem_down_wait
+_down_cancel = lib.rwsem_down_cancel
+
+_get_ident = threading.get_ident
+_main_thread = threading.main_thread
+
+_SIZE = ffi.sizeof("struct rw_semaphore")
+_ALIGN = ffi.alignof("struct rw_semaphore")
+
+_READ_COUNT_SHIFT = 8
+_READ_COUNT_MASK = 0x7FFFFF00
+_WRITER = 1
+_WAITERS = 2
+_HANDOFF = 4
+_DEAD = 8
+
+
+def _signal_checkpoint() -> None:
+    """Entering a Python function lets the interpreter run pending signal
+    handlers (CPython checks at function entry), so a handler that raises
+    (KeyboardInterrupt) does it here, inside the caller's ``try``."""
+
+
+class RWSemaphore:
+    """A reader-writer semaphore with Linux kernel ``rw_semaphore`` semantics.
+
+    Writer-preferring with bounded waits both ways: once a writer waits, new
+    readers queue behind it; a writer's release admits every queued reader as
+    one batch; a waiter starved for 4 ms reserves the lock (handoff).
+
+    ``shared=True`` places the semaphore in an anonymous shared mapping, so
+    processes forked after its creation share it.  ``buffer=`` places it in a
+    caller's writable buffer (e.g. ``multiprocessing.shared_memory``'s
+    ``SharedMemory.buf``) at ``offset``; another process attaches to it with
+    ``attach=True``.  The buffer must stay alive as long as the semaphore.
+    ``name`` only labels error messages and ``repr``.
+    """
+
+    __slots__ = ("_sem", "_keepalive", "name", "shared", "_read_guard", "_write_guard",
+                 "__weakref__")
+
+    #: Bytes a semaphore occupies in a caller's buffer.
+    SIZE: int = _SIZE
+    #: Required alignment of its offset in that buffer.
+    ALIGNMENT: int = _ALIGN
+
+    def __init__(self, shared: bool = False, *, name: Optional[str] = None,
+                 buffer: Any = None, offset: int = 0, attach: bool = False) -> None:
+        self.name = name
+        if buffer is not None:
+            self._sem, self._keepalive = self._place(buffer, offset)
+            self.shared = True
+        elif attach:
+            raise ValueError("RWSemaphore(attach=True) needs the buffer= to attach to")
+        elif shared:
+            area = mmap.mmap(-1, max(_SIZE, mmap.PAGESIZE))  # MAP_SHARED | MAP_ANONYMOUS
+            self._keepalive = area
+            self._sem = ffi.from_buffer("struct rw_semaphore *", area)
+            self.shared = True
+        else:
+            self._sem = ffi.new("struct rw_semaphore *")
+            self._keepalive = None
+            self.shared = False
+        if not attach:
+            rc = lib.rwsem_init(self._sem, lib.RWSEM_SHARED if self.shared else 0)
+            if rc:
+                self._fail(rc, "rwsem_init")
+        self._read_guard = _Guard(self, False, None)
+        self._write_guard = _Guard(self, True, None)
+
+    def _place(self, buffer: Any, offset: int) -> "tuple[Any, Any]":
+        view = memoryview(buffer)
+        if view.readonly:
+            raise ValueError(f"{self._label()}: buffer is read-only")
+        if not 0 <= offset <= view.nbytes - _SIZE:
+            raise ValueError(f"{self._label()}: offset {offset} leaves no room for "
+                             f"{_SIZE} bytes in a buffer of {view.nbytes}")
+        sem = ffi.from_buffer("struct rw_semaphore *", view[offset:offset + _SIZE])
+        if int(ffi.cast("uintptr_t", sem)) % _ALIGN:
+            raise ValueError(f"{self._label()}: buffer offset {offset} is not "
+                             f"{_ALIGN}-byte aligned")
+        return sem, view
+
+    # -- fast paths ---------------------------------------------------------
+
+    def down_read(self) -> None:
+        """Acquire for read, sleeping while a writer holds or awaits it."""
+        if not _read_trylock(self._sem):
+            self._slow(False, NO_DEADLINE, 0, "down_read")
+
+    def up_read(self) -> None:
+        """Release a read hold."""
+        rc = _up_read(self._sem)
+        if rc:
+            self._fail(rc, "up_read")
+
+    def down_write(self) -> None:
+        """Acquire for write, sleeping while anyone holds it."""
+        if not _write_trylock(self._sem):
+            self._slow(True, NO_DEADLINE, 0, "down_write")
+
+    def up_write(self) -> None:
+        """Release the write hold of the current task."""
+        rc = _up_write(self._sem)
+        if rc:
+            self._fail(rc, "up_write")
+
+    def down_read_trylock(self) -> bool:
+        """Acquire for read if that needs no waiting; never blocks."""
+        return bool(_read_trylock(self._sem))
+
+    def down_write_trylock(self) -> bool:
+        """Acquire for write if that needs no waiting; never blocks."""
+        return bool(_write_trylock(self._sem))
+
+    def down_read_killable(self) -> int:
+        """Acquire for read; 0, or ``-errno.EINTR`` if the task is killed while waiting."""
+        if _read_trylock(self._sem):
+            return 0
+        return self._slow(False, NO_DEADLINE, _KILLABLE, "down_read_killable")
+
+    def down_write_killable(self) -> int:
+        """Acquire for write; 0, or ``-errno.EINTR`` if the task is killed while waiting."""
+        if _write_trylock(self._sem):
+            return 0
+        return self._slow(True, NO_DEADLINE, _KILLABLE, "down_write_killable")
+
+    def down_write_nested(self, subclass: int) -> None:
+        """``down_write``, with a lock-order subclass (0..7) for the checker."""
+        if not 0 <= subclass < lib.RWSEM_MAX_SUBCLASSES:
+            raise ValueError(f"down_write_nested on {self._label()}: subclass {subclass} "
+                             f"outside 0..{lib.RWSEM_MAX_SUBCLASSES - 1}")
+        if not _write_trylock(self._sem):
+            self._slow(True, NO_DEADLINE, 0, "down_write_nested")
+
+    def downgrade_write(self) -> None:
+        """Turn the current task's write hold into a read hold, atomically;
+        queued readers are admitted with it, queued writers keep waiting."""
+        rc = lib.downgrade_write(self._sem)
+        if rc:
+            self._fail(rc, "downgrade_write")
+
+    def down_read_non_owner(self) -> None:
+        """Acquire for read on behalf of no task: another task may release it."""
+        if not lib.down_read_trylock_non_owner(self._sem):
+            self._slow(False, NO_DEADLINE, _NON_OWNER, "down_read_non_owner")
+
+    def up_read_non_owner(self) -> None:
+        """Release a read hold taken by ``down_read_non_owner``, from any task."""
+        rc = lib.up_read_non_owner(self._sem)
+        if rc:
+            self._fail(rc, "up_read_non_owner")
+
+    # -- timed acquisition and context managers -----------------------------
+
+    def acquire_read(self, timeout: Optional[float] = None) -> bool:
+        """Acquire for read within ``timeout`` seconds (None: forever); False on expiry."""
+        if _read_trylock(self._sem):
+            return True
+        return self._slow(False, deadline_after(timeout), 0, "acquire_read") == 0
+
+    def acquire_write(self, timeout: Optional[float] = None) -> bool:
+        """Acquire for write within ``timeout`` seconds (None: forever); False on expiry."""
+        if _write_trylock(self._sem):
+            return True
+        return self._slow(True, deadline_after(timeout), 0, "acquire_write") == 0
+
+    def read(self, timeout: Optional[float] = None) -> "_Guard":
+        """``with sem.read(timeout=None):`` holds it for read; TimeoutError on expiry."""
+        return self._read_guard if timeout is None else _Guard(self, False, timeout)
+
+    def write(self, timeout: Optional[float] = None) -> "_Guard":
+        """``with sem.write(timeout=None):`` holds it for write; TimeoutError on expiry."""
+        return self._write_guard if timeout is None else _Guard(self, True, timeout)
+
+    # -- queries ------------------------------------------------------------
+
+    def is_locked(self) -> bool:
+        """True while anyone holds it (a snapshot)."""
+        return bool(lib.rwsem_is_locked(self._sem))
+
+    def is_write_locked(self) -> bool:
+        """True while a writer holds it (a snapshot)."""
+        return bool(lib.rwsem_is_write_locked(self._sem))
+
+    def is_contended(self) -> bool:
+        """True while any task waits for it (a heuristic, as in the kernel)."""
+        return bool(lib.rwsem_is_contended(self._sem))
+
+    @property
+    def owner(self) -> Optional[int]:
+        """Task id of the write owner, or None when not write-locked."""
+        task = lib.rwsem_write_owner(self._sem)
+        return int(task) if task else None
+
+    @property
+    def readers(self) -> int:
+        """Number of read holds (a snapshot; may include readers backing out)."""
+        count = lib.rwsem_count(self._sem)
+        return 0 if count & _WRITER else (count & _READ_COUNT_MASK) >> _READ_COUNT_SHIFT
+
+    def queue(self) -> "tuple[int, int]":
+        """(queued readers, queued writers), read under the wait lock."""
+        r = ffi.new("uint32_t *")
+        w = ffi.new("uint32_t *")
+        h = ffi.new("uint64_t *")
+        lib.rwsem_queue_info(self._sem, r, w, h)
+        return int(r[0]), int(w[0])
+
+    @property
+    def handoffs(self) -> int:
+        """Times the lock was handed to a starved waiter since creation."""
+        r = ffi.new("uint32_t *")
+        h = ffi.new("uint64_t *")
+        lib.rwsem_queue_info(self._sem, r, r, h)
+        return int(h[0])
+
+    def destroy(self) -> None:
+        """Retire the semaphore; LockError while it is held or waited on.
+        Afterwards every acquisition raises LockError."""
+        rc = lib.rwsem_destroy(self._sem)
+        if rc:
+            self._fail(rc, "destroy")
+
+    def state(self) -> str:
+        """The state in words, e.g. ``'write-locked by task 4711; 2 readers queued'``."""
+        count = lib.rwsem_count(self._sem)
+        if count & _DEAD:
+            return "destroyed"
+        owner = lib.rwsem_owner_word(self._sem)
+        if count & _WRITER:
+            held = f"write-locked by task {owner >> 2}"
+        elif count & _READ_COUNT_MASK:
+            n = (count & _READ_COUNT_MASK) >> _READ_COUNT_SHIFT
+            last = f", last reader task {owner >> 2}" if owner & 1 and owner >> 2 else ""
+            held = f"read-locked by {n} reader{'s' if n != 1 else ''}{last}"
+        else:
+            held = "unlocked"
+        readers, writers = self.queue()
+        if readers or writers:
+            held += f"; queued: {readers} reader(s), {writers} writer(s)"
+        if count & _HANDOFF:
+            held += "; handoff pending"
+        return held
+
+    def _label(self) -> str:
+        sem = getattr(self, "_sem", None)
+        where = hex(int(ffi.cast("uintptr_t", sem))) if sem is not None else "?"
+        named = f" {self.name!r}" if getattr(self, "name", None) else ""
+        return f"RWSemaphore{named} at {where}"
+
+    def __repr__(self) -> str:
+        return f"<{self._label()}: {self.state()}>"
+
+    # -- slow paths -----------------------------------------------------------
+
+    def _fail(self, rc: int, op: str) -> NoReturn:
+        why = {
+            errno.EPERM: "not held in the mode this release needs by the current task",
+            errno.EDEADLK: "the current task already holds it for write",
+            errno.EBUSY: "it is held or waited on",
+            errno.EINVAL: "it has been destroyed",
+        }.get(-rc, strerror(rc))
+        raise LockError(f"{op} on {self._label()}: {why} ({strerror(rc)}); "
+                        f"state: {self.state()}", errno=-rc, operation=op)
+
+    def _slow(self, write: bool, deadline: int, flags: int, op: str) -> int:
+        """Wait in C; between signals, let Python run its handlers (only the
+        main thread runs them, so only its waits are signal-aware)."""
+        sem = self._sem
+        waiter = ffi.new("struct rwsem_waiter *")
+        if _get_ident() == _main_thread().ident:
+            flags |= _SIGNALS
+        rc = _INTERRUPTED
+        try:
+            rc = _down_wait(sem, waiter, write, deadline, flags)
+            while rc == _INTERRUPTED:
+                _signal_checkpoint()
+                rc = _down_wait(sem, waiter, write, deadline, flags)
+        except BaseException:
+            if rc == _INTERRUPTED:
+                _down_cancel(sem, waiter)  # leaves the queue; releases a late grant
+            elif rc == 0:
+                (lib.up_write if write else lib.up_read_non_owner)(sem)
+            raise
+        if rc == 0 or rc == -errno.EINTR or rc == -errno.ETIMEDOUT:
+            return rc
+        self._fail(rc, op)
+
+
+class _Guard:
+    """Context manager of ``RWSemaphore.read()`` / ``write()``: the fast paths
+    are inlined here, so a ``with`` block costs one cffi call each way."""
+
+    __slots__ = ("_owner", "_sem", "_write", "_timeout")
+
+    def __init__(self, owner: RWSemaphore, write: bool, timeout: Optional[float]) -> None:
+        self._owner = owner
+        self._sem = owner._sem
+        self._write = write
+        self._timeout = timeout
+
+    def __enter__(self) -> RWSemaphore:
+        if self._write:
+            if not _write_trylock(self._sem):
+                self._enter_slow()
+        elif not _read_trylock(self._sem):
+            self._enter_slow()
+        return self._owner
+
+    def _enter_slow(self) -> None:
+        owner, write, timeout = self._owner, self._write, self._timeout
+        op = "write" if write else "read"
+        if owner._slow(write, deadline_after(timeout), 0, op) != 0:
+            raise TimeoutError(f"{op} lock of {owner._label()} not acquired within "
+                               f"{timeout} s; state: {owner.state()}")
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]],
+                 exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        rc = _up_write(self._sem) if self._write else _up_read(self._sem)
+        if rc:
+            self._owner._fail(rc, "up_write" if self._write else "up_read")

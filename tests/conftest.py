@@ -1,0 +1,273 @@
+"""Shared helpers for the RWSemaphore test suite.
+
+Every wait in this suite is bounded: a bug makes a test fail, never hang.
+Threads are started through :class:`Worker` (or :class:`LockHolder`), which
+records the result or exception of the thread's function and offers a
+bounded join (:meth:`Worker.finish`).  States that cannot be signalled with
+an event (a thread asleep in the lock's wait queue) are awaited by polling
+``sem.queue()`` with a deadline (:func:`wait_queued`).
+
+Test modules import these helpers with ``from conftest import ...``.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Any, Callable, List, Optional
+
+import pytest
+
+import mmap_lock_native as mln
+
+#: Generous bound for anything that should happen "soon" (a noisy 2-core box).
+TIMEOUT = 10.0
+
+
+def wait_until(pred: Callable[[], bool], what: str, timeout: float = TIMEOUT,
+               describe: Optional[Callable[[], str]] = None) -> None:
+    """Poll ``pred`` until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            extra = f" ({describe()})" if describe else ""
+            pytest.fail(f"timed out after {timeout} s waiting for {what}{extra}")
+        time.sleep(0.0005)
+
+
+def wait_queued(sem: mln.RWSemaphore, readers: int, writers: int,
+                timeout: float = TIMEOUT, workers: "tuple[Worker, ...]" = ()) -> None:
+    """Wait until exactly ``readers`` readers and ``writers`` writers are queued.
+
+    If one of ``workers`` ends (it should be blocked), fail at once with its
+    outcome rather than waiting out the bound.
+    """
+    deadline = time.monotonic() + timeout
+    while sem.queue() != (readers, writers):
+        for w in workers:
+            if w.finished.is_set():
+                pytest.fail(f"{w.name} finished ({w.outcome()}) instead of queueing; "
+                            f"state: {sem.state()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for queue == "
+                        f"({readers}, {writers}); state: {sem.state()}")
+        time.sleep(0.0005)
+
+
+def wait_handoff_pending(sem: mln.RWSemaphore, timeout: float = TIMEOUT) -> None:
+    """Wait until a starved waiter has reserved the lock (after ~4 ms of waiting)."""
+    wait_until(lambda: "handoff pending" in sem.state(), "a handoff reservation",
+               timeout, describe=sem.state)
+
+
+def assert_free(sem: mln.RWSemaphore) -> None:
+    """The lock is neither held nor waited on, and works."""
+    assert sem.queue() == (0, 0), sem.state()
+    assert not sem.is_locked(), sem.state()
+    assert not sem.is_write_locked(), sem.state()
+    assert not sem.is_contended(), sem.state()
+    assert sem.readers == 0
+    assert sem.owner is None
+    assert sem.state() == "unlocked"
+    assert_usable(sem)
+
+
+def assert_usable(sem: mln.RWSemaphore) -> None:
+    """A free lock goes through a normal write and read cycle and ends free."""
+    assert sem.down_write_trylock(), sem.state()
+    assert sem.owner == mln.current_task()
+    sem.up_write()
+    sem.down_write()
+    sem.up_write()
+    sem.down_read()
+    sem.down_read()
+    assert sem.readers == 2
+    sem.up_read()
+    sem.up_read()
+    assert not sem.is_locked(), sem.state()
+
+
+# -- threads ---------------------------------------------------------------
+
+_LIVE: "List[Worker]" = []
+
+
+class Worker(threading.Thread):
+    """A daemon thread running ``fn(*args)``, recording its result or exception.
+
+    ``task`` is the thread's :func:`mln.current_task` (set before ``fn`` runs);
+    ``started`` is set just before ``fn`` is called, ``finished`` after.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, name: Optional[str] = None) -> None:
+        super().__init__(daemon=True, name=name or getattr(fn, "__name__", "worker"))
+        self._fn = fn
+        self._fn_args = args
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.task: Optional[int] = None
+        self.ready = threading.Event()
+        self.finished = threading.Event()
+        self.on_cleanup: List[Callable[[], None]] = []
+        _LIVE.append(self)
+
+    def run(self) -> None:
+        try:
+            self.task = mln.current_task()
+            self.ready.set()
+            self.result = self._fn(*self._fn_args)
+        except BaseException as exc:  # recorded, re-raised by finish()
+            self.error = exc
+        finally:
+            self.finished.set()
+
+    def begin(self) -> "Worker":
+        self.start()
+        if not self.ready.wait(TIMEOUT):
+            pytest.fail(f"{self.name} did not start within {TIMEOUT} s")
+        return self
+
+    def outcome(self) -> str:
+        if not self.finished.is_set():
+            return "still running"
+        return f"raised {self.error!r}" if self.error else f"returned {self.result!r}"
+
+    def finish(self, timeout: float = TIMEOUT) -> Any:
+        """Bounded join: fail if the thread is still running after ``timeout``;
+        re-raise its exception; return its result."""
+        self.join(timeout)
+        if self.is_alive():
+            pytest.fail(f"thread {self.name} did not finish within {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class LockHolder(Worker):
+    """A thread that takes ``sem`` in ``mode`` and keeps it until :meth:`unlock`.
+
+    ``mode``: "read", "write" or "read_non_owner".  With ``hold=False`` it
+    releases at once after acquiring.  ``log`` (a list) gets ``name`` appended
+    the moment the lock is acquired, which records the order of acquisition.
+    ``seen`` records ``(readers, write_locked, owner)`` observed while held.
+    """
+
+    def __init__(self, sem: mln.RWSemaphore, mode: str, *, hold: bool = True,
+                 log: Optional[list] = None, name: Optional[str] = None,
+                 task: Optional[int] = None) -> None:
+        self.sem = sem
+        self.mode = mode
+        self.hold = hold
+        self.log = log
+        self.bound_task = task
+        self.acquired = threading.Event()
+        self.release = threading.Event()
+        self.seen: Optional[tuple] = None
+        super().__init__(self._body, name=name or f"{mode}-holder")
+        self.on_cleanup.append(self.release.set)
+
+    def _body(self) -> None:
+        sem = self.sem
+        if self.bound_task is not None:
+            mln.set_current_task(self.bound_task)
+        acquire, release = {
+            "read": (sem.down_read, sem.up_read),
+            "write": (sem.down_write, sem.up_write),
+            "read_non_owner": (sem.down_read_non_owner, sem.up_read_non_owner),
+        }[self.mode]
+        acquire()
+        try:
+            self.seen = (sem.readers, sem.is_write_locked(), sem.owner)
+            if self.log is not None:
+                self.log.append(self.name)
+            self.acquired.set()
+            if self.hold and not self.release.wait(3 * TIMEOUT):
+                raise AssertionError(f"{self.name}: never told to release")
+        finally:
+            release()
+
+    def wait_acquired(self, timeout: float = TIMEOUT) -> "LockHolder":
+        if not self.acquired.wait(timeout):
+            pytest.fail(f"{self.name} did not acquire within {timeout} s "
+                        f"({self.outcome()}); state: {self.sem.state()}")
+        return self
+
+    def unlock(self) -> None:
+        self.release.set()
+
+
+def hold(sem: mln.RWSemaphore, mode: str, **kw: Any) -> LockHolder:
+    """Start a LockHolder and wait until it holds the lock."""
+    h = LockHolder(sem, mode, **kw)
+    h.begin()
+    return h.wait_acquired()
+
+
+def queue_up(sem: mln.RWSemaphore, mode: str, expect: "tuple[int, int]", **kw: Any) -> LockHolder:
+    """Start a LockHolder that must block, and wait until the queue reads ``expect``."""
+    h = LockHolder(sem, mode, **kw)
+    h.begin()
+    wait_queued(sem, *expect, workers=(h,))
+    return h
+
+
+@pytest.fixture(autouse=True)
+def _reap_threads():
+    """After each test, release every holder still waiting and join every
+    thread the test started, so that a failed test does not leak blocked
+    threads into the next one; restore the main thread's task binding."""
+    yield
+    live = list(_LIVE)
+    _LIVE.clear()
+    for w in live:
+        for cb in w.on_cleanup:
+            cb()
+    deadline = time.monotonic() + TIMEOUT
+    stuck = []
+    for w in live:
+        if w.is_alive():
+            w.join(max(0.0, deadline - time.monotonic()))
+            if w.is_alive():
+                stuck.append(w.name)
+    mln.set_current_task(None)
+    if stuck:
+        pytest.fail(f"threads still running after the test: {stuck}")
+
+
+# -- is a thread asleep in the lock? ---------------------------------------------------
+
+_FUTEX_NR = {"x86_64": 202, "aarch64": 98, "i686": 240, "armv7l": 240, "ppc64le": 221,
+             "s390x": 238, "riscv64": 98}.get(__import__("platform").machine())
+
+
+def lock_address(sem: mln.RWSemaphore) -> int:
+    """The address of the C structure (it appears in the repr)."""
+    return int(re.search(r" at (0x[0-9a-f]+)", repr(sem)).group(1), 16)
+
+
+def asleep_on_lock(sem: mln.RWSemaphore, native_id: int) -> Optional[bool]:
+    """True if thread ``native_id`` of this process sleeps in futex(2) on a
+    word of ``sem``; None if /proc does not tell."""
+    try:
+        with open(f"/proc/self/task/{native_id}/syscall") as f:
+            fields = f.read().split()
+        with open(f"/proc/self/task/{native_id}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+    if _FUTEX_NR is None or len(fields) < 2 or fields[0] == "running":
+        return False if fields and fields[0] == "running" else None
+    base = lock_address(sem)
+    return (int(fields[0]) == _FUTEX_NR and base <= int(fields[1], 16) < base + sem.SIZE
+            and state == "S")
+
+
+def wait_asleep_on_lock(sem: mln.RWSemaphore, native_id: int, timeout: float = TIMEOUT) -> None:
+    """Wait until thread ``native_id`` sleeps in the kernel on ``sem``'s futex
+    words (not merely queued: on its way to sleep, a signal would not
+    interrupt a wait that has not begun).  Without /proc's help, wait a while."""
+    if asleep_on_lock(sem, native_id) is None:
+        time.sleep(0.1)
+        return
+    wait_until(lambda: asleep_on_lock(sem, native_id), f"thread {native_id} asleep on the lock",
+               timeout, describe=sem.state)
