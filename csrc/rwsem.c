@@ -93,6 +93,9 @@
  */
 #define RWSEM_SPIN_NS		20000u
 
+/* How often a waiter looks again while another waiter holds the reservation. */
+#define RWSEM_RESERVED_RECHECK_NS (4ull * RWSEM_HANDOFF_NS)
+
 _Static_assert(sizeof(_Atomic uint32_t) == 4, "futex words are 32 bits");
 _Static_assert(offsetof(struct rw_semaphore, count) == 0, "count opens the structure");
 
@@ -393,10 +396,17 @@ static bool maybe_reserve(struct rw_semaphore *sem, struct rwsem_waiter *w, uint
 
 	if (now < w->handoff_at_ns)
 		return false;
-	if (sem->handoff_to != HANDOFF_NONE ||
-	    (!w->write && !(c & RWSEM_WRITER_LOCKED))) {
-		/* Not now: look again later, so that a waiter never loses its timer. */
-		w->handoff_at_ns = now + RWSEM_HANDOFF_NS;
+	if (sem->handoff_to != HANDOFF_NONE) {
+		/*
+		 * Someone else's reservation is served first.  Look again later,
+		 * so that no waiter loses its clock, but less often: the other
+		 * reserver needs the time, and a sleeper should stay asleep.
+		 */
+		w->handoff_at_ns = now + RWSEM_RESERVED_RECHECK_NS;
+		return false;
+	}
+	if (!w->write && !(c & RWSEM_WRITER_LOCKED)) {
+		w->handoff_at_ns = now + RWSEM_HANDOFF_NS;	/* not starved by a writer */
 		return false;
 	}
 	sem->handoff_to = w->write ? w->ticket : HANDOFF_READERS;

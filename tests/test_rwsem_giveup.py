@@ -274,7 +274,11 @@ def _run_main_victim(scene: Scene, call: str, signum: int,
                 wait_asleep_on_lock(sem, main_native)
                 signal.pthread_kill(main, signum)
                 if expected is None:
-                    assert handler_ran.wait(TIMEOUT), "the signal handler did not run"
+                    if not handler_ran.wait(TIMEOUT):
+                        import os
+                        nid = threading.main_thread().native_id
+                        info = open(f"/proc/self/task/{nid}/syscall").read() + open(f"/proc/self/task/{nid}/stat").read() + open(f"/proc/self/task/{nid}/wchan").read()
+                        assert False, f"DBG handler did not run {info} {sem.state()} base={hex(__import__('conftest').lock_address(sem))}"
                     # The handler ran and returned: the main thread is still queued.
                     assert sem.queue() == (scene.r, scene.w), sem.state()
                     assert not returned.is_set()

@@ -589,7 +589,7 @@ static int stats_line(enum kind kind, struct worker *ws, int nw)
 	}
 	if (n == 0)
 		return 0;
-	printf("%-10s:  Total: %ld  Max/Min: %ld/%ld %s  Fail: %ld %s", kind_name[kind], total,
+	printf("%s:  Total: %ld  Max/Min: %ld/%ld %s  Fail: %ld %s", kind_name[kind], total,
 	       max, min, max / 2 > min ? "???" : "   ", fails, fails ? "!!!" : "");
 	if (kind == K_TRYLOCKER)
 		printf("  (trylock ok %ld, failed %ld, blocking fallbacks %ld)", try_ok, try_fail,
@@ -714,16 +714,16 @@ int main(int argc, char **argv)
 	}
 	for (int k = 0; k < NR_KINDS; k++)
 		stats_line((enum kind)k, ws, nw);
-	printf("Totals    :  write acquisitions %ld, read acquisitions %ld, downgrades %ld\n",
+	printf("Totals:  write acquisitions %ld, read acquisitions %ld, downgrades %ld\n",
 	       writes, reads, downgrades);
 	if (o.nr[K_KILLABLE])
-		printf("Killable  :  timeouts %ld, -EINTR %ld (kills issued %ld), interrupted %ld "
+		printf("Killable:  timeouts %ld, -EINTR %ld (kills issued %ld), interrupted %ld "
 		       "(signals sent %ld), cancelled %ld\n",
 		       timeouts, kills, atomic_load(&kills_issued), interrupts,
 		       atomic_load(&signals_sent), cancels);
 	rwsem_queue_info(&sem, &qr, &qw, &handoffs);
-	printf("Stutter   :  %d quiescent checks (every %d ms)\n", stutters, o.stutter_ms);
-	printf("Max wait  :  writer %.3f ms, reader %.3f ms, downgrader %.3f ms, "
+	printf("Stutter:  %d quiescent checks (every %d ms)\n", stutters, o.stutter_ms);
+	printf("Max wait:  writer %.3f ms, reader %.3f ms, downgrader %.3f ms, "
 	       "killable %.3f ms; handoffs %llu\n",
 	       max_wait[K_WRITER] / 1e6, max_wait[K_READER] / 1e6, max_wait[K_DOWNGRADER] / 1e6,
 	       max_wait[K_KILLABLE] / 1e6, (unsigned long long)handoffs);
