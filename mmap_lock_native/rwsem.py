@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import mmap
 import threading
+import weakref
 from types import TracebackType
 from typing import Any, NoReturn, Optional, Type
 
@@ -327,10 +328,12 @@ class _Guard:
     """Context manager of ``RWSemaphore.read()`` / ``write()``: the fast paths
     are inlined here, so a ``with`` block costs one cffi call each way."""
 
-    __slots__ = ("_owner", "_sem", "_write", "_timeout")
+    __slots__ = ("_ref", "_sem", "_write", "_timeout")
 
     def __init__(self, owner: RWSemaphore, write: bool, timeout: Optional[float]) -> None:
-        self._owner = owner
+        # A weak reference: the semaphore caches its guards, and a cycle would
+        # keep a caller's shared-memory buffer exported until the next GC.
+        self._ref = weakref.ref(owner)
         self._sem = owner._sem
         self._write = write
         self._timeout = timeout
@@ -341,10 +344,11 @@ class _Guard:
                 self._enter_slow()
         elif not _read_trylock(self._sem):
             self._enter_slow()
-        return self._owner
+        return self._ref()  # type: ignore[return-value]
 
     def _enter_slow(self) -> None:
-        owner, write, timeout = self._owner, self._write, self._timeout
+        owner, write, timeout = self._ref(), self._write, self._timeout
+        assert owner is not None
         op = "write" if write else "read"
         if owner._slow(write, deadline_after(timeout), 0, op) != 0:
             raise TimeoutError(f"{op} lock of {owner._label()} not acquired within "
@@ -354,4 +358,6 @@ class _Guard:
                  exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
         rc = _up_write(self._sem) if self._write else _up_read(self._sem)
         if rc:
-            self._owner._fail(rc, "up_write" if self._write else "up_read")
+            owner = self._ref()
+            assert owner is not None
+            owner._fail(rc, "up_write" if self._write else "up_read")
