@@ -465,6 +465,7 @@ int rwsem_down_wait(struct rw_semaphore *sem, struct rwsem_waiter *w, int write,
 		    uint64_t deadline_ns, unsigned int flags)
 {
 	bool shared = is_shared(sem);
+	uint64_t poll_at = 0;
 
 	wait_lock(sem);
 	if (!w->queued) {
@@ -535,9 +536,15 @@ int rwsem_down_wait(struct rw_semaphore *sem, struct rwsem_waiter *w, int write,
 		 * until we wake.  So a signal-aware wait also returns every
 		 * RWSEM_SIGNAL_POLL_NS, still queued, to let the handler run.
 		 */
-		polling = (flags & RWSEM_WAIT_SIGNALS) && now + RWSEM_SIGNAL_POLL_NS < sleep_until;
+		if (flags & RWSEM_WAIT_SIGNALS) {
+			if (!poll_at)
+				poll_at = now + RWSEM_SIGNAL_POLL_NS;	/* per call, not per sleep */
+			else if (now >= poll_at)
+				return RWSEM_WAIT_INTERRUPTED;
+		}
+		polling = poll_at && poll_at < sleep_until;
 		if (polling)
-			sleep_until = now + RWSEM_SIGNAL_POLL_NS;
+			sleep_until = poll_at;
 
 		killed = mln_task_wait_begin(word, shared);
 		if (killed && (flags & RWSEM_WAIT_KILLABLE)) {

@@ -262,12 +262,33 @@ def asleep_on_lock(sem: mln.RWSemaphore, native_id: int) -> Optional[bool]:
             and state == "S")
 
 
+def _run_count(native_id: int) -> Optional[int]:
+    """How many times the thread has been scheduled in (schedstat), or None."""
+    try:
+        with open(f"/proc/self/task/{native_id}/schedstat") as f:
+            return int(f.read().split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def wait_asleep_on_lock(sem: mln.RWSemaphore, native_id: int, timeout: float = TIMEOUT) -> None:
     """Wait until thread ``native_id`` sleeps in the kernel on ``sem``'s futex
-    words (not merely queued: on its way to sleep, a signal would not
-    interrupt a wait that has not begun).  Without /proc's help, wait a while."""
+    words (not merely queued: a signal that lands while a waiter is on its way
+    to sleep interrupts no system call).  A waiter may wake up periodically
+    (its timers); if it does within a few tens of milliseconds, return just
+    after it has gone back to sleep, so that a signal sent now finds it asleep.
+    Without /proc's help, wait a while."""
     if asleep_on_lock(sem, native_id) is None:
         time.sleep(0.1)
         return
     wait_until(lambda: asleep_on_lock(sem, native_id), f"thread {native_id} asleep on the lock",
                timeout, describe=sem.state)
+    runs = _run_count(native_id)
+    if runs is None:
+        return
+    deadline = time.monotonic() + 0.06
+    while time.monotonic() < deadline:
+        now_runs = _run_count(native_id)
+        if now_runs != runs and asleep_on_lock(sem, native_id):
+            return  # it woke up and went back to sleep just now
+        time.sleep(0)

@@ -14,7 +14,10 @@ lock ends free.
 from __future__ import annotations
 
 import errno
+import os
 import signal
+import subprocess
+import sys
 import threading
 from typing import Callable, List, Optional
 
@@ -382,7 +385,7 @@ SOON_SETUPS = {
 }
 
 
-@pytest.mark.parametrize("setup", sorted(SOON_SETUPS))
+@pytest.mark.parametrize("setup", ["writer-behind-reader", "reader-behind-writer"])
 def test_signal_soon_after_a_handler_returned_is_not_lost(setup):
     """The main thread waits for the lock; signals arrive one after another,
     each as soon as the previous handler (which returns) has run.  Each one
@@ -435,4 +438,88 @@ def test_signal_soon_after_a_handler_returned_is_not_lost(setup):
     holder.finish()
     assert lost is None, lost
     assert len(handled) == rounds
+    assert_free(sem)
+
+
+#: Run in a separate process (so that it needs no GIL of ours): each round,
+#: wait for the main thread to wake up (a waiter wakes on its timers), send it
+#: SIGUSR1 at once, then wait for the handler to report through the pipe.
+SENDER = r"""
+import os, select, sys, signal, time
+pid, tid, report_fd, rounds = map(int, sys.argv[1:5])
+stat = os.open(f"/proc/{pid}/task/{tid}/stat", os.O_RDONLY)
+def state():
+    return os.pread(stat, 512, 0).rsplit(b")", 1)[1][1:2]
+for i in range(rounds):
+    deadline = time.monotonic() + 0.3
+    while state() != b"S" and time.monotonic() < deadline:
+        pass
+    while state() == b"S" and time.monotonic() < deadline:
+        pass  # asleep; no timer fired within 0.3 s: send anyway
+    os.kill(pid, signal.SIGUSR1)
+    ready, _, _ = select.select([report_fd], [], [], 1.0)
+    if not ready:
+        print(f"signal {i + 1} of {rounds} not handled within 1 s", flush=True)
+        sys.exit(0)
+    os.read(report_fd, 1)
+print("ok", flush=True)
+"""
+
+
+@pytest.mark.parametrize("setup", sorted(SOON_SETUPS))
+def test_signal_landing_as_the_waiter_wakes_is_not_lost(setup):
+    """A signal may land while the waiter is awake in C between two sleeps
+    (it wakes on timers: to reserve the lock, to look at someone else's
+    reservation again, to poll): no system call is interrupted then, yet the
+    handler must still run soon.  Another process sends SIGUSR1 to the main
+    thread right as it wakes, round after round; each must be handled within
+    1 s while the main thread stays blocked on the lock."""
+    mode, holder_mode, front_modes = SOON_SETUPS[setup]
+    sem = mln.RWSemaphore(name="wake-signals")
+    holder = hold(sem, holder_mode)
+    r = w = 0
+    for m in front_modes:
+        w += 1
+        queue_up(sem, m, (r, w), hold=False, name="front")
+    if front_modes:
+        wait_handoff_pending(sem)
+    report_r, report_w = os.pipe()
+    handled: List[int] = []
+
+    def handler(signum, frame):
+        handled.append(signum)
+        os.write(report_w, b"x")
+
+    main_native = threading.main_thread().native_id
+    rounds = 25
+
+    def helper():
+        try:
+            wait_queued(sem, r + (mode == "read"), w + (mode == "write"))
+            wait_asleep_on_lock(sem, main_native)
+            sender = subprocess.Popen(
+                [sys.executable, "-c", SENDER, str(os.getpid()), str(main_native),
+                 str(report_r), str(rounds)], stdout=subprocess.PIPE, pass_fds=(report_r,))
+            try:
+                out, _ = sender.communicate(timeout=60)
+            finally:
+                if sender.poll() is None:
+                    sender.kill()
+                    sender.communicate()
+            return out.decode().strip()
+        finally:
+            holder.unlock()
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        h = Worker(helper, name="signaller").begin()
+        getattr(sem, f"down_{mode}")()
+        getattr(sem, f"up_{mode}")()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        os.close(report_r)
+        os.close(report_w)
+    outcome = h.finish(90)
+    holder.finish()
+    assert outcome == "ok", f"{outcome}; handled {len(handled)}"
     assert_free(sem)
