@@ -191,15 +191,17 @@ class RWSemaphore:
 
     def acquire_read(self, timeout: Optional[float] = None) -> bool:
         """Acquire for read within ``timeout`` seconds (None: forever); False on expiry."""
+        deadline = deadline_after(timeout)  # validates timeout, contended or not
         if _read_trylock(self._sem):
             return True
-        return self._slow(False, deadline_after(timeout), 0, "acquire_read") == 0
+        return self._slow(False, deadline, 0, "acquire_read") == 0
 
     def acquire_write(self, timeout: Optional[float] = None) -> bool:
         """Acquire for write within ``timeout`` seconds (None: forever); False on expiry."""
+        deadline = deadline_after(timeout)  # validates timeout, contended or not
         if _write_trylock(self._sem):
             return True
-        return self._slow(True, deadline_after(timeout), 0, "acquire_write") == 0
+        return self._slow(True, deadline, 0, "acquire_write") == 0
 
     def read(self, timeout: Optional[float] = None) -> "_Guard":
         """``with sem.read(timeout=None):`` holds it for read; TimeoutError on expiry."""
@@ -337,6 +339,8 @@ class _Guard:
         self._sem = owner._sem
         self._write = write
         self._timeout = timeout
+        if timeout is not None:
+            deadline_after(timeout)  # a bad timeout fails now, contended or not
 
     def __enter__(self) -> RWSemaphore:
         if self._write:

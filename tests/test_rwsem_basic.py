@@ -538,6 +538,21 @@ def test_acquire_rejects_bad_timeouts(sem, timeout):
     assert_free(sem)
 
 
+@pytest.mark.parametrize("how,timeout", [("acquire_read", -1), ("acquire_write", -1),
+                                         ("read", -1), ("write", -1), ("acquire_write", math.nan)])
+def test_bad_timeouts_are_rejected_on_a_free_lock_too(how, timeout):
+    """A bad timeout is an error whether or not the lock happens to be free
+    (else code that works uncontended fails under contention)."""
+    sem = mln.RWSemaphore()
+    with pytest.raises(ValueError, match="timeout"):
+        if how.startswith("acquire"):
+            getattr(sem, how)(timeout=timeout)
+        else:
+            with getattr(sem, how)(timeout=timeout):
+                pass
+    assert_free(sem)
+
+
 # -- tasks as owners ------------------------------------------------------------------
 
 def test_custom_task_is_the_owner():

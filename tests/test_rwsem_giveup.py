@@ -385,7 +385,7 @@ SOON_SETUPS = {
 }
 
 
-@pytest.mark.parametrize("setup", ["writer-behind-reader", "reader-behind-writer"])
+@pytest.mark.parametrize("setup", sorted(SOON_SETUPS))
 def test_signal_soon_after_a_handler_returned_is_not_lost(setup):
     """The main thread waits for the lock; signals arrive one after another,
     each as soon as the previous handler (which returns) has run.  Each one
