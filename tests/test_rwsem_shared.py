@@ -14,7 +14,7 @@ from multiprocessing import shared_memory
 import pytest
 
 import mmap_lock_native as mln
-from conftest import TIMEOUT, assert_free, wait_queued
+from conftest import assert_free, wait_queued
 
 CHILD_TIMEOUT = 60.0
 
