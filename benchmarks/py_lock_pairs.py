@@ -83,6 +83,39 @@ def _cffi_floor() -> Built:
     return ns, setup, "lib.down_read_trylock(p); lib.up_read(p)"
 
 
+def _mmap_read(stats: bool = True) -> Built:
+    import mmap_lock_native as mln
+    ns, setup = _locals(mm=mln.MM(name="bench", stats=stats), lock=mln.mmap_read_lock,
+                        unlock=mln.mmap_read_unlock)
+    return ns, setup, "lock(mm); unlock(mm)"
+
+
+def _mmap_read_nostats() -> Built:
+    return _mmap_read(stats=False)
+
+
+def _mmap_write() -> Built:
+    import mmap_lock_native as mln
+    ns, setup = _locals(mm=mln.MM(name="bench"), lock=mln.mmap_write_lock,
+                        unlock=mln.mmap_write_unlock)
+    return ns, setup, "lock(mm); unlock(mm)"
+
+
+def _mmap_with_read() -> Built:
+    import mmap_lock_native as mln
+    ns, setup = _locals(mm=mln.MM(name="bench"), locked=mln.mmap_read_locked)
+    return ns, setup, "with locked(mm):\n    pass"
+
+
+def _mmap_cffi_floor() -> Built:
+    # The two C calls mmap_read_lock/mmap_read_unlock make, without the wrapper.
+    import mmap_lock_native as mln
+    import mmap_lock_native._ffi as _ffi
+    mm = mln.MM(name="bench-floor")
+    ns, setup = _locals(lib=_ffi.lib, p=mm._mm, keep=mm)
+    return ns, setup, "lib.mmap_read_lock_begin(p); lib.mmap_read_unlock(p)"
+
+
 def _threading_lock() -> Built:
     ns, setup = _locals(lock=threading.Lock())
     return ns, setup, "lock.acquire(); lock.release()"
@@ -131,6 +164,16 @@ CONTENDERS: List[Contender] = [
               _rwsem_write, ours=True),
     Contender("cffi-floor", "cffi floor: down_read_trylock+up_read", "read-pair",
               _cffi_floor, ours=True),
+    Contender("mmap-read", "mmap_read_lock+mmap_read_unlock", "read-pair",
+              _mmap_read, ours=True),
+    Contender("mmap-read-nostats", "mmap_read pair, statistics off", "read-pair",
+              _mmap_read_nostats, ours=True),
+    Contender("mmap-with-read", "with mmap_read_locked(mm)", "read-pair",
+              _mmap_with_read, ours=True),
+    Contender("mmap-write", "mmap_write_lock+mmap_write_unlock", "write-pair",
+              _mmap_write, ours=True),
+    Contender("mmap-cffi-floor", "cffi floor: mmap_read_lock_begin+_unlock",
+              "read-pair", _mmap_cffi_floor, ours=True),
     Contender("threading-lock", "threading.Lock acquire+release", "read-pair",
               _threading_lock, extra_groups=("write-pair",)),
     Contender("threading-rlock", "threading.RLock acquire+release", "read-pair",
@@ -170,6 +213,8 @@ def make_timer(c: Contender) -> Tuple[timeit.Timer, Dict[str, Any]]:
     timer = timeit.Timer(stmt, setup, globals=ns)
     timer.timeit(1000)
     for obj in ns.values():
+        if type(obj).__name__ == "MM":
+            obj = obj.mmap_lock
         if type(obj).__name__ == "RWSemaphore" and obj.is_locked():
             raise RuntimeError(f"{c.key}: the pair left the lock held: {obj!r}")
     return timer, ns

@@ -30,6 +30,14 @@
 #define mln_cpu_relax() ((void)0)
 #endif
 
+/*
+ * Thread-locals read on every lock call.  In the shared object the bindings
+ * load, the default TLS model costs a __tls_get_addr() call per access;
+ * initial-exec is one %fs-relative load, and these few bytes fit the static
+ * TLS surplus glibc keeps for dlopen()ed objects.
+ */
+#define MLN_HOT_TLS __attribute__((tls_model("initial-exec")))
+
 #define mln_likely(x) __builtin_expect(!!(x), 1)
 #define mln_unlikely(x) __builtin_expect(!!(x), 0)
 

@@ -62,24 +62,8 @@
 
 #include "futex.h"
 #include "rwsem.h"
+#include "rwsem_internal.h"
 #include "task_internal.h"
-
-#define RWSEM_WRITER_LOCKED	(1u << 0)
-#define RWSEM_FLAG_WAITERS	(1u << 1)
-#define RWSEM_FLAG_HANDOFF	(1u << 2)
-#define RWSEM_FLAG_DEAD		(1u << 3)
-#define RWSEM_READER_SHIFT	8
-#define RWSEM_READER_BIAS	(1u << RWSEM_READER_SHIFT)
-#define RWSEM_FLAG_READFAIL	(1u << 31)
-#define RWSEM_READER_MASK	(~(RWSEM_READER_BIAS - 1) & ~RWSEM_FLAG_READFAIL)
-/* READFAIL counts as "readers inside": an overflowing reader is backing out. */
-#define RWSEM_LOCK_MASK		(RWSEM_WRITER_LOCKED | RWSEM_READER_MASK | RWSEM_FLAG_READFAIL)
-#define RWSEM_READERS_MAX	(RWSEM_READER_MASK >> RWSEM_READER_SHIFT)
-#define RWSEM_READ_FAILED_MASK	(RWSEM_WRITER_LOCKED | RWSEM_FLAG_WAITERS | \
-				 RWSEM_FLAG_HANDOFF | RWSEM_FLAG_DEAD | RWSEM_FLAG_READFAIL)
-
-#define RWSEM_OWNER_READER	1ull
-#define RWSEM_OWNER_SHIFT	2
 
 /* handoff_to: nobody, all queued readers, or a writer's ticket. */
 #define HANDOFF_NONE		0u
@@ -102,41 +86,6 @@ _Static_assert(offsetof(struct rw_semaphore, count) == 0, "count opens the struc
 static inline bool is_shared(const struct rw_semaphore *sem)
 {
 	return sem->flags & RWSEM_SHARED;
-}
-
-static inline uint64_t owner_word(uint64_t task)
-{
-	return task << RWSEM_OWNER_SHIFT;
-}
-
-static inline uint64_t owner_task(uint64_t word)
-{
-	return word >> RWSEM_OWNER_SHIFT;
-}
-
-/*
- * The owner word is a hint for diagnostics and the misuse checks of the
- * owner itself: it is written relaxed, and by the holder only, right after
- * the acquiring atomic (or right before the releasing one).
- */
-static inline void set_writer_owned(struct rw_semaphore *sem)
-{
-	atomic_store_explicit(&sem->owner, owner_word(mln_current_task()), memory_order_relaxed);
-}
-
-static inline void set_reader_owned(struct rw_semaphore *sem, bool anonymous)
-{
-	uint64_t task = anonymous ? 0 : mln_current_task();
-
-	atomic_store_explicit(&sem->owner, owner_word(task) | RWSEM_OWNER_READER,
-			      memory_order_relaxed);
-}
-
-static inline bool is_write_owner(struct rw_semaphore *sem, uint32_t count)
-{
-	return (count & RWSEM_WRITER_LOCKED) &&
-	       atomic_load_explicit(&sem->owner, memory_order_relaxed) ==
-		       owner_word(mln_current_task());
 }
 
 /* ------------------------------------------------------------------------
@@ -579,23 +528,12 @@ static int down_slowpath(struct rw_semaphore *sem, bool write, uint64_t deadline
  * Readers.
  */
 
-/* Fast path: one fetch_add.  On failure the bias stays: the caller backs out. */
-static inline bool read_fast(struct rw_semaphore *sem)
-{
-	uint32_t c = atomic_fetch_add_explicit(&sem->count, RWSEM_READER_BIAS,
-					       memory_order_acquire);
-
-	return !((c + RWSEM_READER_BIAS) & RWSEM_READ_FAILED_MASK);
-}
-
 /*
  * The fast path failed: take our speculative bias back out, then queue.
  * Backing out may make us the last "reader" of a lock that a writer waits
  * for, so it is a release like up_read().
  */
-static __attribute__((noinline)) int down_read_slowpath(struct rw_semaphore *sem,
-							uint64_t deadline_ns,
-							unsigned int flags)
+int rwsem_down_read_slowpath(struct rw_semaphore *sem, uint64_t deadline_ns, unsigned int flags)
 {
 	/* Release: pairs like up_read(); we touched no protected data, it is free here. */
 	uint32_t c = atomic_fetch_sub_explicit(&sem->count, RWSEM_READER_BIAS,
@@ -611,7 +549,7 @@ static inline int __down_read(struct rw_semaphore *sem, uint64_t deadline_ns, un
 		set_reader_owned(sem, flags & RWSEM_WAIT_NON_OWNER);
 		return 0;
 	}
-	return down_read_slowpath(sem, deadline_ns, flags);
+	return rwsem_down_read_slowpath(sem, deadline_ns, flags);
 }
 
 int down_read(struct rw_semaphore *sem)
@@ -735,9 +673,7 @@ static bool write_spin(struct rw_semaphore *sem)
 	}
 }
 
-static __attribute__((noinline)) int down_write_slowpath(struct rw_semaphore *sem,
-							 uint64_t deadline_ns,
-							 unsigned int flags)
+int rwsem_down_write_slowpath(struct rw_semaphore *sem, uint64_t deadline_ns, unsigned int flags)
 {
 	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
 
@@ -752,16 +688,11 @@ static __attribute__((noinline)) int down_write_slowpath(struct rw_semaphore *se
 
 static inline int __down_write(struct rw_semaphore *sem, uint64_t deadline_ns, unsigned int flags)
 {
-	uint32_t c = 0;
-
-	if (mln_likely(atomic_compare_exchange_strong_explicit(&sem->count, &c,
-							       RWSEM_WRITER_LOCKED,
-							       memory_order_acquire,
-							       memory_order_relaxed))) {
+	if (mln_likely(write_fast(sem))) {
 		set_writer_owned(sem);
 		return 0;
 	}
-	return down_write_slowpath(sem, deadline_ns, flags);
+	return rwsem_down_write_slowpath(sem, deadline_ns, flags);
 }
 
 int down_write(struct rw_semaphore *sem)
@@ -789,10 +720,7 @@ int down_write_nested(struct rw_semaphore *sem, int subclass)
 /* Like the kernel's: fails whenever anyone waits, never queues. */
 int down_write_trylock(struct rw_semaphore *sem)
 {
-	uint32_t c = 0;
-
-	if (atomic_compare_exchange_strong_explicit(&sem->count, &c, RWSEM_WRITER_LOCKED,
-						    memory_order_acquire, memory_order_relaxed)) {
+	if (write_fast(sem)) {
 		set_writer_owned(sem);
 		return 1;
 	}

@@ -39,7 +39,7 @@ struct task_rec {
 	int registered;			/* linked into the registry */
 };
 
-_Thread_local uint64_t mln_tls_task;
+MLN_HOT_TLS _Thread_local uint64_t mln_tls_task;
 static _Thread_local int tls_task_bound;	/* set by task_set_current(), not gettid() */
 static _Thread_local struct task_rec tls_rec;
 

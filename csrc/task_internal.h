@@ -14,7 +14,7 @@
 #include "task.h"
 
 /* The calling thread's task id; 0 until first asked for. */
-extern _Thread_local uint64_t mln_tls_task;
+extern MLN_HOT_TLS _Thread_local uint64_t mln_tls_task;
 uint64_t mln_task_init_current(void);
 
 static inline uint64_t mln_current_task(void)

@@ -2,25 +2,70 @@
 
 A futex-based C core with kernel semantics (owner tracking, downgrade,
 trylock, killable and timed waits, non-owner release, handoff against
-starvation), bound with cffi.  Start with :class:`RWSemaphore`.
+starvation), bound with cffi.  :class:`RWSemaphore` is the semaphore;
+:class:`MM` and the ``mmap_*`` functions are the kernel's mmap locking API,
+with tracepoints (:mod:`mmap_lock_native.trace`), per-mm statistics
+(``mm.lock_stats()``) and a lock-order checker in debug mode.
 """
 from __future__ import annotations
 
-from .errors import LockError
+from . import trace
+from .debug import (LockOrderWarning, get_debug, lockdep_mode, lockdep_reset, set_debug,
+                    set_lockdep_mode)
+from .errors import LockError, LockOrderError
+from .mm import MM
+from .mmap_lock import (mmap_assert_locked, mmap_assert_write_locked, mmap_init_lock,
+                        mmap_lock_is_contended, mmap_lock_speculate_retry,
+                        mmap_lock_speculate_try_begin, mmap_read_lock, mmap_read_lock_killable,
+                        mmap_read_locked, mmap_read_trylock, mmap_read_trylock_non_owner,
+                        mmap_read_unlock, mmap_read_unlock_non_owner, mmap_write_downgrade,
+                        mmap_write_lock, mmap_write_lock_killable, mmap_write_lock_nested,
+                        mmap_write_locked, mmap_write_trylock, mmap_write_unlock)
 from .rwsem import SINGLE_DEPTH_NESTING, RWSemaphore
+from .stats import LockStats
 from .tasks import (TASK_ID_MAX, current_task, set_current_task, task_is_killed, task_kill,
                     task_revive)
 
 __all__ = [
     "LockError",
+    "LockOrderError",
+    "LockOrderWarning",
+    "LockStats",
+    "MM",
     "RWSemaphore",
     "SINGLE_DEPTH_NESTING",
     "TASK_ID_MAX",
     "current_task",
+    "get_debug",
+    "lockdep_mode",
+    "lockdep_reset",
+    "mmap_assert_locked",
+    "mmap_assert_write_locked",
+    "mmap_init_lock",
+    "mmap_lock_is_contended",
+    "mmap_lock_speculate_retry",
+    "mmap_lock_speculate_try_begin",
+    "mmap_read_lock",
+    "mmap_read_lock_killable",
+    "mmap_read_locked",
+    "mmap_read_trylock",
+    "mmap_read_trylock_non_owner",
+    "mmap_read_unlock",
+    "mmap_read_unlock_non_owner",
+    "mmap_write_downgrade",
+    "mmap_write_lock",
+    "mmap_write_lock_killable",
+    "mmap_write_lock_nested",
+    "mmap_write_locked",
+    "mmap_write_trylock",
+    "mmap_write_unlock",
     "set_current_task",
+    "set_debug",
+    "set_lockdep_mode",
     "task_is_killed",
     "task_kill",
     "task_revive",
+    "trace",
 ]
 
 __version__ = "0.1.0"

@@ -15,23 +15,38 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.normpath(os.path.join(HERE, "..", "csrc"))
 
-# Public headers, in dependency order, and the C files of the core.
-HEADERS = ["task.h", "rwsem.h"]
-SOURCES = ["task.c", "rwsem.c"]
-OPAQUE_STRUCTS = ["rw_semaphore"]
+# Public headers with a cffi block, in dependency order; every csrc/*.c is core.
+HEADERS = ["task.h", "rwsem.h", "mm.h", "mmap_lock.h", "mmap_lock_stats.h",
+           "mmap_lock_trace.h", "lockdep.h"]
+SOURCES = sorted(f for f in os.listdir(CSRC) if f.endswith(".c"))
+# Structures whose layout is the C compiler's business; cffi sees these fields only.
+PARTIAL_STRUCTS = {
+    "rw_semaphore": "",
+    "mm_struct": "struct rw_semaphore mmap_lock;",
+}
+# Callbacks the C core makes into Python (defined with @ffi.def_extern()).
+PYTHON_CALLBACKS = """
+extern "Python" const char *_mln_site_hook(void);
+extern "Python" void _mln_report_hook(int kind, const char *text);
+extern "Python" void _mln_hook_start_locking(struct mm_struct *mm, bool write, void *arg);
+extern "Python" void _mln_hook_acquire_returned(struct mm_struct *mm, bool write, bool success,
+                                                void *arg);
+extern "Python" void _mln_hook_released(struct mm_struct *mm, bool write, void *arg);
+"""
 
 _BLOCK = re.compile(r"/\* cffi:begin \*/(.*?)/\* cffi:end \*/", re.S)
 
 
 def cdef_text() -> str:
-    """The cffi declarations: opaque structs, then each header's cffi block."""
-    parts = [f"struct {name} {{ ...; }};" for name in OPAQUE_STRUCTS]
+    """The cffi declarations: partial structs, each header's cffi block, callbacks."""
+    parts = [f"struct {name} {{ {fields} ...; }};" for name, fields in PARTIAL_STRUCTS.items()]
     for header in HEADERS:
         with open(os.path.join(CSRC, header), encoding="utf-8") as f:
             blocks = _BLOCK.findall(f.read())
         if not blocks:
             raise RuntimeError(f"{header}: no /* cffi:begin */ ... /* cffi:end */ block")
         parts.extend(blocks)
+    parts.append(PYTHON_CALLBACKS)
     return "\n".join(parts)
 
 
@@ -39,7 +54,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(cdef_text())
 ffibuilder.set_source(
     "mmap_lock_native._native",
-    "\n".join(f'#include "{h}"' for h in HEADERS),
+    "#include <stdbool.h>\n" + "\n".join(f'#include "{h}"' for h in HEADERS),
     sources=[os.path.relpath(os.path.join(CSRC, s)) for s in SOURCES],
     include_dirs=[os.path.relpath(CSRC)],
     define_macros=[("_GNU_SOURCE", None)],

@@ -1,6 +1,9 @@
 """Exceptions raised by mmap_lock_native."""
 from __future__ import annotations
 
+import errno as _errno
+import os
+
 
 class LockError(RuntimeError):
     """A lock was misused: released when not held, released by a task that
@@ -17,3 +20,35 @@ class LockError(RuntimeError):
         self.errno = errno
         #: The operation that failed, e.g. ``"up_write"``.
         self.operation = operation
+
+
+_WHY = {
+    _errno.EPERM: "not held in the mode this release needs by the current task",
+    _errno.EDEADLK: "the current task already holds it for write",
+    _errno.EBUSY: "it is held or waited on",
+    _errno.EINVAL: "it has been destroyed, or an argument is out of range",
+}
+
+
+def misuse_error(label: str, rc: int, op: str, state: str) -> LockError:
+    """The LockError for C return code ``rc`` of ``op`` on the lock ``label``."""
+    code = -rc
+    name = f"{_errno.errorcode.get(code, str(code))} ({os.strerror(code)})"
+    why = _WHY.get(code, name)
+    return LockError(f"{op} on {label}: {why} ({name}); state: {state}", errno=code,
+                     operation=op)
+
+
+class LockOrderError(LockError):
+    """The lock-order checker (debug mode, ``set_lockdep_mode("raise")``)
+    refused a call that could deadlock or that releases a lock the task does
+    not hold.  The call did not touch the lock.
+
+    The message is the checker's report: both locks, their classes and the
+    acquisition sites (file:line of the Python caller).
+    """
+
+    def __init__(self, message: str, *, kind: str, operation: str = "") -> None:
+        super().__init__(message, errno=_errno.EDEADLK, operation=operation)
+        #: ``"recursion"``, ``"inversion"`` or ``"bad_unlock"``.
+        self.kind = kind

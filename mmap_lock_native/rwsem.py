@@ -15,8 +15,8 @@ import weakref
 from types import TracebackType
 from typing import Any, NoReturn, Optional, Type
 
-from ._ffi import NO_DEADLINE, deadline_after, ffi, lib, strerror
-from .errors import LockError
+from ._ffi import NO_DEADLINE, deadline_after, ffi, lib
+from .errors import misuse_error
 
 __all__ = ["RWSemaphore", "SINGLE_DEPTH_NESTING"]
 
@@ -103,6 +103,20 @@ class RWSemaphore:
                 self._fail(rc, "rwsem_init")
         self._read_guard = _Guard(self, False, None)
         self._write_guard = _Guard(self, True, None)
+
+    @classmethod
+    def _view(cls, sem: Any, keepalive: Any, *, name: Optional[str] = None) -> "RWSemaphore":
+        """A semaphore object for a ``struct rw_semaphore *`` that lives inside
+        another C structure (an mm's mmap_lock), already initialised;
+        ``keepalive`` owns that memory."""
+        self = cls.__new__(cls)
+        self.name = name
+        self._sem = sem
+        self._keepalive = keepalive
+        self.shared = False
+        self._read_guard = _Guard(self, False, None)
+        self._write_guard = _Guard(self, True, None)
+        return self
 
     def _place(self, buffer: Any, offset: int) -> "tuple[Any, Any]":
         view = memoryview(buffer)
@@ -293,14 +307,7 @@ class RWSemaphore:
     # -- slow paths -----------------------------------------------------------
 
     def _fail(self, rc: int, op: str) -> NoReturn:
-        why = {
-            errno.EPERM: "not held in the mode this release needs by the current task",
-            errno.EDEADLK: "the current task already holds it for write",
-            errno.EBUSY: "it is held or waited on",
-            errno.EINVAL: "it has been destroyed",
-        }.get(-rc, strerror(rc))
-        raise LockError(f"{op} on {self._label()}: {why} ({strerror(rc)}); "
-                        f"state: {self.state()}", errno=-rc, operation=op)
+        raise misuse_error(self._label(), rc, op, self.state())
 
     def _slow(self, write: bool, deadline: int, flags: int, op: str) -> int:
         """Wait in C; between signals, let Python run its handlers (only the

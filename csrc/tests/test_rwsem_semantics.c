@@ -2212,13 +2212,8 @@ static void t_blocked_waiter_sleeps(void)
 /* ========================================================================
  * Driver.
  */
-struct test {
-	const char *name;
-	void (*fn)(void);
-};
-
-#define T(fn) { #fn, fn }
-static const struct test tests[] = {
+#define T(fn) TU_TEST(fn)
+static const struct tu_test tests[] = {
 	/* Processes first, while this process has never had another thread. */
 	T(t_shared_counter_across_processes),
 	T(t_shared_readers_and_writer_across_processes),
@@ -2303,61 +2298,20 @@ static const struct test tests[] = {
 };
 #define NR_TESTS ((int)(sizeof(tests) / sizeof(tests[0])))
 
-static bool selected(const char *name, int argc, char **argv)
+static void reset_order(void)
 {
-	bool any = false;
-
-	for (int i = 1; i + 1 < argc; i++) {
-		if (strcmp(argv[i], "--only") == 0) {
-			any = true;
-			if (strcmp(argv[i + 1], name) == 0 || strstr(name, argv[i + 1]))
-				return true;
-		}
-	}
-	return !any;
+	atomic_store(&g_order, 0);
 }
 
 int main(int argc, char **argv)
 {
 	struct sigaction sa;
-	int passed = 0, failed = 0;
 
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--list") == 0) {
-			for (int t = 0; t < NR_TESTS; t++)
-				printf("%s\n", tests[t].name);
-			return 0;
-		}
-	}
-	tu_watchdog_install();
 	/* A no-op SIGUSR1 handler without SA_RESTART: interrupts futex waits. */
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_sigusr1;
 	sigemptyset(&sa.sa_mask);
 	sa.sa_flags = 0;
 	sigaction(SIGUSR1, &sa, NULL);
-
-	for (int t = 0; t < NR_TESTS; t++) {
-		uint64_t t0;
-
-		if (!selected(tests[t].name, argc, argv))
-			continue;
-		tu_current = tests[t].name;
-		atomic_store(&tu_test_failures, 0);
-		atomic_store(&g_order, 0);
-		tu_watchdog_arm(TU_TEST_TIMEOUT_S);
-		t0 = tu_now_ns();
-		tests[t].fn();
-		tu_watchdog_arm(0);
-		if (atomic_load(&tu_test_failures)) {
-			failed++;
-			printf("FAIL %s\n", tests[t].name);
-		} else {
-			passed++;
-			printf("ok   %s (%.1f ms)\n", tests[t].name, (tu_now_ns() - t0) / 1e6);
-		}
-	}
-	printf("test_rwsem_semantics: %d passed, %d failed\n", passed, failed);
-	return failed ? 1 : 0;
+	return tu_run("test_rwsem_semantics", tests, NR_TESTS, argc, argv, reset_order);
 }

@@ -220,4 +220,69 @@ static inline void tu_spin(unsigned int iters)
 		;
 }
 
+/*
+ * The test runner every program shares: runs each test of @tests under the
+ * watchdog (all of them, or those named by --only NAME, substrings allowed),
+ * prints ok/FAIL lines and a summary; --list prints the names.  Runs
+ * @before_each (may be NULL) before each test.  Returns the exit status.
+ */
+struct tu_test {
+	const char *name;
+	void (*fn)(void);
+};
+#define TU_TEST(fn) { #fn, fn }
+
+static inline bool tu_selected(const char *name, int argc, char **argv)
+{
+	bool any = false;
+
+	for (int i = 1; i + 1 < argc; i++) {
+		if (strcmp(argv[i], "--only") == 0) {
+			any = true;
+			if (strcmp(argv[i + 1], name) == 0 || strstr(name, argv[i + 1]))
+				return true;
+		}
+	}
+	return !any;
+}
+
+static inline int tu_run(const char *program, const struct tu_test *tests, int n, int argc,
+			 char **argv, void (*before_each)(void))
+{
+	int passed = 0, failed = 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--list") == 0) {
+			for (int t = 0; t < n; t++)
+				printf("%s\n", tests[t].name);
+			return 0;
+		}
+	}
+	tu_watchdog_install();
+	for (int t = 0; t < n; t++) {
+		uint64_t t0;
+
+		if (!tu_selected(tests[t].name, argc, argv))
+			continue;
+		tu_current = tests[t].name;
+		atomic_store(&tu_test_failures, 0);
+		if (before_each)
+			before_each();
+		tu_watchdog_arm(TU_TEST_TIMEOUT_S);
+		t0 = tu_now_ns();
+		tests[t].fn();
+		tu_watchdog_arm(0);
+		if (atomic_load(&tu_test_failures)) {
+			failed++;
+			printf("FAIL %s\n", tests[t].name);
+		} else {
+			passed++;
+			printf("ok   %s (%.1f ms)\n", tests[t].name, (double)(tu_now_ns() - t0) / 1e6);
+		}
+	}
+	printf("%s: %d passed, %d failed\n", program, passed, failed);
+	return failed ? 1 : 0;
+}
+
 #endif /* MLN_TEST_UTIL_H */

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mm_types.h - struct mm_struct, the emulated address space.
+ *
+ * As in the kernel, the mm owns its mmap_lock.  This header holds what the
+ * locking layer needs (the semaphore, the write-section sequence count and
+ * the instrumentation state); the mm emulation adds the VMA tree and the
+ * page table here.
+ *
+ * All-zero bytes are a valid, unlocked mm lock with statistics on and no
+ * instrumentation attached, which is what MMAP_LOCK_INITIALIZER(name) gives;
+ * mmap_init_lock() does the same at run time and also picks up debug mode.
+ */
+#ifndef MLN_MM_TYPES_H
+#define MLN_MM_TYPES_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "rwsem.h"
+
+struct mmap_lock_stats;		/* mmap_lock_stats.c: per-thread counters */
+struct mmap_lock_recorder;	/* mmap_lock_recorder.c: event buffer */
+
+struct mm_struct {
+	struct rw_semaphore mmap_lock;
+
+	/*
+	 * Odd while a writer holds mmap_lock (bumped after down_write, and
+	 * before up_write / downgrade_write), so a reader can speculate
+	 * without the lock: mmap_lock_speculate_try_begin/retry.  Written only
+	 * by the write holder.
+	 */
+	_Atomic uint32_t mm_lock_seq;
+
+	/* MMAP_LOCK_INSTR_* bits (mmap_lock.h): what the slow paths must do. */
+	_Atomic uint32_t mmap_lock_instr;
+
+	/* Lock-order checker class (lockdep.h); 0 is "mm->mmap_lock". */
+	uint32_t mmap_lock_class;
+
+	/* Recorder events in flight: the recorder is detached, then drained. */
+	_Atomic uint32_t mmap_lock_rec_inflight;
+
+	/* Allocated on first use; freed by mmap_lock_destroy(). */
+	struct mmap_lock_stats *_Atomic mmap_lock_stats;
+	struct mmap_lock_recorder *_Atomic mmap_lock_recorder;
+};
+
+/* A designated-initializer fragment, as the kernel's: { MMAP_LOCK_INITIALIZER(init_mm) } */
+#define MMAP_LOCK_INITIALIZER(name) .mmap_lock = RWSEM_INITIALIZER, .mm_lock_seq = 0,
+
+#endif /* MLN_MM_TYPES_H */

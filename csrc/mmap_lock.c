@@ -1,0 +1,604 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mmap_lock.c - the mmap locking API over the rw_semaphore.
+ *
+ * Every call has two paths:
+ *
+ *  - plain: the rwsem fast path (rwsem_internal.h, inlined here so that we
+ *    know whether it succeeded without a second call), then the per-thread
+ *    statistics; a failed fast path goes to a separate out-of-line function
+ *    that times the wait.  This is what runs with no hooks, no recorder and
+ *    no debug mode: one extra load and branch over the rwsem's own cost.
+ *
+ *  - hooked: out of line, taken when trace hooks are set, a recorder is
+ *    attached or the mm is in debug mode.  It consults the lock-order
+ *    checker, fires the tracepoints where the kernel fires them, and runs
+ *    the plain path in between.
+ *
+ * Tracepoint placement is that of current kernels: start_locking before the
+ * acquisition, acquire_returned after it (trylock and killable included,
+ * with their success), released before the release, and downgrade reported
+ * as a successful read acquisition before downgrade_write().
+ *
+ * The sequence count mm_lock_seq follows the kernel's: bumped to odd after
+ * the write lock is taken (the killable and try variants only on success),
+ * and back to even before up_write() or downgrade_write().  Only the write
+ * holder writes it.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "lockdep.h"
+#include "mmap_lock.h"
+#include "mmap_lock_internal.h"
+#include "mmap_lock_stats.h"
+#include "mmap_lock_stats_impl.h"
+#include "mmap_lock_trace.h"
+#include "rwsem_internal.h"
+
+#define always_inline inline __attribute__((always_inline))
+
+static always_inline bool is_hooked(uint32_t instr)
+{
+#ifdef MMAP_LOCK_NO_TRACE
+	(void)instr;
+	return false;
+#else
+	/* Relaxed: a hook set concurrently with this call may or may not see it. */
+	return mln_unlikely(atomic_load_explicit(&mmap_lock_hooks_on, memory_order_relaxed) |
+			    (instr & MMAP_LOCK_INSTR_HOOKED));
+#endif
+}
+
+static always_inline bool stats_on(uint32_t instr)
+{
+	return !(instr & MMAP_LOCK_INSTR_NOSTATS);
+}
+
+/* Fire a tracepoint and record it (the hooked path only). */
+static void trace_event(struct mm_struct *mm, int event, bool write, bool success,
+			unsigned int op)
+{
+	if (atomic_load_explicit(&mmap_lock_hooks_on, memory_order_relaxed))
+		mmap_lock_hooks_fire(mm, event, write, success);
+	if (mm_instr(mm) & MMAP_LOCK_INSTR_RECORD)
+		mmap_lock_record_event(mm, event, write, success, op);
+}
+
+/* ------------------------------------------------------------------------
+ * The write-section sequence count (a seqcount whose readers never spin).
+ */
+/*
+ * ThreadSanitizer does not model fences (gcc refuses them under
+ * -fsanitize=thread): there, the two fences below become read-modify-writes,
+ * which order the same way at the cost of a write by speculating readers.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define SEQ_FENCES_AS_RMW 1
+#endif
+
+static always_inline void seq_write_begin(struct mm_struct *mm)
+{
+#ifdef SEQ_FENCES_AS_RMW
+	atomic_fetch_add_explicit(&mm->mm_lock_seq, 1, memory_order_seq_cst);
+#else
+	uint32_t s = atomic_load_explicit(&mm->mm_lock_seq, memory_order_relaxed);
+
+	atomic_store_explicit(&mm->mm_lock_seq, s + 1, memory_order_relaxed);
+	/* Release fence: the odd count is visible before any store of the section. */
+	atomic_thread_fence(memory_order_release);
+#endif
+}
+
+static always_inline void seq_write_end(struct mm_struct *mm)
+{
+	uint32_t s = atomic_load_explicit(&mm->mm_lock_seq, memory_order_relaxed);
+
+	/* Release: the section's stores are visible before the even count. */
+	atomic_store_explicit(&mm->mm_lock_seq, s + 1, memory_order_release);
+}
+
+int mmap_lock_speculate_try_begin(struct mm_struct *mm, unsigned int *seq)
+{
+	/* Acquire: what the reader reads next is no older than this count. */
+	uint32_t s = atomic_load_explicit(&mm->mm_lock_seq, memory_order_acquire);
+
+	*seq = s;
+	return !(s & 1);
+}
+
+int mmap_lock_speculate_retry(struct mm_struct *mm, unsigned int seq)
+{
+#ifdef SEQ_FENCES_AS_RMW
+	/* Release RMW: the reader's loads above complete before the re-read. */
+	return atomic_fetch_add_explicit(&mm->mm_lock_seq, 0, memory_order_acq_rel) != seq;
+#else
+	/* Acquire fence: the reader's loads above complete before the re-read. */
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&mm->mm_lock_seq, memory_order_relaxed) != seq;
+#endif
+}
+
+/* ------------------------------------------------------------------------
+ * Acquisition.
+ */
+
+/* One non-blocking attempt that leaves nothing behind when it fails. */
+static always_inline bool try_once(struct rw_semaphore *sem, unsigned int op)
+{
+	if (op & MMAP_OP_WRITE) {
+		if (!write_fast(sem))
+			return false;
+		set_writer_owned(sem);
+		return true;
+	}
+	return op & MMAP_OP_NON_OWNER ? down_read_trylock_non_owner(sem) : down_read_trylock(sem);
+}
+
+static unsigned int wait_flags(unsigned int op)
+{
+	return (op & MMAP_OP_KILLABLE ? RWSEM_WAIT_KILLABLE : 0) |
+	       (op & MMAP_OP_NON_OWNER ? RWSEM_WAIT_NON_OWNER : 0);
+}
+
+/* What ends every acquisition that did not take the fast path. */
+static void acquire_done(struct mm_struct *mm, unsigned int op, int rc, uint64_t wait_ns)
+{
+	int write = !!(op & MMAP_OP_WRITE);
+
+	if (rc == 0 && write)
+		seq_write_begin(mm);
+	if (stats_on(mm_instr(mm))) {
+		if (rc == 0)
+			mmap_lock_stat_contended(mm, write, wait_ns);
+		else
+			mmap_lock_stat_failed(mm, write, rc, !!(op & MMAP_OP_TRY), wait_ns);
+	}
+}
+
+/* The fast path failed (and a reader's bias is still in the count). */
+static __attribute__((noinline)) int acquire_contended(struct mm_struct *mm, unsigned int op)
+{
+	struct rw_semaphore *sem = &mm->mmap_lock;
+	uint64_t t0 = mln_now_ns();
+	int rc = op & MMAP_OP_WRITE
+			 ? rwsem_down_write_slowpath(sem, MLN_NO_DEADLINE, wait_flags(op))
+			 : rwsem_down_read_slowpath(sem, MLN_NO_DEADLINE, wait_flags(op));
+
+	acquire_done(mm, op, rc, mln_now_ns() - t0);
+	return rc;
+}
+
+static __attribute__((noinline)) int trylock_failed(struct mm_struct *mm, unsigned int op)
+{
+	acquire_done(mm, op, -EBUSY, 0);
+	return -EBUSY;
+}
+
+/* Acquire without hooks: 0, -EBUSY (trylock), or as the rwsem slow paths. */
+static always_inline int acquire_plain(struct mm_struct *mm, unsigned int op, uint32_t instr)
+{
+	struct rw_semaphore *sem = &mm->mmap_lock;
+	int write = !!(op & MMAP_OP_WRITE);
+
+	if (op & MMAP_OP_TRY) {
+		if (mln_unlikely(!try_once(sem, op)))
+			return trylock_failed(mm, op);
+	} else if (write) {
+		if (mln_unlikely(!write_fast(sem)))
+			return acquire_contended(mm, op);
+		set_writer_owned(sem);
+	} else {
+		if (mln_unlikely(!read_fast(sem)))
+			return acquire_contended(mm, op);
+		set_reader_owned(sem, false);
+	}
+	if (write)
+		seq_write_begin(mm);
+	if (stats_on(instr))
+		mmap_lock_stat_acquired(mm, write);
+	return 0;
+}
+
+static bool tracked(uint32_t instr, unsigned int op)
+{
+	return (instr & MMAP_LOCK_INSTR_DEBUG) && !(op & MMAP_OP_NON_OWNER);
+}
+
+static int subclass_of(unsigned int op, int subclass)
+{
+	return op & MMAP_OP_NESTED ? subclass : 0;
+}
+
+static __attribute__((noinline)) int acquire_hooked(struct mm_struct *mm, unsigned int op,
+						    int subclass, const void *ip)
+{
+	uint32_t instr = mm_instr(mm);
+	bool write = op & MMAP_OP_WRITE;
+	int rc;
+
+	if (tracked(instr, op)) {
+		rc = mln_lockdep_acquire(mm, (int)mm->mmap_lock_class, subclass_of(op, subclass),
+					 write, !!(op & MMAP_OP_TRY), ip);
+		if (rc)
+			return rc;
+	}
+	trace_event(mm, MMAP_LOCK_EV_START_LOCKING, write, false, op);
+	rc = acquire_plain(mm, op, instr);
+	trace_event(mm, MMAP_LOCK_EV_ACQUIRE_RETURNED, write, rc == 0, op);
+	if (tracked(instr, op))
+		mln_lockdep_acquired(mm, rc == 0);
+	return rc;
+}
+
+static always_inline int acquire(struct mm_struct *mm, unsigned int op, int subclass,
+				 const void *ip)
+{
+	uint32_t instr = mm_instr(mm);
+
+	if (is_hooked(instr))
+		return acquire_hooked(mm, op, subclass, ip);
+	return acquire_plain(mm, op, instr);
+}
+
+#define CALLER __builtin_return_address(0)
+
+int mmap_write_lock(struct mm_struct *mm)
+{
+	return acquire(mm, MMAP_OP_WRITE, 0, CALLER);
+}
+
+int mmap_write_lock_nested(struct mm_struct *mm, int subclass)
+{
+	if (subclass < 0 || subclass >= RWSEM_MAX_SUBCLASSES)
+		return -EINVAL;
+	return acquire(mm, MMAP_OP_WRITE | MMAP_OP_NESTED, subclass, CALLER);
+}
+
+int mmap_write_lock_killable(struct mm_struct *mm)
+{
+	return acquire(mm, MMAP_OP_WRITE | MMAP_OP_KILLABLE, 0, CALLER);
+}
+
+int mmap_write_trylock(struct mm_struct *mm)
+{
+	return acquire(mm, MMAP_OP_WRITE | MMAP_OP_TRY, 0, CALLER) == 0;
+}
+
+int mmap_read_lock(struct mm_struct *mm)
+{
+	return acquire(mm, 0, 0, CALLER);
+}
+
+int mmap_read_lock_killable(struct mm_struct *mm)
+{
+	return acquire(mm, MMAP_OP_KILLABLE, 0, CALLER);
+}
+
+int mmap_read_trylock(struct mm_struct *mm)
+{
+	return acquire(mm, MMAP_OP_TRY, 0, CALLER) == 0;
+}
+
+/* The lock-order checker never sees it: another task may release it. */
+int mmap_read_trylock_non_owner(struct mm_struct *mm)
+{
+	return acquire(mm, MMAP_OP_TRY | MMAP_OP_NON_OWNER, 0, CALLER) == 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Release.
+ */
+static always_inline int release_plain(struct mm_struct *mm, unsigned int op, uint32_t instr)
+{
+	struct rw_semaphore *sem = &mm->mmap_lock;
+
+	if (stats_on(instr))
+		mmap_lock_stat_released(mm, !!(op & MMAP_OP_WRITE));
+	if (op & MMAP_OP_WRITE) {
+		/* Refuse before touching the count, or a misuse would make it even. */
+		if (mln_unlikely(!is_write_owner(sem, atomic_load_explicit(
+							    &sem->count, memory_order_relaxed))))
+			return -EPERM;
+		seq_write_end(mm);
+		return up_write(sem);
+	}
+	return op & MMAP_OP_NON_OWNER ? up_read_non_owner(sem) : up_read(sem);
+}
+
+static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsigned int op,
+						    const void *ip)
+{
+	uint32_t instr = mm_instr(mm);
+	bool untracked_release = false;
+	int rc;
+
+	if (tracked(instr, op) && !mln_lockdep_held(mm, 0)) {
+		/* Reported (and, in raise mode, refused) before the lock is touched. */
+		rc = mln_lockdep_release(mm, ip);
+		if (rc)
+			return rc;
+		untracked_release = true;
+	}
+	trace_event(mm, MMAP_LOCK_EV_RELEASED, op & MMAP_OP_WRITE, false, op);
+	rc = release_plain(mm, op, instr);
+	if (rc == 0 && tracked(instr, op) && !untracked_release)
+		mln_lockdep_release(mm, ip);
+	return rc;
+}
+
+static always_inline int release(struct mm_struct *mm, unsigned int op, const void *ip)
+{
+	uint32_t instr = mm_instr(mm);
+
+	if (is_hooked(instr))
+		return release_hooked(mm, op, ip);
+	return release_plain(mm, op, instr);
+}
+
+int mmap_write_unlock(struct mm_struct *mm)
+{
+	return release(mm, MMAP_OP_WRITE, CALLER);
+}
+
+int mmap_read_unlock(struct mm_struct *mm)
+{
+	return release(mm, 0, CALLER);
+}
+
+int mmap_read_unlock_non_owner(struct mm_struct *mm)
+{
+	return release(mm, MMAP_OP_NON_OWNER, CALLER);
+}
+
+int mmap_write_downgrade(struct mm_struct *mm)
+{
+	struct rw_semaphore *sem = &mm->mmap_lock;
+	uint32_t instr = mm_instr(mm);
+	int rc;
+
+	if (!is_write_owner(sem, atomic_load_explicit(&sem->count, memory_order_relaxed)))
+		return -EPERM;
+	if (is_hooked(instr))
+		trace_event(mm, MMAP_LOCK_EV_ACQUIRE_RETURNED, false, true, 0);
+	seq_write_end(mm);
+	rc = downgrade_write(sem);
+	if (rc == 0) {
+		if (tracked(instr, 0))
+			mln_lockdep_downgrade(mm);
+		if (stats_on(instr))
+			mmap_lock_stat_downgrade(mm);
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Resumable acquisitions for bindings.
+ */
+#define MMAP_OP_ALL (MMAP_OP_WRITE | MMAP_OP_KILLABLE | MMAP_OP_TRY | MMAP_OP_NON_OWNER | \
+		     MMAP_OP_NESTED)
+
+static bool op_valid(unsigned int op, int subclass)
+{
+	if (op & ~MMAP_OP_ALL)
+		return false;
+	if ((op & MMAP_OP_NON_OWNER) && (op & MMAP_OP_WRITE))
+		return false;
+	if (op & MMAP_OP_NESTED)
+		return (op & MMAP_OP_WRITE) && subclass >= 0 && subclass < RWSEM_MAX_SUBCLASSES;
+	return subclass == 0;
+}
+
+/* acquire_returned, the checker and the statistics for a finished call. */
+static void binding_finish(struct mm_struct *mm, unsigned int op, int rc, uint64_t wait_ns)
+{
+	uint32_t instr = mm_instr(mm);
+
+	acquire_done(mm, op, rc, wait_ns);
+	if (is_hooked(instr)) {
+		trace_event(mm, MMAP_LOCK_EV_ACQUIRE_RETURNED, op & MMAP_OP_WRITE, rc == 0, op);
+		if (tracked(instr, op))
+			mln_lockdep_acquired(mm, rc == 0);
+	}
+}
+
+static always_inline int lock_begin(struct mm_struct *mm, unsigned int op, int subclass)
+{
+	uint32_t instr = mm_instr(mm);
+	int write = !!(op & MMAP_OP_WRITE);
+
+	if (mln_unlikely(!op_valid(op, subclass)))
+		return -EINVAL;
+	if (mln_unlikely(is_hooked(instr))) {
+		if (tracked(instr, op)) {
+			/* No return address worth printing: the binding's site hook names it. */
+			int rc = mln_lockdep_acquire(mm, (int)mm->mmap_lock_class,
+						     subclass_of(op, subclass), write,
+						     !!(op & MMAP_OP_TRY), NULL);
+			if (rc)
+				return rc;
+		}
+		trace_event(mm, MMAP_LOCK_EV_START_LOCKING, write, false, op);
+	}
+	if (mln_likely(try_once(&mm->mmap_lock, op))) {
+		if (write)
+			seq_write_begin(mm);
+		if (stats_on(instr))
+			mmap_lock_stat_acquired(mm, write);
+		if (mln_unlikely(is_hooked(instr))) {
+			trace_event(mm, MMAP_LOCK_EV_ACQUIRE_RETURNED, write, true, op);
+			if (tracked(instr, op))
+				mln_lockdep_acquired(mm, 1);
+		}
+		return 0;
+	}
+	if (op & MMAP_OP_TRY) {
+		binding_finish(mm, op, -EBUSY, 0);
+		return -EBUSY;
+	}
+	return 1;
+}
+
+int mmap_lock_begin(struct mm_struct *mm, unsigned int op, int subclass)
+{
+	return lock_begin(mm, op, subclass);
+}
+
+int mmap_read_lock_begin(struct mm_struct *mm)
+{
+	return lock_begin(mm, 0, 0);
+}
+
+int mmap_write_lock_begin(struct mm_struct *mm)
+{
+	return lock_begin(mm, MMAP_OP_WRITE, 0);
+}
+
+int mmap_lock_wait(struct mm_struct *mm, struct mmap_lock_waiter *w, unsigned int op,
+		   uint64_t deadline_ns, unsigned int flags)
+{
+	int rc;
+
+	if (!w->start_ns)
+		w->start_ns = mln_now_ns();
+	rc = rwsem_down_wait(&mm->mmap_lock, &w->rw, !!(op & MMAP_OP_WRITE), deadline_ns,
+			     flags | wait_flags(op));
+	if (rc == RWSEM_WAIT_INTERRUPTED)
+		return rc;
+	binding_finish(mm, op, rc, mln_now_ns() - w->start_ns);
+	return rc;
+}
+
+int mmap_lock_cancel(struct mm_struct *mm, struct mmap_lock_waiter *w, unsigned int op)
+{
+	int rc = rwsem_down_cancel(&mm->mmap_lock, &w->rw);
+	uint32_t instr = mm_instr(mm);
+
+	/* Not a kill nor a timeout: only the tracepoint and the checker hear of it. */
+	if (is_hooked(instr)) {
+		trace_event(mm, MMAP_LOCK_EV_ACQUIRE_RETURNED, op & MMAP_OP_WRITE, false, op);
+		if (tracked(instr, op))
+			mln_lockdep_acquired(mm, 0);
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Assertions and queries.
+ */
+int mmap_lock_check_held(struct mm_struct *mm, int write)
+{
+	struct rw_semaphore *sem = &mm->mmap_lock;
+
+	if (mm_instr(mm) & MMAP_LOCK_INSTR_DEBUG) {
+		if (mln_lockdep_held(mm, write))
+			return MMAP_CHECK_OK;
+		if (write && mln_lockdep_held(mm, 0))
+			return MMAP_CHECK_HELD_READ;
+		return rwsem_is_locked(sem) ? MMAP_CHECK_NOT_HELD : MMAP_CHECK_UNLOCKED;
+	}
+	if (!rwsem_is_locked(sem))
+		return MMAP_CHECK_UNLOCKED;
+	if (write && !rwsem_is_write_locked(sem))
+		return MMAP_CHECK_NOT_WRITE;
+	return MMAP_CHECK_OK;
+}
+
+static const char *const check_text[] = {
+	[MMAP_CHECK_OK] = "ok",
+	[MMAP_CHECK_UNLOCKED] = "not locked",
+	[MMAP_CHECK_NOT_WRITE] = "locked for read, not for write",
+	[MMAP_CHECK_NOT_HELD] = "locked, but not by the current task",
+	[MMAP_CHECK_HELD_READ] = "held by the current task for read, not for write",
+};
+
+static void assert_held(struct mm_struct *mm, int write, const char *what)
+{
+	int r = mmap_lock_check_held(mm, write);
+
+	if (mln_likely(r == MMAP_CHECK_OK))
+		return;
+	fprintf(stderr, "%s(mm %p) failed: %s (count 0x%08" PRIx32 ", owner word 0x%" PRIx64
+		", task %" PRIu64 ")\n", what, (void *)mm, check_text[r],
+		rwsem_count(&mm->mmap_lock), rwsem_owner_word(&mm->mmap_lock), task_current());
+	abort();
+}
+
+void mmap_assert_locked(struct mm_struct *mm)
+{
+	assert_held(mm, 0, "mmap_assert_locked");
+}
+
+void mmap_assert_write_locked(struct mm_struct *mm)
+{
+	assert_held(mm, 1, "mmap_assert_write_locked");
+}
+
+int mmap_lock_is_contended(struct mm_struct *mm)
+{
+	return rwsem_is_contended(&mm->mmap_lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Life cycle.
+ */
+int mmap_lock_init(struct mm_struct *mm, unsigned int flags)
+{
+	uint32_t instr = 0;
+	int rc;
+
+	if (flags & ~(unsigned int)(MMAP_LOCK_SHARED | MMAP_LOCK_NOSTATS | MMAP_LOCK_DEBUG |
+				    MMAP_LOCK_NODEBUG) ||
+	    (flags & MMAP_LOCK_DEBUG && flags & MMAP_LOCK_NODEBUG))
+		return -EINVAL;
+	rc = rwsem_init(&mm->mmap_lock, flags & MMAP_LOCK_SHARED ? RWSEM_SHARED : 0);
+	if (rc)
+		return rc;
+	/* A shared mm cannot hold this process's pointers: no statistics there. */
+	if (flags & (MMAP_LOCK_NOSTATS | MMAP_LOCK_SHARED))
+		instr |= MMAP_LOCK_INSTR_NOSTATS;
+	if ((flags & MMAP_LOCK_DEBUG) || (mln_get_debug() && !(flags & MMAP_LOCK_NODEBUG)))
+		instr |= MMAP_LOCK_INSTR_DEBUG;
+	atomic_store_explicit(&mm->mm_lock_seq, 0, memory_order_relaxed);
+	atomic_store_explicit(&mm->mmap_lock_instr, instr, memory_order_relaxed);
+	atomic_store_explicit(&mm->mmap_lock_rec_inflight, 0, memory_order_relaxed);
+	mm->mmap_lock_class = 0;
+	atomic_store_explicit(&mm->mmap_lock_stats, NULL, memory_order_relaxed);
+	atomic_store_explicit(&mm->mmap_lock_recorder, NULL, memory_order_relaxed);
+	return 0;
+}
+
+int mmap_lock_is_debug(struct mm_struct *mm)
+{
+	return !!(mm_instr(mm) & MMAP_LOCK_INSTR_DEBUG);
+}
+
+int mmap_lock_set_class(struct mm_struct *mm, int cls)
+{
+	if (cls < 0 || cls >= MLN_LOCKDEP_MAX_CLASSES || !mln_lockdep_class_name(cls))
+		return -EINVAL;
+	if (rwsem_is_locked(&mm->mmap_lock))
+		return -EBUSY;
+	mm->mmap_lock_class = (uint32_t)cls;
+	return 0;
+}
+
+int mmap_init_lock(struct mm_struct *mm)
+{
+	return mmap_lock_init(mm, 0);
+}
+
+int mmap_lock_destroy(struct mm_struct *mm)
+{
+	int rc = rwsem_destroy(&mm->mmap_lock);
+
+	if (rc)
+		return rc;
+	mmap_lock_recorder_release_mm(mm);
+	mmap_lock_stats_free(mm);
+	if (mln_hold_sample.mm == mm)
+		mln_hold_sample.mm = NULL;
+	return 0;
+}

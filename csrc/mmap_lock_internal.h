@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mmap_lock_internal.h - what the pieces of the mmap lock layer share:
+ * the instrumentation bits of mm->mmap_lock_instr and the entry points of
+ * the statistics, trace and recorder files.  Not a public header.
+ */
+#ifndef MLN_MMAP_LOCK_INTERNAL_H
+#define MLN_MMAP_LOCK_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "futex.h"
+#include "mm_types.h"
+
+/*
+ * mm->mmap_lock_instr:
+ *
+ *   bit  meaning                          set / cleared by
+ *   0    DEBUG: the checker tracks it     init (mmap_lock_init); fixed after
+ *   1    RECORD: a recorder is attached   mmap_lock_record_start / _stop
+ *   2    NOSTATS: statistics are off      init, mmap_lock_stats_set_enabled
+ *
+ * DEBUG and RECORD send every call through the hooked (out-of-line) path.
+ * Relaxed loads: each bit is a switch; what it guards is reached through
+ * pointers published with their own release/acquire or SC operations.
+ */
+#define MMAP_LOCK_INSTR_DEBUG	1u
+#define MMAP_LOCK_INSTR_RECORD	2u
+#define MMAP_LOCK_INSTR_NOSTATS	4u
+#define MMAP_LOCK_INSTR_HOOKED	(MMAP_LOCK_INSTR_DEBUG | MMAP_LOCK_INSTR_RECORD)
+
+/* Nonzero while trace hooks are set (mmap_lock_trace.c). */
+extern _Atomic uint32_t mmap_lock_hooks_on;
+
+static inline uint32_t mm_instr(const struct mm_struct *mm)
+{
+	return atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed);
+}
+
+/* Fire the tracepoint hooks (call only when mmap_lock_hooks_on). */
+void mmap_lock_hooks_fire(struct mm_struct *mm, int event, bool write, bool success);
+
+/* Append an event to @mm's recorder, if one is attached (RECORD set). */
+void mmap_lock_record_event(struct mm_struct *mm, int event, bool write, bool success,
+			    unsigned int op);
+
+/* Free whatever the recorder holds for @mm (mmap_lock_destroy). */
+void mmap_lock_recorder_release_mm(struct mm_struct *mm);
+
+#endif /* MLN_MMAP_LOCK_INTERNAL_H */

@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mmap_lock_stats_impl.h - the statistics' storage and the inline updates
+ * the lock fast paths make.  Not a public header (mmap_lock_stats.h is).
+ *
+ * Each thread that uses an mm gets its own block of counters in that mm
+ * (struct mmap_lock_stat_slot), found through a small per-thread index, and
+ * is the only writer of that block: an update is a relaxed load and a
+ * relaxed store, no read-modify-write, and no cache line written by two
+ * threads.  Readers (mmap_lock_stats_read) sum the blocks with relaxed
+ * loads; a value read while its thread updates it is the old or the new one.
+ * A thread index outlives nothing: it returns to the pool when its thread
+ * exits and the next thread to take it keeps adding to the same blocks,
+ * which is right for cumulative counters.  Threads beyond MLN_STAT_THREADS
+ * share one overflow block, updated with atomic read-modify-writes.
+ *
+ * Reset does not write the blocks (their owners do, without RMW, so a
+ * concurrent zeroing could be lost): it records a baseline to subtract.
+ * Only max_wait_ns cannot be subtracted; it carries the epoch of the reset
+ * it belongs to and its owner restarts it when the epoch moved.
+ */
+#ifndef MLN_MMAP_LOCK_STATS_IMPL_H
+#define MLN_MMAP_LOCK_STATS_IMPL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "futex.h"
+#include "mm_types.h"
+#include "mmap_lock_stats.h"
+
+#define MLN_STAT_THREADS 128		/* private blocks per mm; then the overflow block */
+#define MLN_STAT_OVERFLOW (MLN_STAT_THREADS + 1)	/* its thread number */
+#define MLN_STAT_SHARED (1ull << 63)
+
+struct mmap_lock_stat_slot {
+	/* First cache line: all the fast path touches. */
+	_Atomic uint64_t acquisitions[2];
+	/*
+	 * Sample a hold when (acquisitions & hold_mask) == 0.  Bit 63 is
+	 * MLN_STAT_SHARED, set in the overflow block, whose updates are RMWs:
+	 * one load tells the fast path both.
+	 */
+	_Atomic uint64_t hold_mask;
+	bool shared;			/* == (hold_mask & MLN_STAT_SHARED), for the slow paths */
+
+	_Atomic uint64_t contended[2];
+	_Atomic uint64_t trylock_failures[2];
+	_Atomic uint64_t killable_failures[2];
+	_Atomic uint64_t timeouts[2];
+	_Atomic uint64_t downgrades;
+	_Atomic uint64_t wait_ns_total[2];
+	_Atomic uint64_t hold_ns_total[2];
+	_Atomic uint64_t hold_samples[2];
+	_Atomic uint64_t max_wait_ns;
+	_Atomic uint64_t max_wait_epoch;
+	_Atomic uint64_t wait_hist[2][MMAP_LOCK_HIST_BUCKETS];
+	_Atomic uint64_t hold_hist[2][MMAP_LOCK_HIST_BUCKETS];
+} __attribute__((aligned(64)));
+
+struct mmap_lock_stats {
+	_Atomic uint64_t epoch;		/* bumped by each reset */
+	_Atomic uint32_t hold_shift;	/* log2 of the hold sampling period */
+	_Atomic uint32_t lock;		/* futex mutex: base, slot creation */
+	struct mmap_lock_stats_snapshot base;	/* raw sums at the last reset */
+	/* By thread number: [0] stays NULL (no number yet), then the private blocks, then the overflow. */
+	struct mmap_lock_stat_slot *_Atomic slot[MLN_STAT_OVERFLOW + 1];
+};
+
+/* The calling thread's number, 1..MLN_STAT_OVERFLOW (0: none yet). */
+extern MLN_HOT_TLS _Thread_local unsigned int mln_stat_thread;
+
+/* The calling thread's one hold-time sample in progress. */
+struct mln_hold_sample {
+	const struct mm_struct *mm;	/* NULL: none */
+	uint64_t start_ns;
+	int write;
+};
+extern MLN_HOT_TLS _Thread_local struct mln_hold_sample mln_hold_sample;
+
+/* Out of line: first use by this thread or of this mm; NULL if out of memory. */
+struct mmap_lock_stat_slot *mmap_lock_stat_slot_slow(struct mm_struct *mm);
+void mmap_lock_stat_hold_begin(struct mm_struct *mm, int write);
+void mmap_lock_stat_hold_end(struct mm_struct *mm, int write);
+void mmap_lock_stat_contended(struct mm_struct *mm, int write, uint64_t wait_ns);
+void mmap_lock_stat_failed(struct mm_struct *mm, int write, int err, int trylock,
+			   uint64_t wait_ns);
+void mmap_lock_stat_downgrade(struct mm_struct *mm);
+void mmap_lock_stats_free(struct mm_struct *mm);
+
+static inline struct mmap_lock_stat_slot *mmap_lock_stat_slot(struct mm_struct *mm)
+{
+	unsigned int t = mln_stat_thread;
+	/* Acquire: the block was zeroed before its pointer was published. */
+	struct mmap_lock_stats *st = atomic_load_explicit(&mm->mmap_lock_stats,
+							  memory_order_acquire);
+
+	if (mln_likely(st)) {
+		struct mmap_lock_stat_slot *s =
+			atomic_load_explicit(&st->slot[t], memory_order_acquire);
+
+		if (mln_likely(s))
+			return s;
+	}
+	return mmap_lock_stat_slot_slow(mm);
+}
+
+/* Add @n to a counter of @s, whose only writer is the calling thread. */
+static inline uint64_t mmap_lock_stat_add(struct mmap_lock_stat_slot *s, _Atomic uint64_t *c,
+					  uint64_t n)
+{
+	uint64_t v;
+
+	if (mln_unlikely(s->shared))
+		return atomic_fetch_add_explicit(c, n, memory_order_relaxed) + n;
+	v = atomic_load_explicit(c, memory_order_relaxed) + n;
+	atomic_store_explicit(c, v, memory_order_relaxed);
+	return v;
+}
+
+/* An acquisition succeeded (its wait, if any, is already counted). */
+static inline void mmap_lock_stat_acquired(struct mm_struct *mm, int write)
+{
+	struct mmap_lock_stat_slot *s = mmap_lock_stat_slot(mm);
+	uint64_t n, mask;
+
+	if (mln_unlikely(!s))
+		return;
+	mask = atomic_load_explicit(&s->hold_mask, memory_order_relaxed);
+	if (mln_unlikely(mask & MLN_STAT_SHARED)) {
+		n = atomic_fetch_add_explicit(&s->acquisitions[write], 1, memory_order_relaxed) + 1;
+	} else {
+		n = atomic_load_explicit(&s->acquisitions[write], memory_order_relaxed) + 1;
+		atomic_store_explicit(&s->acquisitions[write], n, memory_order_relaxed);
+	}
+	if (mln_unlikely(!(n & mask)))
+		mmap_lock_stat_hold_begin(mm, write);
+}
+
+static inline void mmap_lock_stat_released(struct mm_struct *mm, int write)
+{
+	if (mln_unlikely(mln_hold_sample.mm == mm))
+		mmap_lock_stat_hold_end(mm, write);
+}
+
+static inline unsigned int mmap_lock_hist_bucket(uint64_t ns)
+{
+	unsigned int b;
+
+	if (ns < 2)
+		return 0;
+	b = 63u - (unsigned int)__builtin_clzll(ns);
+	return b < MMAP_LOCK_HIST_BUCKETS ? b : MMAP_LOCK_HIST_BUCKETS - 1;
+}
+
+#endif /* MLN_MMAP_LOCK_STATS_IMPL_H */

@@ -1,0 +1,111 @@
+"""``MM``: an emulated ``mm_struct`` (for now, its mmap_lock and what the
+instrumentation keeps about it)."""
+from __future__ import annotations
+
+import weakref
+from typing import Optional
+
+from ._ffi import ffi, lib
+from .rwsem import RWSemaphore
+from .stats import LockStats
+
+__all__ = ["MM"]
+
+# mm address -> MM, so that C callbacks (trace hooks) can hand Python the object.
+_by_address: "weakref.WeakValueDictionary[int, MM]" = weakref.WeakValueDictionary()
+
+
+def mm_from_address(address: int) -> "Optional[MM]":
+    """The live MM at this C address, or None."""
+    return _by_address.get(address)
+
+
+class MM:
+    """An emulated address space; ``mm.mmap_lock`` is its ``RWSemaphore``.
+
+    Lock it with the kernel-named functions (``mmap_read_lock(mm)``, ...) or
+    the context managers ``mmap_read_locked(mm)`` / ``mmap_write_locked(mm)``:
+    they fire the tracepoints, keep the statistics and, in debug mode, feed
+    the lock-order checker.  Calling ``mm.mmap_lock.down_read()`` directly
+    bypasses all three, as ``down_read(&mm->mmap_lock)`` does in the kernel.
+
+    ``stats=False`` turns the statistics off; ``debug`` overrides
+    :func:`set_debug` for this mm; ``lock_class`` puts its lock in a named
+    class of the lock-order checker (all mms share one class by default);
+    ``name`` labels messages.
+    """
+
+    __slots__ = ("_mm", "_owner", "name", "_lock_view", "_address", "_read_locked",
+                 "_write_locked", "__weakref__")
+
+    def __init__(self, *, stats: bool = True, debug: Optional[bool] = None,
+                 lock_class: Optional[str] = None, name: Optional[str] = None) -> None:
+        flags = 0 if stats else lib.MMAP_LOCK_NOSTATS
+        if debug is not None:
+            flags |= lib.MMAP_LOCK_DEBUG if debug else lib.MMAP_LOCK_NODEBUG
+        self.name = name
+        raw = lib.mm_alloc(flags)
+        if raw == ffi.NULL:
+            raise MemoryError("mm_alloc: out of memory")
+        # Calls take the plain pointer: cffi converts a gc-wrapped cdata more
+        # slowly (about 10 ns a call); _owner frees the mm with this object.
+        self._owner = ffi.gc(raw, _free)
+        self._mm = raw
+        self._address = int(ffi.cast("uintptr_t", raw))
+        if lock_class is not None:
+            cls = lib.mln_lockdep_class(lock_class.encode())
+            if cls < 0:
+                raise ValueError(f"MM(lock_class={lock_class!r}): the checker's class table "
+                                 f"is full ({lib.MLN_LOCKDEP_MAX_CLASSES} classes)")
+            lib.mmap_lock_set_class(raw, cls)
+        self._lock_view: Optional[RWSemaphore] = None
+        # mmap_read_locked(mm) / mmap_write_locked(mm) guards, made on first use.
+        self._read_locked: Optional[object] = None
+        self._write_locked: Optional[object] = None
+        _by_address[self._address] = self
+
+    @property
+    def mmap_lock(self) -> RWSemaphore:
+        """The mm's semaphore (direct use bypasses instrumentation)."""
+        if self._lock_view is None:
+            self._lock_view = RWSemaphore._view(ffi.addressof(self._mm, "mmap_lock"), self._owner,
+                                                name=f"{self._label()}.mmap_lock")
+        return self._lock_view
+
+    def lock_stats(self) -> LockStats:
+        """A snapshot of this mm's lock statistics since the last reset."""
+        return LockStats(self)
+
+    def reset_lock_stats(self) -> None:
+        """Zero this mm's lock statistics."""
+        lib.mmap_lock_stats_reset(self._mm)
+
+    def set_lock_stats(self, enabled: bool) -> None:
+        """Turn this mm's lock statistics on or off."""
+        lib.mmap_lock_stats_set_enabled(self._mm, 1 if enabled else 0)
+
+    def set_hold_sampling(self, period: int) -> None:
+        """Time one hold in ``period`` acquisitions per thread (a power of two,
+        1 to 2**20; 1 times every hold).  The default is 64."""
+        if period < 1 or period > 1 << 20 or period & (period - 1):
+            raise ValueError(f"set_hold_sampling on {self._label()}: period must be a "
+                             f"power of two from 1 to {1 << 20}, not {period!r}")
+        lib.mmap_lock_stats_set_hold_sampling(self._mm, period.bit_length() - 1)
+
+    @property
+    def address(self) -> int:
+        """The C address of the mm_struct (what trace events carry)."""
+        return self._address
+
+    def _label(self) -> str:
+        named = f" {self.name!r}" if self.name else ""
+        return f"MM{named} at {self._address:#x}"
+
+    def __repr__(self) -> str:
+        return f"<{self._label()}: {self.mmap_lock.state()}>"
+
+
+def _free(raw: object) -> None:
+    # A lock still held when its MM is collected cannot be freed safely (a C
+    # thread may still release it): leak it rather than free it under a holder.
+    lib.mm_free(raw)
