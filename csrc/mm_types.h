@@ -7,9 +7,9 @@
  * the instrumentation state); the mm emulation adds the VMA tree and the
  * page table here.
  *
- * All-zero bytes are a valid, unlocked mm lock with statistics on and no
- * instrumentation attached, which is what MMAP_LOCK_INITIALIZER(name) gives;
- * mmap_init_lock() does the same at run time and also picks up debug mode.
+ * MMAP_LOCK_INITIALIZER(name) gives an unlocked mm lock with statistics on
+ * and no instrumentation attached; mmap_init_lock() does the same at run
+ * time and also picks up debug mode.
  */
 #ifndef MLN_MM_TYPES_H
 #define MLN_MM_TYPES_H
@@ -42,12 +42,26 @@ struct mm_struct {
 	/* Recorder events in flight: the recorder is detached, then drained. */
 	_Atomic uint32_t mmap_lock_rec_inflight;
 
+	/*
+	 * Every initialised mm is on one list, so that setting trace hooks can
+	 * flip a bit in each mm's mmap_lock_instr: the fast path then tests a
+	 * word it loads anyway instead of loading a global too.  Under the
+	 * list's mutex (mmap_lock_trace.c).
+	 */
+	struct mm_struct *mmap_lock_reg_next, *mmap_lock_reg_prev;
+
 	/* Allocated on first use; freed by mmap_lock_destroy(). */
 	struct mmap_lock_stats *_Atomic mmap_lock_stats;
 	struct mmap_lock_recorder *_Atomic mmap_lock_recorder;
 };
 
-/* A designated-initializer fragment, as the kernel's: { MMAP_LOCK_INITIALIZER(init_mm) } */
-#define MMAP_LOCK_INITIALIZER(name) .mmap_lock = RWSEM_INITIALIZER, .mm_lock_seq = 0,
+/*
+ * A designated-initializer fragment, as the kernel's: { MMAP_LOCK_INITIALIZER(init_mm) }.
+ * The mm is not on the hooks' list yet: its first call takes the slow path,
+ * which puts it there.
+ */
+#define MMAP_LOCK_INSTR_UNREGISTERED 16u
+#define MMAP_LOCK_INITIALIZER(name) .mmap_lock = RWSEM_INITIALIZER, .mm_lock_seq = 0, \
+	.mmap_lock_instr = MMAP_LOCK_INSTR_UNREGISTERED,
 
 #endif /* MLN_MM_TYPES_H */

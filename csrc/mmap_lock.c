@@ -46,9 +46,8 @@ static always_inline bool is_hooked(uint32_t instr)
 	(void)instr;
 	return false;
 #else
-	/* Relaxed: a hook set concurrently with this call may or may not see it. */
-	return mln_unlikely(atomic_load_explicit(&mmap_lock_hooks_on, memory_order_relaxed) |
-			    (instr & MMAP_LOCK_INSTR_HOOKED));
+	/* Trace hooks set mirror into each mm's word: one test of a word loaded anyway. */
+	return mln_unlikely(instr & MMAP_LOCK_INSTR_HOOKED);
 #endif
 }
 
@@ -212,85 +211,129 @@ static int subclass_of(unsigned int op, int subclass)
 	return op & MMAP_OP_NESTED ? subclass : 0;
 }
 
-static __attribute__((noinline)) int acquire_hooked(struct mm_struct *mm, unsigned int op,
-						    int subclass, const void *ip)
+/*
+ * The kernel's return value of a call: 1/0 for a trylock, else 0 or -errno.
+ * Converted here, not by the public functions, so that they end in tail calls.
+ */
+static always_inline int result(unsigned int op, int rc)
+{
+	return op & MMAP_OP_TRY ? rc == 0 : rc;
+}
+
+/*
+ * The public functions reach the hooked paths by a tail call (sibling-call
+ * optimisation, -O2), so this function's return address is their caller's:
+ * the acquisition site the checker records.  Fetching it here, not in the
+ * public function, keeps the fast path free of a stack frame.  (Without the
+ * tail call, as in the -O1 sanitizer builds, the site names the API function.)
+ */
+#define CALLER __builtin_return_address(0)
+
+/* The instrumentation word, putting a statically initialised mm on the list first. */
+static uint32_t hooked_instr(struct mm_struct *mm)
 {
 	uint32_t instr = mm_instr(mm);
+
+	if (mln_unlikely(instr & MMAP_LOCK_INSTR_UNREGISTERED)) {
+		mmap_lock_register(mm);
+		instr = mm_instr(mm);
+	}
+	return instr;
+}
+
+static __attribute__((noinline)) int acquire_hooked(struct mm_struct *mm, unsigned int op,
+						    int subclass)
+{
+	uint32_t instr = hooked_instr(mm);
 	bool write = op & MMAP_OP_WRITE;
 	int rc;
 
 	if (tracked(instr, op)) {
 		rc = mln_lockdep_acquire(mm, (int)mm->mmap_lock_class, subclass_of(op, subclass),
-					 write, !!(op & MMAP_OP_TRY), ip);
+					 write, !!(op & MMAP_OP_TRY), CALLER);
 		if (rc)
-			return rc;
+			return result(op, rc);
 	}
 	trace_event(mm, MMAP_LOCK_EV_START_LOCKING, write, false, op);
 	rc = acquire_plain(mm, op, instr);
 	trace_event(mm, MMAP_LOCK_EV_ACQUIRE_RETURNED, write, rc == 0, op);
 	if (tracked(instr, op))
 		mln_lockdep_acquired(mm, rc == 0);
-	return rc;
+	return result(op, rc);
 }
 
-static always_inline int acquire(struct mm_struct *mm, unsigned int op, int subclass,
-				 const void *ip)
+static always_inline int acquire(struct mm_struct *mm, unsigned int op, int subclass)
 {
 	uint32_t instr = mm_instr(mm);
 
 	if (is_hooked(instr))
-		return acquire_hooked(mm, op, subclass, ip);
-	return acquire_plain(mm, op, instr);
+		return acquire_hooked(mm, op, subclass);
+	return result(op, acquire_plain(mm, op, instr));
 }
-
-#define CALLER __builtin_return_address(0)
 
 int mmap_write_lock(struct mm_struct *mm)
 {
-	return acquire(mm, MMAP_OP_WRITE, 0, CALLER);
+	return acquire(mm, MMAP_OP_WRITE, 0);
 }
 
 int mmap_write_lock_nested(struct mm_struct *mm, int subclass)
 {
 	if (subclass < 0 || subclass >= RWSEM_MAX_SUBCLASSES)
 		return -EINVAL;
-	return acquire(mm, MMAP_OP_WRITE | MMAP_OP_NESTED, subclass, CALLER);
+	return acquire(mm, MMAP_OP_WRITE | MMAP_OP_NESTED, subclass);
 }
 
 int mmap_write_lock_killable(struct mm_struct *mm)
 {
-	return acquire(mm, MMAP_OP_WRITE | MMAP_OP_KILLABLE, 0, CALLER);
+	return acquire(mm, MMAP_OP_WRITE | MMAP_OP_KILLABLE, 0);
 }
 
 int mmap_write_trylock(struct mm_struct *mm)
 {
-	return acquire(mm, MMAP_OP_WRITE | MMAP_OP_TRY, 0, CALLER) == 0;
+	return acquire(mm, MMAP_OP_WRITE | MMAP_OP_TRY, 0);
 }
 
 int mmap_read_lock(struct mm_struct *mm)
 {
-	return acquire(mm, 0, 0, CALLER);
+	return acquire(mm, 0, 0);
 }
 
 int mmap_read_lock_killable(struct mm_struct *mm)
 {
-	return acquire(mm, MMAP_OP_KILLABLE, 0, CALLER);
+	return acquire(mm, MMAP_OP_KILLABLE, 0);
 }
 
 int mmap_read_trylock(struct mm_struct *mm)
 {
-	return acquire(mm, MMAP_OP_TRY, 0, CALLER) == 0;
+	return acquire(mm, MMAP_OP_TRY, 0);
 }
 
 /* The lock-order checker never sees it: another task may release it. */
 int mmap_read_trylock_non_owner(struct mm_struct *mm)
 {
-	return acquire(mm, MMAP_OP_TRY | MMAP_OP_NON_OWNER, 0, CALLER) == 0;
+	return acquire(mm, MMAP_OP_TRY | MMAP_OP_NON_OWNER, 0);
 }
 
 /* ------------------------------------------------------------------------
  * Release.
  */
+/*
+ * Whether the release may go ahead: the write owner for a write release, a
+ * read-held lock for a read release.  Checked before the tracepoint, the
+ * statistics and the sequence count, so that a refused misuse changes none
+ * of them.  (A read release by a task holding nothing, while others hold it
+ * for read, cannot be told apart here, as in the rwsem; debug mode can.)
+ */
+static always_inline bool release_allowed(struct rw_semaphore *sem, unsigned int op)
+{
+	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+	if (op & MMAP_OP_WRITE)
+		return is_write_owner(sem, c);
+	return (c & RWSEM_READER_MASK) && !(c & RWSEM_WRITER_LOCKED);
+}
+
+/* Release once release_allowed() said yes. */
 static always_inline int release_plain(struct mm_struct *mm, unsigned int op, uint32_t instr)
 {
 	struct rw_semaphore *sem = &mm->mmap_lock;
@@ -298,59 +341,58 @@ static always_inline int release_plain(struct mm_struct *mm, unsigned int op, ui
 	if (stats_on(instr))
 		mmap_lock_stat_released(mm, !!(op & MMAP_OP_WRITE));
 	if (op & MMAP_OP_WRITE) {
-		/* Refuse before touching the count, or a misuse would make it even. */
-		if (mln_unlikely(!is_write_owner(sem, atomic_load_explicit(
-							    &sem->count, memory_order_relaxed))))
-			return -EPERM;
 		seq_write_end(mm);
 		return up_write(sem);
 	}
 	return op & MMAP_OP_NON_OWNER ? up_read_non_owner(sem) : up_read(sem);
 }
 
-static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsigned int op,
-						    const void *ip)
+static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsigned int op)
 {
-	uint32_t instr = mm_instr(mm);
+	uint32_t instr = hooked_instr(mm);
 	bool untracked_release = false;
 	int rc;
 
 	if (tracked(instr, op) && !mln_lockdep_held(mm, 0)) {
 		/* Reported (and, in raise mode, refused) before the lock is touched. */
-		rc = mln_lockdep_release(mm, ip);
+		rc = mln_lockdep_release(mm, CALLER);
 		if (rc)
 			return rc;
 		untracked_release = true;
 	}
+	if (!release_allowed(&mm->mmap_lock, op))
+		return -EPERM;
 	trace_event(mm, MMAP_LOCK_EV_RELEASED, op & MMAP_OP_WRITE, false, op);
 	rc = release_plain(mm, op, instr);
 	if (rc == 0 && tracked(instr, op) && !untracked_release)
-		mln_lockdep_release(mm, ip);
+		mln_lockdep_release(mm, CALLER);
 	return rc;
 }
 
-static always_inline int release(struct mm_struct *mm, unsigned int op, const void *ip)
+static always_inline int release(struct mm_struct *mm, unsigned int op)
 {
 	uint32_t instr = mm_instr(mm);
 
 	if (is_hooked(instr))
-		return release_hooked(mm, op, ip);
+		return release_hooked(mm, op);
+	if (mln_unlikely(!release_allowed(&mm->mmap_lock, op)))
+		return -EPERM;
 	return release_plain(mm, op, instr);
 }
 
 int mmap_write_unlock(struct mm_struct *mm)
 {
-	return release(mm, MMAP_OP_WRITE, CALLER);
+	return release(mm, MMAP_OP_WRITE);
 }
 
 int mmap_read_unlock(struct mm_struct *mm)
 {
-	return release(mm, 0, CALLER);
+	return release(mm, 0);
 }
 
 int mmap_read_unlock_non_owner(struct mm_struct *mm)
 {
-	return release(mm, MMAP_OP_NON_OWNER, CALLER);
+	return release(mm, MMAP_OP_NON_OWNER);
 }
 
 int mmap_write_downgrade(struct mm_struct *mm)
@@ -412,6 +454,7 @@ static always_inline int lock_begin(struct mm_struct *mm, unsigned int op, int s
 	if (mln_unlikely(!op_valid(op, subclass)))
 		return -EINVAL;
 	if (mln_unlikely(is_hooked(instr))) {
+		instr = hooked_instr(mm);
 		if (tracked(instr, op)) {
 			/* No return address worth printing: the binding's site hook names it. */
 			int rc = mln_lockdep_acquire(mm, (int)mm->mmap_lock_class,
@@ -567,6 +610,9 @@ int mmap_lock_init(struct mm_struct *mm, unsigned int flags)
 	mm->mmap_lock_class = 0;
 	atomic_store_explicit(&mm->mmap_lock_stats, NULL, memory_order_relaxed);
 	atomic_store_explicit(&mm->mmap_lock_recorder, NULL, memory_order_relaxed);
+	atomic_fetch_or_explicit(&mm->mmap_lock_instr, MMAP_LOCK_INSTR_UNREGISTERED,
+				 memory_order_relaxed);
+	mmap_lock_register(mm);
 	return 0;
 }
 
@@ -596,6 +642,7 @@ int mmap_lock_destroy(struct mm_struct *mm)
 
 	if (rc)
 		return rc;
+	mmap_lock_unregister(mm);
 	mmap_lock_recorder_release_mm(mm);
 	mmap_lock_stats_free(mm);
 	if (mln_hold_sample.mm == mm)

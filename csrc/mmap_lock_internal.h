@@ -21,18 +21,32 @@
  *   0    DEBUG: the checker tracks it     init (mmap_lock_init); fixed after
  *   1    RECORD: a recorder is attached   mmap_lock_record_start / _stop
  *   2    NOSTATS: statistics are off      init, mmap_lock_stats_set_enabled
+ *   3    TRACE: trace hooks are set       mmap_lock_set_trace_hooks, on every
+ *                                         registered mm, under the list mutex
+ *   4    UNREGISTERED: not on the list    MMAP_LOCK_INITIALIZER; cleared by the
+ *                                         first call (mmap_lock_register)
  *
- * DEBUG and RECORD send every call through the hooked (out-of-line) path.
+ * All but NOSTATS send every call through the hooked (out-of-line) path.
  * Relaxed loads: each bit is a switch; what it guards is reached through
  * pointers published with their own release/acquire or SC operations.
  */
 #define MMAP_LOCK_INSTR_DEBUG	1u
 #define MMAP_LOCK_INSTR_RECORD	2u
 #define MMAP_LOCK_INSTR_NOSTATS	4u
-#define MMAP_LOCK_INSTR_HOOKED	(MMAP_LOCK_INSTR_DEBUG | MMAP_LOCK_INSTR_RECORD)
+#define MMAP_LOCK_INSTR_TRACE	8u
+/* MMAP_LOCK_INSTR_UNREGISTERED (16) is in mm_types.h, for MMAP_LOCK_INITIALIZER. */
+#define MMAP_LOCK_INSTR_HOOKED	(MMAP_LOCK_INSTR_DEBUG | MMAP_LOCK_INSTR_RECORD | \
+				 MMAP_LOCK_INSTR_TRACE | MMAP_LOCK_INSTR_UNREGISTERED)
 
 /* Nonzero while trace hooks are set (mmap_lock_trace.c). */
 extern _Atomic uint32_t mmap_lock_hooks_on;
+
+/*
+ * Put @mm on the hooks' list (setting TRACE if hooks are set) and clear
+ * UNREGISTERED; take it off.  mmap_lock_register() is idempotent.
+ */
+void mmap_lock_register(struct mm_struct *mm);
+void mmap_lock_unregister(struct mm_struct *mm);
 
 static inline uint32_t mm_instr(const struct mm_struct *mm)
 {

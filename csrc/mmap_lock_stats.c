@@ -319,16 +319,18 @@ static void snapshot_subtract(struct mmap_lock_stats_snapshot *out,
 int mmap_lock_stats_read(struct mm_struct *mm, struct mmap_lock_stats_snapshot *out)
 {
 	struct mmap_lock_stats *st;
+	bool enabled;
 
 	if (!mm || !out)
 		return -EINVAL;
 	memset(out, 0, sizeof(*out));
-	out->enabled = !(atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed) &
-			 MMAP_LOCK_INSTR_NOSTATS);
+	enabled = !(atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed) &
+		    MMAP_LOCK_INSTR_NOSTATS);
+	out->enabled = enabled;
 	st = atomic_load_explicit(&mm->mmap_lock_stats, memory_order_acquire);
 	if (!st) {
 		out->hold_sampling = MMAP_LOCK_HOLD_SAMPLING_DEFAULT;
-		out->handoffs = handoffs_of(mm);
+		out->handoffs = enabled ? handoffs_of(mm) : 0;
 		return 0;
 	}
 	mln_mutex_lock(&st->lock, 0);
@@ -336,8 +338,9 @@ int mmap_lock_stats_read(struct mm_struct *mm, struct mmap_lock_stats_snapshot *
 	out->handoffs = handoffs_of(mm);
 	snapshot_subtract(out, &st->base);
 	mln_mutex_unlock(&st->lock, 0);
-	out->enabled = !(atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed) &
-			 MMAP_LOCK_INSTR_NOSTATS);
+	out->enabled = enabled;
+	if (!enabled)
+		out->handoffs = 0;
 	out->hold_sampling = atomic_load_explicit(&st->hold_shift, memory_order_relaxed);
 	return 0;
 }

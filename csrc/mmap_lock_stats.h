@@ -32,7 +32,9 @@ struct mmap_lock_stats_snapshot {
 	uint64_t killable_failures[2];	/* killable waits ended by task_kill */
 	uint64_t timeouts[2];		/* timed waits that expired */
 	uint64_t downgrades;
-	uint64_t handoffs;		/* lock handed to a starved waiter */
+	uint64_t handoffs;		/* lock handed to a starved waiter: the semaphore's
+					 * own count, so it includes handoffs while the
+					 * statistics were off (0 while they are off) */
 	uint64_t max_wait_ns;
 	uint64_t wait_ns_total[2];	/* over contended acquisitions */
 	uint64_t hold_ns_total[2];	/* over hold samples */

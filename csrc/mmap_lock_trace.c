@@ -6,10 +6,12 @@
  * publishes it, and waits until no thread still runs a hook of the old one,
  * as the kernel's tracepoint_synchronize_unregister() does.  The wait is a
  * small sleepable-RCU: a caller counts itself in the reader count of the
- * current generation's parity, so a setter waits only for callers that may
- * have seen the old set, and a stream of new callers cannot starve it.
+ * current generation's parity before it loads the set; a setter publishes
+ * the new set, then drains both counts, one before and one after flipping
+ * the parity, so a stream of new callers cannot starve it.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
 
@@ -19,11 +21,18 @@
 
 _Atomic uint32_t mmap_lock_hooks_on;
 
+/*
+ * The list of initialised mms, and the one lock for it and for changing the
+ * hooks: a hook change and an mm's registration are ordered by it, so every
+ * mm ends with TRACE set exactly when hooks are set.
+ */
+static struct mm_struct *mm_list;
+static _Atomic uint32_t hooks_set_lock;
+
 static struct mmap_lock_trace_hooks hook_sets[2];
 static const struct mmap_lock_trace_hooks *_Atomic hooks_cur;
 static _Atomic uint32_t hooks_gen;
 static _Atomic uint32_t hooks_readers[2];
-static _Atomic uint32_t hooks_set_lock;
 
 void mmap_lock_hooks_fire(struct mm_struct *mm, int event, bool write, bool success)
 {
@@ -68,6 +77,63 @@ static void wait_readers(uint32_t parity)
 	}
 }
 
+/* Relaxed: the bit only routes calls to the hooked path, which reads hooks_cur itself. */
+static void set_trace_bit(struct mm_struct *mm, bool on)
+{
+	if (on)
+		atomic_fetch_or_explicit(&mm->mmap_lock_instr, MMAP_LOCK_INSTR_TRACE,
+					 memory_order_relaxed);
+	else
+		atomic_fetch_and_explicit(&mm->mmap_lock_instr, ~MMAP_LOCK_INSTR_TRACE,
+					  memory_order_relaxed);
+}
+
+void mmap_lock_register(struct mm_struct *mm)
+{
+	mln_mutex_lock(&hooks_set_lock, 0);
+	if (atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed) &
+	    MMAP_LOCK_INSTR_UNREGISTERED) {
+		mm->mmap_lock_reg_prev = NULL;
+		mm->mmap_lock_reg_next = mm_list;
+		if (mm_list)
+			mm_list->mmap_lock_reg_prev = mm;
+		mm_list = mm;
+		set_trace_bit(mm, atomic_load_explicit(&mmap_lock_hooks_on,
+						       memory_order_relaxed));
+		atomic_fetch_and_explicit(&mm->mmap_lock_instr, ~MMAP_LOCK_INSTR_UNREGISTERED,
+					  memory_order_relaxed);
+	}
+	mln_mutex_unlock(&hooks_set_lock, 0);
+}
+
+void mmap_lock_unregister(struct mm_struct *mm)
+{
+	mln_mutex_lock(&hooks_set_lock, 0);
+	if (!(atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed) &
+	      MMAP_LOCK_INSTR_UNREGISTERED)) {
+		if (mm->mmap_lock_reg_prev)
+			mm->mmap_lock_reg_prev->mmap_lock_reg_next = mm->mmap_lock_reg_next;
+		else
+			mm_list = mm->mmap_lock_reg_next;
+		if (mm->mmap_lock_reg_next)
+			mm->mmap_lock_reg_next->mmap_lock_reg_prev = mm->mmap_lock_reg_prev;
+		atomic_fetch_or_explicit(&mm->mmap_lock_instr, MMAP_LOCK_INSTR_UNREGISTERED,
+					 memory_order_relaxed);
+	}
+	mln_mutex_unlock(&hooks_set_lock, 0);
+}
+
+/* In a forked child, the list is intact but its lock may have been held. */
+static void hooks_atfork_child(void)
+{
+	atomic_store_explicit(&hooks_set_lock, 0, memory_order_relaxed);
+}
+
+__attribute__((constructor)) static void hooks_module_init(void)
+{
+	pthread_atfork(NULL, NULL, hooks_atfork_child);
+}
+
 int mmap_lock_set_trace_hooks(const struct mmap_lock_trace_hooks *hooks)
 {
 #ifdef MMAP_LOCK_NO_TRACE
@@ -89,12 +155,20 @@ int mmap_lock_set_trace_hooks(const struct mmap_lock_trace_hooks *hooks)
 	}
 	atomic_store_explicit(&hooks_cur, next, memory_order_seq_cst);
 	atomic_store_explicit(&mmap_lock_hooks_on, next != NULL, memory_order_relaxed);
+	for (struct mm_struct *mm = mm_list; mm; mm = mm->mmap_lock_reg_next)
+		set_trace_bit(mm, next != NULL);
 	/*
-	 * Flip the parity and wait out the old one's callers: any that saw the
-	 * old set counted itself there before loading it (both SC); callers
-	 * arriving from now on count in the new parity and see the new set.
+	 * Wait out every caller that may still use an older set.  Such a caller
+	 * counted itself (SC) before loading the set pointer, hence before the
+	 * store above, so the reads below see its count, in whichever parity
+	 * it chose (a caller that read the generation long ago may count in
+	 * either).  To bound the waits under a stream of new callers: first
+	 * drain the idle parity, which only such stale callers use, then flip,
+	 * so that new callers move to the drained one, and drain the other.
 	 */
-	g = atomic_fetch_add_explicit(&hooks_gen, 1, memory_order_seq_cst);
+	g = atomic_load_explicit(&hooks_gen, memory_order_seq_cst);
+	wait_readers((g + 1) & 1);
+	atomic_store_explicit(&hooks_gen, g + 1, memory_order_seq_cst);
 	wait_readers(g & 1);
 	mln_mutex_unlock(&hooks_set_lock, 0);
 	return 0;

@@ -36,6 +36,7 @@
 #define mmap_init_lock notrace_mmap_init_lock
 #define mmap_lock_destroy notrace_mmap_lock_destroy
 #define mmap_lock_set_class notrace_mmap_lock_set_class
+#define mmap_lock_is_debug notrace_mmap_lock_is_debug
 
 #include "mmap_lock.c"
 
@@ -67,6 +68,7 @@
 #undef mmap_init_lock
 #undef mmap_lock_destroy
 #undef mmap_lock_set_class
+#undef mmap_lock_is_debug
 
 int notrace_mmap_read_lock(struct mm_struct *mm);
 int notrace_mmap_read_unlock(struct mm_struct *mm);

@@ -145,7 +145,13 @@ static void t_every_name(void)
 	struct mm_struct *mm = new_mm(0);
 	struct mm_struct *child = new_mm(0);
 
-	CHECK_EQ(mmap_init_lock(child), 0);	/* re-init of an unlocked, unused mm */
+	struct mm_struct *raw = malloc(sizeof(*raw));
+
+	CHECK_EQ(mmap_init_lock(raw), 0);	/* the kernel's run-time init */
+	CHECK_EQ(mmap_write_lock(raw), 0);
+	CHECK_EQ(mmap_write_unlock(raw), 0);
+	CHECK_EQ(mmap_lock_destroy(raw), 0);
+	free(raw);
 	CHECK_EQ(mmap_write_lock(mm), 0);
 	CHECK_EQ(mmap_write_lock_nested(child, SINGLE_DEPTH_NESTING), 0);
 	CHECK_EQ(mmap_write_unlock(child), 0);
@@ -432,9 +438,10 @@ static void t_tracepoint_order(void)
 	mmap_read_unlock(mm);
 	mmap_write_unlock(child);
 	tr_expect("R r", __LINE__);
-	/* Misuse still fires released (the kernel fires it before checking). */
+	/* A refused misuse fires nothing: nothing was released. */
 	CHECK_EQ(mmap_read_unlock(mm), -EPERM);
-	tr_expect("R r", __LINE__);
+	CHECK_EQ(mmap_write_unlock(mm), -EPERM);
+	tr_expect("", __LINE__);
 
 	CHECK_EQ(mmap_lock_set_trace_hooks(NULL), 0);
 	CHECK_EQ(mmap_lock_trace_enabled(), 0);
@@ -443,6 +450,30 @@ static void t_tracepoint_order(void)
 	tr_expect("", __LINE__);
 	free_mm(child);
 	free_mm(mm);
+}
+
+/* Hooks reach a statically initialised mm, whether set before or after its first use. */
+static struct mm_struct static_mm_a = { MMAP_LOCK_INITIALIZER(static_mm_a) };
+static struct mm_struct static_mm_b = { MMAP_LOCK_INITIALIZER(static_mm_b) };
+
+static void t_tracepoints_static_mm(void)
+{
+	mmap_read_lock(&static_mm_a);		/* first use: puts it on the list */
+	mmap_read_unlock(&static_mm_a);
+	atomic_store(&tr.n, 0);
+	CHECK_EQ(mmap_lock_set_trace_hooks(&tr_hooks), 0);
+	tr.filter = &static_mm_a;
+	mmap_write_lock(&static_mm_a);
+	mmap_write_unlock(&static_mm_a);
+	tr_expect("S w|A w+|R w", __LINE__);
+	tr.filter = &static_mm_b;		/* never used before the hooks were set */
+	mmap_read_lock(&static_mm_b);
+	mmap_read_unlock(&static_mm_b);
+	tr_expect("S r|A r+|R r", __LINE__);
+	CHECK_EQ(mmap_lock_set_trace_hooks(NULL), 0);
+	mmap_read_lock(&static_mm_b);
+	mmap_read_unlock(&static_mm_b);
+	tr_expect("", __LINE__);
 }
 
 /* Hooks replaced while other threads lock: a replaced set's @arg may be freed at once. */
@@ -765,6 +796,7 @@ static const struct tu_test tests[] = {
 	TU_TEST(t_seqcount),
 	TU_TEST(t_seqcount_speculation_consistent),
 	TU_TEST(t_tracepoint_order),
+	TU_TEST(t_tracepoints_static_mm),
 	TU_TEST(t_hooks_replaced_under_load),
 	TU_TEST(t_stats_counted),
 	TU_TEST(t_stats_contended_wait),
