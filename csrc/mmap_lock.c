@@ -181,6 +181,8 @@ static always_inline int acquire_plain(struct mm_struct *mm, unsigned int op, ui
 {
 	struct rw_semaphore *sem = &mm->mmap_lock;
 	int write = !!(op & MMAP_OP_WRITE);
+	/* Before the atomic: a locked RMW holds back the loads that follow it. */
+	struct mmap_lock_stat_slot *slot = stats_on(instr) ? mmap_lock_stat_slot(mm) : NULL;
 
 	if (op & MMAP_OP_TRY) {
 		if (mln_unlikely(!try_once(sem, op)))
@@ -197,7 +199,7 @@ static always_inline int acquire_plain(struct mm_struct *mm, unsigned int op, ui
 	if (write)
 		seq_write_begin(mm);
 	if (stats_on(instr))
-		mmap_lock_stat_acquired(mm, write);
+		mmap_lock_stat_acquired_in(mm, slot, write);
 	return 0;
 }
 

@@ -119,10 +119,14 @@ static inline uint64_t mmap_lock_stat_add(struct mmap_lock_stat_slot *s, _Atomic
 	return v;
 }
 
-/* An acquisition succeeded (its wait, if any, is already counted). */
-static inline void mmap_lock_stat_acquired(struct mm_struct *mm, int write)
+/*
+ * An acquisition succeeded (its wait, if any, is already counted); @s is the
+ * calling thread's block, looked up before the acquiring atomic so that its
+ * dependent loads overlap with it instead of following it.
+ */
+static inline void mmap_lock_stat_acquired_in(struct mm_struct *mm,
+					      struct mmap_lock_stat_slot *s, int write)
 {
-	struct mmap_lock_stat_slot *s = mmap_lock_stat_slot(mm);
 	uint64_t n, mask;
 
 	if (mln_unlikely(!s))
@@ -136,6 +140,11 @@ static inline void mmap_lock_stat_acquired(struct mm_struct *mm, int write)
 	}
 	if (mln_unlikely(!(n & mask)))
 		mmap_lock_stat_hold_begin(mm, write);
+}
+
+static inline void mmap_lock_stat_acquired(struct mm_struct *mm, int write)
+{
+	mmap_lock_stat_acquired_in(mm, mmap_lock_stat_slot(mm), write);
 }
 
 static inline void mmap_lock_stat_released(struct mm_struct *mm, int write)
