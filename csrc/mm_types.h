@@ -37,7 +37,7 @@ struct mm_struct {
 	_Atomic uint32_t mmap_lock_instr;
 
 	/* Lock-order checker class (lockdep.h); 0 is "mm->mmap_lock". */
-	uint32_t mmap_lock_class;
+	_Atomic uint32_t mmap_lock_class;
 
 	/* Recorder events in flight: the recorder is detached, then drained. */
 	_Atomic uint32_t mmap_lock_rec_inflight;
@@ -49,6 +49,8 @@ struct mm_struct {
 	 * list's mutex (mmap_lock_trace.c).
 	 */
 	struct mm_struct *mmap_lock_reg_next, *mmap_lock_reg_prev;
+	/* Unique per registration: tells this mm from a later one at the same address. */
+	uint64_t mmap_lock_id;
 
 	/* Allocated on first use; freed by mmap_lock_destroy(). */
 	struct mmap_lock_stats *_Atomic mmap_lock_stats;

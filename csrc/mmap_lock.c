@@ -78,13 +78,21 @@ static void trace_event(struct mm_struct *mm, int event, bool write, bool succes
 #define SEQ_FENCES_AS_RMW 1
 #endif
 
+/*
+ * Begin and end move the count only from even to odd and back: a write
+ * section opened or closed through the bare rwsem (down_write(&mm->mmap_lock)
+ * then mmap_write_unlock) must not flip the parity for good, which would make
+ * every later section look even to speculating readers.
+ */
 static always_inline void seq_write_begin(struct mm_struct *mm)
 {
+	uint32_t s = atomic_load_explicit(&mm->mm_lock_seq, memory_order_relaxed);
+
+	if (mln_unlikely(s & 1))
+		return;
 #ifdef SEQ_FENCES_AS_RMW
 	atomic_fetch_add_explicit(&mm->mm_lock_seq, 1, memory_order_seq_cst);
 #else
-	uint32_t s = atomic_load_explicit(&mm->mm_lock_seq, memory_order_relaxed);
-
 	atomic_store_explicit(&mm->mm_lock_seq, s + 1, memory_order_relaxed);
 	/* Release fence: the odd count is visible before any store of the section. */
 	atomic_thread_fence(memory_order_release);
@@ -95,6 +103,8 @@ static always_inline void seq_write_end(struct mm_struct *mm)
 {
 	uint32_t s = atomic_load_explicit(&mm->mm_lock_seq, memory_order_relaxed);
 
+	if (mln_unlikely(!(s & 1)))
+		return;
 	/* Release: the section's stores are visible before the even count. */
 	atomic_store_explicit(&mm->mm_lock_seq, s + 1, memory_order_release);
 }
@@ -199,8 +209,13 @@ static always_inline int acquire_plain(struct mm_struct *mm, unsigned int op, ui
 	if (write)
 		seq_write_begin(mm);
 	if (stats_on(instr))
-		mmap_lock_stat_acquired_in(mm, slot, write);
+		mmap_lock_stat_acquired_in(mm, slot, write, !(op & MMAP_OP_NON_OWNER));
 	return 0;
+}
+
+static int mm_class(struct mm_struct *mm)
+{
+	return (int)atomic_load_explicit(&mm->mmap_lock_class, memory_order_relaxed);
 }
 
 static bool tracked(uint32_t instr, unsigned int op)
@@ -251,7 +266,7 @@ static __attribute__((noinline)) int acquire_hooked(struct mm_struct *mm, unsign
 	int rc;
 
 	if (tracked(instr, op)) {
-		rc = mln_lockdep_acquire(mm, (int)mm->mmap_lock_class, subclass_of(op, subclass),
+		rc = mln_lockdep_acquire(mm, mm_class(mm), subclass_of(op, subclass),
 					 write, !!(op & MMAP_OP_TRY), CALLER);
 		if (rc)
 			return result(op, rc);
@@ -336,12 +351,11 @@ static always_inline bool release_allowed(struct rw_semaphore *sem, unsigned int
 }
 
 /* Release once release_allowed() said yes. */
-static always_inline int release_plain(struct mm_struct *mm, unsigned int op, uint32_t instr)
+static always_inline int release_plain(struct mm_struct *mm, unsigned int op)
 {
 	struct rw_semaphore *sem = &mm->mmap_lock;
 
-	if (stats_on(instr))
-		mmap_lock_stat_released(mm, !!(op & MMAP_OP_WRITE));
+	mmap_lock_stat_released(mm, !!(op & MMAP_OP_WRITE));
 	if (op & MMAP_OP_WRITE) {
 		seq_write_end(mm);
 		return up_write(sem);
@@ -365,7 +379,7 @@ static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsign
 	if (!release_allowed(&mm->mmap_lock, op))
 		return -EPERM;
 	trace_event(mm, MMAP_LOCK_EV_RELEASED, op & MMAP_OP_WRITE, false, op);
-	rc = release_plain(mm, op, instr);
+	rc = release_plain(mm, op);
 	if (rc == 0 && tracked(instr, op) && !untracked_release)
 		mln_lockdep_release(mm, CALLER);
 	return rc;
@@ -379,7 +393,7 @@ static always_inline int release(struct mm_struct *mm, unsigned int op)
 		return release_hooked(mm, op);
 	if (mln_unlikely(!release_allowed(&mm->mmap_lock, op)))
 		return -EPERM;
-	return release_plain(mm, op, instr);
+	return release_plain(mm, op);
 }
 
 int mmap_write_unlock(struct mm_struct *mm)
@@ -459,7 +473,7 @@ static always_inline int lock_begin(struct mm_struct *mm, unsigned int op, int s
 		instr = hooked_instr(mm);
 		if (tracked(instr, op)) {
 			/* No return address worth printing: the binding's site hook names it. */
-			int rc = mln_lockdep_acquire(mm, (int)mm->mmap_lock_class,
+			int rc = mln_lockdep_acquire(mm, mm_class(mm),
 						     subclass_of(op, subclass), write,
 						     !!(op & MMAP_OP_TRY), NULL);
 			if (rc)
@@ -518,8 +532,19 @@ int mmap_lock_wait(struct mm_struct *mm, struct mmap_lock_waiter *w, unsigned in
 
 int mmap_lock_cancel(struct mm_struct *mm, struct mmap_lock_waiter *w, unsigned int op)
 {
-	int rc = rwsem_down_cancel(&mm->mmap_lock, &w->rw);
 	uint32_t instr = mm_instr(mm);
+	int rc;
+
+	/*
+	 * The wait had succeeded (acquire_returned fired, the statistics and
+	 * the checker counted it) but its caller never saw the result: undo it
+	 * as the matching unlock would, tracepoint included.
+	 */
+	if (w->rw.acquired) {
+		w->rw.acquired = 0;
+		return release(mm, op & (MMAP_OP_WRITE | MMAP_OP_NON_OWNER));
+	}
+	rc = rwsem_down_cancel(&mm->mmap_lock, &w->rw);
 
 	/* Not a kill nor a timeout: only the tracepoint and the checker hear of it. */
 	if (is_hooked(instr)) {
@@ -609,7 +634,7 @@ int mmap_lock_init(struct mm_struct *mm, unsigned int flags)
 	atomic_store_explicit(&mm->mm_lock_seq, 0, memory_order_relaxed);
 	atomic_store_explicit(&mm->mmap_lock_instr, instr, memory_order_relaxed);
 	atomic_store_explicit(&mm->mmap_lock_rec_inflight, 0, memory_order_relaxed);
-	mm->mmap_lock_class = 0;
+	atomic_store_explicit(&mm->mmap_lock_class, 0, memory_order_relaxed);
 	atomic_store_explicit(&mm->mmap_lock_stats, NULL, memory_order_relaxed);
 	atomic_store_explicit(&mm->mmap_lock_recorder, NULL, memory_order_relaxed);
 	atomic_fetch_or_explicit(&mm->mmap_lock_instr, MMAP_LOCK_INSTR_UNREGISTERED,
@@ -629,7 +654,7 @@ int mmap_lock_set_class(struct mm_struct *mm, int cls)
 		return -EINVAL;
 	if (rwsem_is_locked(&mm->mmap_lock))
 		return -EBUSY;
-	mm->mmap_lock_class = (uint32_t)cls;
+	atomic_store_explicit(&mm->mmap_lock_class, (uint32_t)cls, memory_order_relaxed);
 	return 0;
 }
 

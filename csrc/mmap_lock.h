@@ -91,7 +91,10 @@ int mmap_lock_speculate_retry(struct mm_struct *mm, unsigned int seq);
  * or mmap_lock_cancel()), or a negative errno (the call is done and failed:
  * -EBUSY for a failed trylock, -EDEADLK refused by the lock-order checker,
  * -EINVAL for a bad subclass).  Whatever ends the call fires
- * acquire_returned and counts it in the statistics.
+ * acquire_returned and counts it in the statistics.  mmap_lock_cancel() may
+ * be called in any state of the waiter (even after mmap_lock_wait() returned
+ * 0, if the binding lost that result to an exception): the caller then holds
+ * nothing, and a completed acquisition is undone as its unlock would be.
  */
 #define MMAP_OP_WRITE 1
 #define MMAP_OP_KILLABLE 2

@@ -14,6 +14,7 @@
 #include "mmap_lock_stats.h"
 #include "mmap_lock_stats_impl.h"
 #include "rwsem.h"
+#include "rwsem_internal.h"
 
 _Static_assert(MMAP_LOCK_HIST_BUCKETS == 40, "the cffi declaration spells the bucket count out");
 
@@ -33,6 +34,12 @@ static void index_release(void *arg)
 {
 	unsigned int t = (unsigned int)(uintptr_t)arg;	/* index + 1 */
 
+	/*
+	 * Destructors of keys made after ours may still lock mms on this
+	 * thread: from now on it counts in the shared overflow block, since
+	 * its number may go to a new thread at once.
+	 */
+	mln_stat_thread = MLN_STAT_OVERFLOW;
 	mln_mutex_lock(&index_lock, 0);
 	index_used[(t - 1) / 64] &= ~(1ull << ((t - 1) % 64));
 	mln_mutex_unlock(&index_lock, 0);
@@ -78,6 +85,11 @@ static unsigned int index_assign(void)
 /* ------------------------------------------------------------------------
  * Allocation on first use.
  */
+/*
+ * The mm's statistics, allocated on first use.  Never for a process-shared
+ * mm (the pointer would be this process's), nor for a destroyed one (nothing
+ * would free it again).
+ */
 static struct mmap_lock_stats *stats_get(struct mm_struct *mm)
 {
 	struct mmap_lock_stats *st = atomic_load_explicit(&mm->mmap_lock_stats,
@@ -86,6 +98,9 @@ static struct mmap_lock_stats *stats_get(struct mm_struct *mm)
 
 	if (st)
 		return st;
+	if (mm->mmap_lock.flags & RWSEM_SHARED ||
+	    atomic_load_explicit(&mm->mmap_lock.count, memory_order_relaxed) & RWSEM_FLAG_DEAD)
+		return NULL;
 	st = calloc(1, sizeof(*st));
 	if (!st)
 		return NULL;
@@ -147,11 +162,18 @@ struct mmap_lock_stat_slot *mmap_lock_stat_slot_slow(struct mm_struct *mm)
 /* ------------------------------------------------------------------------
  * Updates off the fast path.
  */
-void mmap_lock_stat_hold_begin(struct mm_struct *mm, int write)
+static void hold_sample_start(struct mm_struct *mm, int write, uint64_t now)
 {
 	mln_hold_sample.mm = mm;
+	mln_hold_sample.mm_id = mm->mmap_lock_id;
+	mln_hold_sample.task = mln_current_task();
 	mln_hold_sample.write = write;
-	mln_hold_sample.start_ns = mln_now_ns();
+	mln_hold_sample.start_ns = now;
+}
+
+void mmap_lock_stat_hold_begin(struct mm_struct *mm, int write)
+{
+	hold_sample_start(mm, write, mln_now_ns());
 }
 
 static void hold_record(struct mm_struct *mm, int write, uint64_t end_ns)
@@ -167,10 +189,23 @@ static void hold_record(struct mm_struct *mm, int write, uint64_t end_ns)
 	mmap_lock_stat_add(s, &s->hold_hist[write][mmap_lock_hist_bucket(ns)], 1);
 }
 
+/* Whether the thread's sample is of this hold of @mm. */
+static bool hold_sample_matches(const struct mm_struct *mm, int write)
+{
+	return mln_hold_sample.mm == mm && mln_hold_sample.mm_id == mm->mmap_lock_id &&
+	       mln_hold_sample.task == mln_current_task() && mln_hold_sample.write == write;
+}
+
 void mmap_lock_stat_hold_end(struct mm_struct *mm, int write)
 {
-	/* A sample of the other mode (a read taken inside this one's hold) is dropped. */
-	if (mln_hold_sample.write != write) {
+	/*
+	 * Dropped, not recorded: a sample of the other mode (a read taken
+	 * inside this one's hold), of another task bound to this thread since,
+	 * of an earlier mm at this address, or released with statistics off.
+	 */
+	if (!hold_sample_matches(mm, write) ||
+	    (atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed) &
+	     MMAP_LOCK_INSTR_NOSTATS)) {
 		mln_hold_sample.mm = NULL;
 		return;
 	}
@@ -226,6 +261,7 @@ void mmap_lock_stat_failed(struct mm_struct *mm, int write, int err, int trylock
 		mmap_lock_stat_add(s, &s->killable_failures[write], 1);
 	else if (err == -ETIMEDOUT)
 		mmap_lock_stat_add(s, &s->timeouts[write], 1);
+	/* The longest wait is the longest, whether it ended in the lock or not. */
 	if (!trylock && wait_ns)
 		max_wait_update(mm, s, wait_ns);
 }
@@ -238,13 +274,11 @@ void mmap_lock_stat_downgrade(struct mm_struct *mm)
 		return;
 	mmap_lock_stat_add(s, &s->downgrades, 1);
 	/* A sampled write hold ends here, and the read hold it became starts. */
-	if (mln_hold_sample.mm == mm && mln_hold_sample.write) {
+	if (hold_sample_matches(mm, 1)) {
 		uint64_t now = mln_now_ns();
 
 		hold_record(mm, 1, now);
-		mln_hold_sample.mm = mm;
-		mln_hold_sample.write = 0;
-		mln_hold_sample.start_ns = now;
+		hold_sample_start(mm, 0, now);
 	}
 }
 
@@ -345,6 +379,16 @@ int mmap_lock_stats_read(struct mm_struct *mm, struct mmap_lock_stats_snapshot *
 	return 0;
 }
 
+/* Why stats_get() gave nothing. */
+static int stats_unavailable(struct mm_struct *mm)
+{
+	if (mm->mmap_lock.flags & RWSEM_SHARED)
+		return -ENOTSUP;
+	if (atomic_load_explicit(&mm->mmap_lock.count, memory_order_relaxed) & RWSEM_FLAG_DEAD)
+		return -EINVAL;
+	return -ENOMEM;
+}
+
 int mmap_lock_stats_reset(struct mm_struct *mm)
 {
 	struct mmap_lock_stats *st;
@@ -353,7 +397,7 @@ int mmap_lock_stats_reset(struct mm_struct *mm)
 		return -EINVAL;
 	st = stats_get(mm);
 	if (!st)
-		return -ENOMEM;
+		return stats_unavailable(mm);
 	mln_mutex_lock(&st->lock, 0);
 	stats_sum(st, &st->base, UINT64_MAX);
 	st->base.handoffs = handoffs_of(mm);
@@ -386,7 +430,7 @@ int mmap_lock_stats_set_hold_sampling(struct mm_struct *mm, unsigned int shift)
 		return -EINVAL;
 	st = stats_get(mm);
 	if (!st)
-		return -ENOMEM;
+		return stats_unavailable(mm);
 	mln_mutex_lock(&st->lock, 0);
 	atomic_store_explicit(&st->hold_shift, shift, memory_order_relaxed);
 	for (unsigned int i = 0; i <= MLN_STAT_OVERFLOW; i++) {
@@ -399,6 +443,15 @@ int mmap_lock_stats_set_hold_sampling(struct mm_struct *mm, unsigned int shift)
 	}
 	mln_mutex_unlock(&st->lock, 0);
 	return 0;
+}
+
+void mmap_lock_stats_atfork_child(struct mm_struct *mm)
+{
+	struct mmap_lock_stats *st = atomic_load_explicit(&mm->mmap_lock_stats,
+							  memory_order_relaxed);
+
+	if (st)
+		atomic_store_explicit(&st->lock, 0, memory_order_relaxed);
 }
 
 void mmap_lock_stats_free(struct mm_struct *mm)

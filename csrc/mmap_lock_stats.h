@@ -35,7 +35,8 @@ struct mmap_lock_stats_snapshot {
 	uint64_t handoffs;		/* lock handed to a starved waiter: the semaphore's
 					 * own count, so it includes handoffs while the
 					 * statistics were off (0 while they are off) */
-	uint64_t max_wait_ns;
+	uint64_t max_wait_ns;		/* longest wait, also of those that timed out or
+					 * were killed (the histograms count acquisitions) */
 	uint64_t wait_ns_total[2];	/* over contended acquisitions */
 	uint64_t hold_ns_total[2];	/* over hold samples */
 	uint64_t hold_samples[2];

@@ -74,6 +74,8 @@ extern MLN_HOT_TLS _Thread_local unsigned int mln_stat_thread;
 /* The calling thread's one hold-time sample in progress. */
 struct mln_hold_sample {
 	const struct mm_struct *mm;	/* NULL: none */
+	uint64_t mm_id;			/* mm->mmap_lock_id: not a later mm at that address */
+	uint64_t task;			/* the task that holds it (an embedder may switch) */
 	uint64_t start_ns;
 	int write;
 };
@@ -88,6 +90,7 @@ void mmap_lock_stat_failed(struct mm_struct *mm, int write, int err, int trylock
 			   uint64_t wait_ns);
 void mmap_lock_stat_downgrade(struct mm_struct *mm);
 void mmap_lock_stats_free(struct mm_struct *mm);
+void mmap_lock_stats_atfork_child(struct mm_struct *mm);
 
 static inline struct mmap_lock_stat_slot *mmap_lock_stat_slot(struct mm_struct *mm)
 {
@@ -125,7 +128,7 @@ static inline uint64_t mmap_lock_stat_add(struct mmap_lock_stat_slot *s, _Atomic
  * dependent loads overlap with it instead of following it.
  */
 static inline void mmap_lock_stat_acquired_in(struct mm_struct *mm,
-					      struct mmap_lock_stat_slot *s, int write)
+					      struct mmap_lock_stat_slot *s, int write, bool owned)
 {
 	uint64_t n, mask;
 
@@ -138,15 +141,17 @@ static inline void mmap_lock_stat_acquired_in(struct mm_struct *mm,
 		n = atomic_load_explicit(&s->acquisitions[write], memory_order_relaxed) + 1;
 		atomic_store_explicit(&s->acquisitions[write], n, memory_order_relaxed);
 	}
-	if (mln_unlikely(!(n & mask)))
+	/* A non-owner hold ends on another thread: it cannot be timed from here. */
+	if (mln_unlikely(!(n & mask)) && owned)
 		mmap_lock_stat_hold_begin(mm, write);
 }
 
 static inline void mmap_lock_stat_acquired(struct mm_struct *mm, int write)
 {
-	mmap_lock_stat_acquired_in(mm, mmap_lock_stat_slot(mm), write);
+	mmap_lock_stat_acquired_in(mm, mmap_lock_stat_slot(mm), write, true);
 }
 
+/* Called on every release of @mm, statistics on or off, so no sample goes stale. */
 static inline void mmap_lock_stat_released(struct mm_struct *mm, int write)
 {
 	if (mln_unlikely(mln_hold_sample.mm == mm))

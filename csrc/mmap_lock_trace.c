@@ -17,6 +17,7 @@
 
 #include "futex.h"
 #include "mmap_lock_internal.h"
+#include "mmap_lock_stats_impl.h"
 #include "mmap_lock_trace.h"
 
 _Atomic uint32_t mmap_lock_hooks_on;
@@ -27,6 +28,7 @@ _Atomic uint32_t mmap_lock_hooks_on;
  * mm ends with TRACE set exactly when hooks are set.
  */
 static struct mm_struct *mm_list;
+static uint64_t mm_ids;
 static _Atomic uint32_t hooks_set_lock;
 
 static struct mmap_lock_trace_hooks hook_sets[2];
@@ -98,6 +100,7 @@ void mmap_lock_register(struct mm_struct *mm)
 		if (mm_list)
 			mm_list->mmap_lock_reg_prev = mm;
 		mm_list = mm;
+		mm->mmap_lock_id = ++mm_ids;
 		set_trace_bit(mm, atomic_load_explicit(&mmap_lock_hooks_on,
 						       memory_order_relaxed));
 		atomic_fetch_and_explicit(&mm->mmap_lock_instr, ~MMAP_LOCK_INSTR_UNREGISTERED,
@@ -123,15 +126,37 @@ void mmap_lock_unregister(struct mm_struct *mm)
 	mln_mutex_unlock(&hooks_set_lock, 0);
 }
 
-/* In a forked child, the list is intact but its lock may have been held. */
+/*
+ * fork(): the list must not be mid-update, so the forking thread holds its
+ * lock across the fork.  In the child only the forking thread exists: the
+ * counts of calls in flight on other threads (hook callers, recorder
+ * emitters) and the statistics' locks they held are void there.  (fork()
+ * from inside a trace hook is not supported: its own count would be lost.)
+ */
+static void hooks_atfork_prepare(void)
+{
+	mln_mutex_lock(&hooks_set_lock, 0);
+}
+
+static void hooks_atfork_parent(void)
+{
+	mln_mutex_unlock(&hooks_set_lock, 0);
+}
+
 static void hooks_atfork_child(void)
 {
+	atomic_store_explicit(&hooks_readers[0], 0, memory_order_relaxed);
+	atomic_store_explicit(&hooks_readers[1], 0, memory_order_relaxed);
+	for (struct mm_struct *mm = mm_list; mm; mm = mm->mmap_lock_reg_next) {
+		atomic_store_explicit(&mm->mmap_lock_rec_inflight, 0, memory_order_relaxed);
+		mmap_lock_stats_atfork_child(mm);
+	}
 	atomic_store_explicit(&hooks_set_lock, 0, memory_order_relaxed);
 }
 
 __attribute__((constructor)) static void hooks_module_init(void)
 {
-	pthread_atfork(NULL, NULL, hooks_atfork_child);
+	pthread_atfork(hooks_atfork_prepare, hooks_atfork_parent, hooks_atfork_child);
 }
 
 int mmap_lock_set_trace_hooks(const struct mmap_lock_trace_hooks *hooks)

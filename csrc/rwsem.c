@@ -364,8 +364,9 @@ static bool maybe_reserve(struct rw_semaphore *sem, struct rwsem_waiter *w, uint
 	return true;
 }
 
-static void on_acquired(struct rw_semaphore *sem, const struct rwsem_waiter *w, unsigned int flags)
+static void on_acquired(struct rw_semaphore *sem, struct rwsem_waiter *w, unsigned int flags)
 {
+	w->acquired = 1;
 	if (w->write)
 		set_writer_owned(sem);
 	else
@@ -403,6 +404,7 @@ static int give_up(struct rw_semaphore *sem, struct rwsem_waiter *w, int err, bo
 	on_acquired(sem, w, flags);
 	if (!release)
 		return 0;
+	w->acquired = 0;
 	if (w->write)
 		up_write(sem);
 	else
@@ -512,6 +514,10 @@ int rwsem_down_wait(struct rw_semaphore *sem, struct rwsem_waiter *w, int write,
 
 int rwsem_down_cancel(struct rw_semaphore *sem, struct rwsem_waiter *w)
 {
+	if (w->acquired) {	/* the wait succeeded; its caller never saw it */
+		w->acquired = 0;
+		return w->write ? up_write(sem) : up_read_non_owner(sem);
+	}
 	return give_up(sem, w, 0, true, 0);
 }
 

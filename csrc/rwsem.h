@@ -135,7 +135,9 @@ int rwsem_queue_info(struct rw_semaphore *sem, uint32_t *readers, uint32_t *writ
  *                           outside the sleep); still queued: call again,
  *                           or rwsem_down_cancel()
  * rwsem_down_cancel() leaves the queue; if the lock was granted in between,
- * it releases it again, so that either way the caller holds nothing.
+ * or even acquired by a call whose 0 the binding never got to see (a signal
+ * handler that raised right after it returned), it releases it again, so
+ * that in every case the caller holds nothing.
  */
 #define RWSEM_WAIT_KILLABLE 1
 #define RWSEM_WAIT_SIGNALS 2
@@ -149,7 +151,7 @@ struct rwsem_waiter {
 	uint32_t ticket;	/* writers: identity for a handoff */
 	uint32_t queued;	/* 1 while in the wait queue */
 	uint32_t write;		/* 1 for a writer */
-	uint32_t reserved;
+	uint32_t acquired;	/* 1 once a call returned 0: rwsem_down_cancel() releases */
 };
 
 int rwsem_down_wait(struct rw_semaphore *sem, struct rwsem_waiter *w, int write,

@@ -90,15 +90,16 @@ def _acquire_slow(mm: MM, op: int, rc: int, name: str, deadline: int = NO_DEADLI
     c_mm = mm._mm
     waiter = ffi.new("struct mmap_lock_waiter *")
     flags = _SIGNALS if _get_ident() == _main_thread().ident else 0
-    rc = _INTERRUPTED
     try:
         rc = _wait(c_mm, waiter, op, deadline, flags)
         while rc == _INTERRUPTED:
             _signal_checkpoint()
             rc = _wait(c_mm, waiter, op, deadline, flags)
     except BaseException:
-        if rc == _INTERRUPTED:
-            _cancel(c_mm, waiter, op)  # leaves the queue; releases a late grant
+        # Whatever the wait's state (queued, granted meanwhile, or even
+        # acquired by a call whose result the raising handler kept from
+        # reaching rc), cancel leaves the caller holding nothing.
+        _cancel(c_mm, waiter, op)
         raise
     if rc == 0 or rc == _ETIMEDOUT or (rc == _EINTR and op & _KILLABLE):
         return rc

@@ -316,17 +316,16 @@ class RWSemaphore:
         waiter = ffi.new("struct rwsem_waiter *")
         if _get_ident() == _main_thread().ident:
             flags |= _SIGNALS
-        rc = _INTERRUPTED
         try:
             rc = _down_wait(sem, waiter, write, deadline, flags)
             while rc == _INTERRUPTED:
                 _signal_checkpoint()
                 rc = _down_wait(sem, waiter, write, deadline, flags)
         except BaseException:
-            if rc == _INTERRUPTED:
-                _down_cancel(sem, waiter)  # leaves the queue; releases a late grant
-            elif rc == 0:
-                (lib.up_write if write else lib.up_read_non_owner)(sem)
+            # Whatever the wait's state (queued, granted meanwhile, or even
+            # acquired by a call whose result the raising handler kept from
+            # reaching rc), cancel leaves the caller holding nothing.
+            _down_cancel(sem, waiter)
             raise
         if rc == 0 or rc == -errno.EINTR or rc == -errno.ETIMEDOUT:
             return rc
