@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from types import FrameType
 from typing import Dict, Optional, Tuple
 
 from ._ffi import ffi, lib
@@ -75,7 +76,7 @@ def last_report() -> "tuple[str, str]":
 
 def _caller_site() -> Optional[Tuple[str, int]]:
     """The innermost frame outside this package: where the lock call came from."""
-    frame = sys._getframe(1)
+    frame: Optional[FrameType] = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back
     if frame is None:

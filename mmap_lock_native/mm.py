@@ -3,7 +3,7 @@ instrumentation keeps about it)."""
 from __future__ import annotations
 
 import weakref
-from typing import Optional
+from typing import Any, Optional
 
 from ._ffi import ffi, lib
 from .rwsem import RWSemaphore
@@ -60,8 +60,8 @@ class MM:
             lib.mmap_lock_set_class(raw, cls)
         self._lock_view: Optional[RWSemaphore] = None
         # mmap_read_locked(mm) / mmap_write_locked(mm) guards, made on first use.
-        self._read_locked: Optional[object] = None
-        self._write_locked: Optional[object] = None
+        self._read_locked: Optional[Any] = None
+        self._write_locked: Optional[Any] = None
         _by_address[self._address] = self
 
     @property

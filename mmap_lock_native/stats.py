@@ -55,31 +55,59 @@ class LockStats:
                  "write_hold_ns_total", "read_hold_samples", "write_hold_samples",
                  "wait_histogram", "hold_histogram", "hold_sampling_period", "enabled")
 
+    #: Successful acquisitions, and those of them that had to wait.
+    read_acquisitions: int
+    write_acquisitions: int
+    read_contended: int
+    write_contended: int
+    #: Failed trylocks; killable waits ended by ``task_kill``; timed waits that expired.
+    read_trylock_failures: int
+    write_trylock_failures: int
+    read_killable_failures: int
+    write_killable_failures: int
+    read_timeouts: int
+    write_timeouts: int
+    #: ``mmap_write_downgrade`` calls; locks handed to a starved waiter.
+    downgrades: int
+    handoffs: int
+    #: Longest wait, also of waits that timed out or were killed.
+    max_wait_ns: int
+    #: Total wait of the contended acquisitions; total and count of the sampled holds.
+    read_wait_ns_total: int
+    write_wait_ns_total: int
+    read_hold_ns_total: int
+    write_hold_ns_total: int
+    read_hold_samples: int
+    write_hold_samples: int
+    #: log2 histograms by mode: ``wait_histogram["read"][k]`` counts waits in bucket k.
+    wait_histogram: Dict[str, List[int]]
+    hold_histogram: Dict[str, List[int]]
+    #: One hold in this many acquisitions (per thread) is timed.
+    hold_sampling_period: int
+    #: Whether the mm keeps statistics now.
+    enabled: bool
+
     def __init__(self, mm: "MM") -> None:
         snap = ffi.new("struct mmap_lock_stats_snapshot *")
         rc = lib.mmap_lock_stats_read(mm._mm, snap)
         if rc:  # pragma: no cover - only for a NULL mm
             raise OSError(-rc, f"mmap_lock_stats_read on {mm!r} failed")
         self._mm = mm
-        for i, mode in enumerate(_MODES):
-            setattr(self, f"{mode}_acquisitions", snap.acquisitions[i])
-            setattr(self, f"{mode}_contended", snap.contended[i])
-            setattr(self, f"{mode}_trylock_failures", snap.trylock_failures[i])
-            setattr(self, f"{mode}_killable_failures", snap.killable_failures[i])
-            setattr(self, f"{mode}_timeouts", snap.timeouts[i])
-            setattr(self, f"{mode}_wait_ns_total", snap.wait_ns_total[i])
-            setattr(self, f"{mode}_hold_ns_total", snap.hold_ns_total[i])
-            setattr(self, f"{mode}_hold_samples", snap.hold_samples[i])
-        self.downgrades: int = snap.downgrades
-        self.handoffs: int = snap.handoffs
-        self.max_wait_ns: int = snap.max_wait_ns
-        self.wait_histogram: Dict[str, List[int]] = {
-            m: list(snap.wait_hist[i]) for i, m in enumerate(_MODES)}
-        self.hold_histogram: Dict[str, List[int]] = {
-            m: list(snap.hold_hist[i]) for i, m in enumerate(_MODES)}
-        #: One hold in this many acquisitions (per thread) is timed.
-        self.hold_sampling_period: int = 1 << snap.hold_sampling
-        self.enabled: bool = bool(snap.enabled)
+        self.read_acquisitions, self.write_acquisitions = snap.acquisitions
+        self.read_contended, self.write_contended = snap.contended
+        self.read_trylock_failures, self.write_trylock_failures = snap.trylock_failures
+        self.read_killable_failures, self.write_killable_failures = snap.killable_failures
+        self.read_timeouts, self.write_timeouts = snap.timeouts
+        self.read_wait_ns_total, self.write_wait_ns_total = snap.wait_ns_total
+        self.read_hold_ns_total, self.write_hold_ns_total = snap.hold_ns_total
+        self.read_hold_samples, self.write_hold_samples = snap.hold_samples
+        self.downgrades = snap.downgrades
+        self.handoffs = snap.handoffs
+        self.max_wait_ns = snap.max_wait_ns
+        self.wait_histogram = {m: list(snap.wait_hist[i]) for i, m in enumerate(_MODES)}
+        self.hold_histogram = {m: list(snap.hold_hist[i]) for i, m in enumerate(_MODES)}
+        self.hold_sampling_period = 1 << snap.hold_sampling
+        self.enabled = bool(snap.enabled)
 
     @property
     def trylock_failures(self) -> int:
