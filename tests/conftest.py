@@ -1,17 +1,19 @@
 """Shared helpers for the RWSemaphore test suite.
 
 Every wait in this suite is bounded: a bug makes a test fail, never hang.
-Threads are started through :class:`Worker` (or :class:`LockHolder`), which
-records the result or exception of the thread's function and offers a
-bounded join (:meth:`Worker.finish`).  States that cannot be signalled with
-an event (a thread asleep in the lock's wait queue) are awaited by polling
-``sem.queue()`` with a deadline (:func:`wait_queued`).
+Threads are started through :class:`Worker` (or a :class:`Holder`: a
+:class:`LockHolder` on a semaphore, an :class:`MMHolder` through the mmap
+API), which records the result or exception of the thread's function and
+offers a bounded join (:meth:`Worker.finish`).  States that cannot be
+signalled with an event (a thread asleep in the lock's wait queue) are
+awaited by polling ``sem.queue()`` with a deadline (:func:`wait_queued`).
 
 Test modules import these helpers with ``from conftest import ...``.
 """
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 from typing import Any, Callable, List, Optional
@@ -143,72 +145,196 @@ class Worker(threading.Thread):
         return self.result
 
 
-class LockHolder(Worker):
-    """A thread that takes ``sem`` in ``mode`` and keeps it until :meth:`unlock`.
+class Holder(Worker):
+    """A thread that calls ``acquire()``, keeps what it got until :meth:`unlock`
+    (or :meth:`done`), then calls ``release()``.
 
-    ``mode``: "read", "write" or "read_non_owner".  With ``hold=False`` it
-    releases at once after acquiring.  ``log`` (a list) gets ``name`` appended
-    the moment the lock is acquired, which records the order of acquisition.
-    ``seen`` records ``(readers, write_locked, owner)`` observed while held.
+    ``sem`` is the RWSemaphore behind the lock (its state goes into failure
+    messages).  With ``hold=False`` it releases at once after acquiring.
+    ``log`` (a list) gets ``name`` appended the moment the lock is acquired,
+    which records the order of acquisition.  ``seen`` records ``(readers,
+    write_locked, owner)`` observed while held; ``while_held()``, if given, is
+    called then too and its result kept in ``held_result``.  ``task`` binds the
+    thread to that task first.  ``rc`` is what ``acquire()`` returned: an
+    acquisition that returns neither None nor 0 (a killed killable wait) holds
+    nothing, and the thread ends returning it.
     """
 
-    def __init__(self, sem: mln.RWSemaphore, mode: str, *, hold: bool = True,
-                 log: Optional[list] = None, name: Optional[str] = None,
-                 task: Optional[int] = None) -> None:
+    def __init__(self, sem: mln.RWSemaphore, acquire: Callable[[], Any],
+                 release: Callable[[], Any], *, hold: bool = True,
+                 log: Optional[list] = None, name: str = "holder",
+                 task: Optional[int] = None,
+                 while_held: Optional[Callable[[], Any]] = None) -> None:
         self.sem = sem
-        self.mode = mode
         self.hold = hold
         self.log = log
         self.bound_task = task
+        self._acquire = acquire
+        self._release = release
+        self._while_held = while_held
+        self.rc: Any = "not returned"
         self.acquired = threading.Event()
         self.release = threading.Event()
         self.seen: Optional[tuple] = None
-        super().__init__(self._body, name=name or f"{mode}-holder")
+        self.held_result: Any = None
+        super().__init__(self._body, name=name)
         self.on_cleanup.append(self.release.set)
 
-    def _body(self) -> None:
+    def _body(self) -> Any:
         sem = self.sem
         if self.bound_task is not None:
             mln.set_current_task(self.bound_task)
-        acquire, release = {
-            "read": (sem.down_read, sem.up_read),
-            "write": (sem.down_write, sem.up_write),
-            "read_non_owner": (sem.down_read_non_owner, sem.up_read_non_owner),
-        }[self.mode]
-        acquire()
+        self.rc = self._acquire()
+        if self.rc not in (None, 0):
+            return self.rc
         try:
             self.seen = (sem.readers, sem.is_write_locked(), sem.owner)
+            if self._while_held is not None:
+                self.held_result = self._while_held()
             if self.log is not None:
                 self.log.append(self.name)
             self.acquired.set()
             if self.hold and not self.release.wait(3 * TIMEOUT):
                 raise AssertionError(f"{self.name}: never told to release")
         finally:
-            release()
+            self._release()
+        return self.rc
 
-    def wait_acquired(self, timeout: float = TIMEOUT) -> "LockHolder":
+    def wait_acquired(self, timeout: float = TIMEOUT) -> "Holder":
         if not self.acquired.wait(timeout):
             pytest.fail(f"{self.name} did not acquire within {timeout} s "
                         f"({self.outcome()}); state: {self.sem.state()}")
         return self
 
+    def start_holding(self) -> "Holder":
+        """Start the thread and wait until it holds the lock."""
+        return self.begin().wait_acquired()
+
+    def start_queued(self, expect: "tuple[int, int]") -> "Holder":
+        """Start the thread, which must block, and wait until the queue reads ``expect``."""
+        self.begin()
+        wait_queued(self.sem, *expect, workers=(self,))
+        return self
+
     def unlock(self) -> None:
         self.release.set()
+
+    def done(self) -> Any:
+        """Release and join (bounded); return what the thread returned."""
+        self.unlock()
+        return self.finish()
+
+
+class LockHolder(Holder):
+    """A :class:`Holder` that takes ``sem`` in ``mode``: "read", "write" or
+    "read_non_owner"."""
+
+    def __init__(self, sem: mln.RWSemaphore, mode: str, *, name: Optional[str] = None,
+                 **kw: Any) -> None:
+        self.mode = mode
+        acquire, release = {
+            "read": (sem.down_read, sem.up_read),
+            "write": (sem.down_write, sem.up_write),
+            "read_non_owner": (sem.down_read_non_owner, sem.up_read_non_owner),
+        }[mode]
+        super().__init__(sem, acquire, release, name=name or f"{mode}-holder", **kw)
+
+
+#: mode -> (acquire, release) of an MM's lock through the mmap API.
+MM_MODES = {
+    "read": (mln.mmap_read_lock, mln.mmap_read_unlock),
+    "write": (mln.mmap_write_lock, mln.mmap_write_unlock),
+    "read_killable": (mln.mmap_read_lock_killable, mln.mmap_read_unlock),
+    "write_killable": (mln.mmap_write_lock_killable, mln.mmap_write_unlock),
+    "write_nested": (lambda mm: mln.mmap_write_lock_nested(mm, mln.SINGLE_DEPTH_NESTING),
+                     mln.mmap_write_unlock),
+}
+
+
+class MMHolder(Holder):
+    """A :class:`Holder` that takes ``mm``'s lock through the mmap API in
+    ``mode`` (a key of :data:`MM_MODES`), so the mm's statistics, tracepoints
+    and lock-order checker see it."""
+
+    def __init__(self, mm: mln.MM, mode: str, *, name: Optional[str] = None,
+                 **kw: Any) -> None:
+        self.mm = mm
+        self.mode = mode
+        acquire, release = MM_MODES[mode]
+        super().__init__(mm.mmap_lock, lambda: acquire(mm), lambda: release(mm),
+                         name=name or f"mm-{mode}-holder", **kw)
 
 
 def hold(sem: mln.RWSemaphore, mode: str, **kw: Any) -> LockHolder:
     """Start a LockHolder and wait until it holds the lock."""
-    h = LockHolder(sem, mode, **kw)
-    h.begin()
-    return h.wait_acquired()
+    return LockHolder(sem, mode, **kw).start_holding()
 
 
 def queue_up(sem: mln.RWSemaphore, mode: str, expect: "tuple[int, int]", **kw: Any) -> LockHolder:
     """Start a LockHolder that must block, and wait until the queue reads ``expect``."""
-    h = LockHolder(sem, mode, **kw)
-    h.begin()
-    wait_queued(sem, *expect, workers=(h,))
-    return h
+    return LockHolder(sem, mode, **kw).start_queued(expect)
+
+
+def mm_hold(mm: mln.MM, mode: str, **kw: Any) -> MMHolder:
+    """Start an MMHolder and wait until it holds the lock."""
+    return MMHolder(mm, mode, **kw).start_holding()
+
+
+def mm_queue(mm: mln.MM, mode: str, expect: "tuple[int, int]", **kw: Any) -> MMHolder:
+    """Start an MMHolder that must block; wait until the queue reads ``expect``."""
+    return MMHolder(mm, mode, **kw).start_queued(expect)
+
+
+def lock_cycles(mm: mln.MM, mode: str, n: int = 1) -> None:
+    """Take and release ``mm``'s lock ``n`` times through the mmap API: "read"
+    and "write" are lock/unlock pairs, "downgrade" is mmap_write_lock,
+    mmap_write_downgrade, mmap_read_unlock."""
+    assert mode in ("read", "write", "downgrade"), mode
+    for _ in range(n):
+        if mode == "downgrade":
+            mln.mmap_write_lock(mm)
+            mln.mmap_write_downgrade(mm)
+            mln.mmap_read_unlock(mm)
+        else:
+            acquire, release = MM_MODES[mode]
+            acquire(mm)
+            release(mm)
+
+
+def kill_waiter(victim: Worker) -> Any:
+    """Kill ``victim``'s task (it waits in a killable acquisition) and return
+    what its function returned (bounded join); its task is revived whatever
+    happens."""
+    try:
+        mln.task_kill(victim.task)
+        return victim.finish()
+    finally:
+        if mln.task_is_killed(victim.task):
+            mln.task_revive(victim.task)
+
+
+def call_while_signalled(signum: int, handler: Callable[..., Any], signaller: Callable[[], Any],
+                         call: Callable[[], Any],
+                         returned: threading.Event) -> Optional[BaseException]:
+    """Run ``call()`` on this (the main) thread while ``signaller`` runs in a
+    Worker, with ``handler`` installed for ``signum`` (the old handler is put
+    back after).  ``returned`` is set once ``call()`` has returned or raised;
+    then the signaller is joined (bounded; its failure is re-raised).
+    Returns what ``call()`` raised (KeyboardInterrupt included), or None."""
+    old = signal.signal(signum, handler)
+    caught: Optional[BaseException] = None
+    try:
+        helper = Worker(signaller, name="signaller").begin()
+        try:
+            call()
+        except BaseException as exc:  # noqa: B902 - KeyboardInterrupt included
+            caught = exc
+        finally:
+            returned.set()
+    finally:
+        signal.signal(signum, old)
+    helper.finish()
+    return caught
 
 
 @pytest.fixture(autouse=True)

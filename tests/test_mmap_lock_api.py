@@ -9,91 +9,13 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Optional
 
 import pytest
 
 import mmap_lock_native as mln
 from mmap_lock_native import mmap_lock as mmap_lock_module
-from conftest import (TIMEOUT, Worker, assert_free, wait_asleep_on_lock, wait_queued,
-                      wait_until)
-
-
-# -- helpers -------------------------------------------------------------------------
-
-_ACQUIRE = {
-    "read": mln.mmap_read_lock,
-    "write": mln.mmap_write_lock,
-    "read_killable": mln.mmap_read_lock_killable,
-    "write_killable": mln.mmap_write_lock_killable,
-    "write_nested": lambda mm: mln.mmap_write_lock_nested(mm, mln.SINGLE_DEPTH_NESTING),
-}
-_RELEASE = {
-    "read": mln.mmap_read_unlock,
-    "write": mln.mmap_write_unlock,
-    "read_killable": mln.mmap_read_unlock,
-    "write_killable": mln.mmap_write_unlock,
-    "write_nested": mln.mmap_write_unlock,
-}
-
-
-class MMHolder(Worker):
-    """A thread that takes ``mm``'s lock through the mmap API in ``mode`` and
-    keeps it until :meth:`unlock`.  ``rc`` is what the acquisition returned;
-    a killable acquisition that returns nonzero holds nothing and ends."""
-
-    def __init__(self, mm: mln.MM, mode: str, *, name: Optional[str] = None,
-                 log: Optional[list] = None) -> None:
-        self.mm = mm
-        self.mode = mode
-        self.log = log
-        self.rc: Any = "not returned"
-        self.acquired = threading.Event()
-        self.release = threading.Event()
-        super().__init__(self._body, name=name or f"mm-{mode}-holder")
-        self.on_cleanup.append(self.release.set)
-
-    def _body(self) -> Any:
-        self.rc = _ACQUIRE[self.mode](self.mm)
-        if self.rc not in (None, 0):
-            return self.rc
-        try:
-            if self.log is not None:
-                self.log.append(self.name)
-            self.acquired.set()
-            if not self.release.wait(3 * TIMEOUT):
-                raise AssertionError(f"{self.name}: never told to release")
-        finally:
-            _RELEASE[self.mode](self.mm)
-        return self.rc
-
-    def wait_acquired(self) -> "MMHolder":
-        if not self.acquired.wait(TIMEOUT):
-            pytest.fail(f"{self.name} did not acquire within {TIMEOUT} s ({self.outcome()}); "
-                        f"state: {self.mm.mmap_lock.state()}")
-        return self
-
-    def unlock(self) -> None:
-        self.release.set()
-
-    def done(self) -> Any:
-        self.unlock()
-        return self.finish()
-
-
-def mm_hold(mm: mln.MM, mode: str, **kw: Any) -> MMHolder:
-    """Start an MMHolder and wait until it holds the lock."""
-    h = MMHolder(mm, mode, **kw)
-    h.begin()
-    return h.wait_acquired()
-
-
-def mm_queue(mm: mln.MM, mode: str, expect: "tuple[int, int]", **kw: Any) -> MMHolder:
-    """Start an MMHolder that must block; wait until the queue reads ``expect``."""
-    h = MMHolder(mm, mode, **kw)
-    h.begin()
-    wait_queued(mm.mmap_lock, *expect, workers=(h,))
-    return h
+from conftest import (TIMEOUT, Worker, assert_free, call_while_signalled, mm_hold, mm_queue,
+                      wait_asleep_on_lock, wait_queued, wait_until)
 
 
 @pytest.fixture
@@ -776,26 +698,19 @@ def test_signal_interrupts_blocked_mmap_write_lock(mm, how):
             reader.unlock()             # so that the main thread cannot hang
             raise
 
-    old = signal.signal(signum, handler)
-    caught: Optional[BaseException] = None
     acquired = False
-    try:
-        helper = Worker(signaller, name="signaller").begin()
-        try:
-            if how == "context_manager":
-                with mln.mmap_write_locked(mm):
-                    acquired = True
-            else:
-                mln.mmap_write_lock(mm)
+
+    def blocked_write_lock():
+        nonlocal acquired
+        if how == "context_manager":
+            with mln.mmap_write_locked(mm):
                 acquired = True
-                mln.mmap_write_unlock(mm)
-        except BaseException as exc:  # noqa: B902 - KeyboardInterrupt included
-            caught = exc
-        finally:
-            returned.set()
-    finally:
-        signal.signal(signum, old)
-    helper.finish()
+        else:
+            mln.mmap_write_lock(mm)
+            acquired = True
+            mln.mmap_write_unlock(mm)
+
+    caught = call_while_signalled(signum, handler, signaller, blocked_write_lock, returned)
     assert ran.is_set()
     assert isinstance(caught, expected), caught
     assert not acquired

@@ -9,15 +9,14 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import warnings
-from typing import Any, Callable, List, Optional
+from typing import Any, List
 
 import pytest
 
 import mmap_lock_native as mln
 from mmap_lock_native._ffi import lib
-from conftest import TIMEOUT, Worker, assert_free, wait_queued
+from conftest import MM_MODES, TIMEOUT, Worker, assert_free, kill_waiter, mm_hold, wait_queued
 
 FILE = os.path.basename(__file__)
 
@@ -55,51 +54,18 @@ def mm():
     return mln.MM(debug=True, name="dbg")
 
 
-class Holder(Worker):
-    """Runs ``fn(mm)`` to acquire, then holds until told, then ``release(mm)``."""
-
-    def __init__(self, mm: mln.MM, acquire: Callable[[mln.MM], Any],
-                 release: Callable[[mln.MM], Any], name: str = "holder",
-                 while_held: Optional[Callable[[], Any]] = None) -> None:
-        self.mm = mm
-        self._acquire = acquire
-        self._release = release
-        self._while_held = while_held
-        self.acquired = threading.Event()
-        self.release_now = threading.Event()
-        self.held_result: Any = None
-        super().__init__(self._body, name=name)
-        self.on_cleanup.append(self.release_now.set)
-
-    def _body(self) -> None:
-        self._acquire(self.mm)
-        try:
-            if self._while_held is not None:
-                self.held_result = self._while_held()
-            self.acquired.set()
-            if not self.release_now.wait(3 * TIMEOUT):
-                raise AssertionError(f"{self.name}: never told to release")
-        finally:
-            self._release(self.mm)
-
-    def start_holding(self) -> "Holder":
-        self.begin()
-        if not self.acquired.wait(TIMEOUT):
-            pytest.fail(f"{self.name} did not acquire ({self.outcome()}); "
-                        f"state: {self.mm.mmap_lock.state()}")
-        return self
-
-    def done(self) -> None:
-        self.release_now.set()
-        self.finish()
+def two_classes() -> "tuple[mln.MM, mln.MM]":
+    """Two tracked mms of different lock classes: A (mm->mmap_lock) and B ("other")."""
+    return mln.MM(debug=True, name="A"), mln.MM(debug=True, lock_class="other", name="B")
 
 
-def read_holder(mm: mln.MM, **kw: Any) -> Holder:
-    return Holder(mm, mln.mmap_read_lock, mln.mmap_read_unlock, **kw).start_holding()
-
-
-def write_holder(mm: mln.MM, **kw: Any) -> Holder:
-    return Holder(mm, mln.mmap_write_lock, mln.mmap_write_unlock, **kw).start_holding()
+def lock_in_order(x: mln.MM, y: mln.MM, mode: str) -> None:
+    """Take ``x`` then ``y`` in ``mode``, release ``y`` then ``x``: records x -> y."""
+    acquire, release = MM_MODES[mode]
+    acquire(x)
+    acquire(y)
+    release(y)
+    release(x)
 
 
 def no_lockorder_warnings(caught: List[warnings.WarningMessage]) -> None:
@@ -224,8 +190,7 @@ def test_second_mm_of_the_class_without_nesting_is_recursion(mm):
 
 def test_inversion_across_threads_names_all_sites():
     """Class A then B in one thread (released), later B then A in another thread: LockOrderError(kind='inversion') naming both orders' sites."""
-    a = mln.MM(debug=True, name="A")
-    b = mln.MM(debug=True, lock_class="other", name="B")
+    a, b = two_classes()
     lines = {}
 
     def first_order():
@@ -265,12 +230,8 @@ def test_inversion_across_threads_names_all_sites():
 
 def test_inversion_in_one_thread_is_reported():
     """A then B, released, then B then A in the same thread is an inversion too."""
-    a = mln.MM(debug=True, name="A")
-    b = mln.MM(debug=True, lock_class="other", name="B")
-    mln.mmap_read_lock(a)
-    mln.mmap_read_lock(b)
-    mln.mmap_read_unlock(b)
-    mln.mmap_read_unlock(a)
+    a, b = two_classes()
+    lock_in_order(a, b, "read")
     mln.mmap_read_lock(b)
     with pytest.raises(mln.LockOrderError) as ei:
         mln.mmap_read_lock(a)
@@ -282,15 +243,11 @@ def test_inversion_in_one_thread_is_reported():
 
 def test_same_order_everywhere_reports_nothing():
     """A then B in two threads, repeatedly, reports nothing."""
-    a = mln.MM(debug=True, name="A")
-    b = mln.MM(debug=True, lock_class="other", name="B")
+    a, b = two_classes()
 
     def same_order():
         for _ in range(3):
-            mln.mmap_write_lock(a)
-            mln.mmap_write_lock(b)
-            mln.mmap_write_unlock(b)
-            mln.mmap_write_unlock(a)
+            lock_in_order(a, b, "write")
             mln.mmap_read_lock(a)
             mln.mmap_read_lock(b)
             mln.mmap_read_unlock(a)             # out-of-order release is fine
@@ -306,14 +263,10 @@ def test_same_order_everywhere_reports_nothing():
 
 def test_inversion_through_a_chain_of_classes():
     """A->B and B->C seen earlier make C then A an inversion (a transitive cycle)."""
-    a = mln.MM(debug=True, name="A")
-    b = mln.MM(debug=True, lock_class="other", name="B")
+    a, b = two_classes()
     c = mln.MM(debug=True, lock_class="third", name="C")
     for x, y in ((a, b), (b, c)):
-        mln.mmap_read_lock(x)
-        mln.mmap_read_lock(y)
-        mln.mmap_read_unlock(y)
-        mln.mmap_read_unlock(x)
+        lock_in_order(x, y, "read")
     mln.mmap_read_lock(c)
     with pytest.raises(mln.LockOrderError) as ei:
         mln.mmap_read_lock(a)
@@ -328,7 +281,7 @@ def test_inversion_through_a_chain_of_classes():
 
 def test_bad_unlock_by_a_thread_not_holding_it(mm):
     """mmap_read_unlock by a thread that does not hold it, while another thread does, is refused as bad_unlock; the holder's lock is intact."""
-    holder = read_holder(mm)
+    holder = mm_hold(mm, "read")
     with pytest.raises(mln.LockOrderError) as ei:
         line = here(); mln.mmap_read_unlock(mm)  # noqa: E702
     err = ei.value
@@ -375,12 +328,8 @@ def test_warn_mode_warns_and_proceeds(mm):
 def test_warn_mode_inversion_warns_and_proceeds():
     """In warn mode an inversion warns and both locks are taken."""
     mln.set_lockdep_mode("warn")
-    a = mln.MM(debug=True, name="A")
-    b = mln.MM(debug=True, lock_class="other", name="B")
-    mln.mmap_write_lock(a)
-    mln.mmap_write_lock(b)
-    mln.mmap_write_unlock(b)
-    mln.mmap_write_unlock(a)
+    a, b = two_classes()
+    lock_in_order(a, b, "write")
     mln.mmap_write_lock(b)
     with pytest.warns(mln.LockOrderWarning, match="circular"):
         mln.mmap_write_lock(a)
@@ -394,8 +343,7 @@ def test_warn_mode_inversion_warns_and_proceeds():
 def test_off_mode_reports_nothing(mm):
     """In off mode neither recursion nor inversion is reported; the calls proceed."""
     mln.set_lockdep_mode("off")
-    a = mln.MM(debug=True, name="A")
-    b = mln.MM(debug=True, lock_class="other", name="B")
+    a, b = two_classes()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         mln.mmap_read_lock(mm)
@@ -404,27 +352,20 @@ def test_off_mode_reports_nothing(mm):
         mln.mmap_read_unlock(mm)
         mln.mmap_read_unlock(mm)
         for x, y in ((a, b), (b, a)):
-            mln.mmap_write_lock(x)
-            mln.mmap_write_lock(y)
-            mln.mmap_write_unlock(y)
-            mln.mmap_write_unlock(x)
+            lock_in_order(x, y, "write")
     no_lockorder_warnings(caught)
     assert depth() == 0
     assert_free(mm.mmap_lock)
     # Back to raise mode: off mode recorded no dependency, so B then A is fine now.
     mln.set_lockdep_mode("raise")
-    mln.mmap_write_lock(b)
-    mln.mmap_write_lock(a)
-    mln.mmap_write_unlock(a)
-    mln.mmap_write_unlock(b)
+    lock_in_order(b, a, "write")
 
 
 # -- debug-mode assertions -------------------------------------------------------------------
 
 def test_assert_locked_checks_the_current_task(mm):
     """In debug mode mmap_assert_locked fails in a thread that does not hold the lock while another does, naming 'current task'."""
-    holder = Holder(mm, mln.mmap_read_lock, mln.mmap_read_unlock,
-                    while_held=lambda: _assert_outcomes(mm)).start_holding()
+    holder = mm_hold(mm, "read", while_held=lambda: _assert_outcomes(mm))
     with pytest.raises(AssertionError) as ei:
         mln.mmap_assert_locked(mm)
     msg = str(ei.value)
@@ -453,8 +394,7 @@ def _assert_outcomes(mm: mln.MM) -> "tuple[Any, Any]":
 
 def test_assertions_pass_for_the_write_holder(mm):
     """Both assertions pass for the write holder and fail elsewhere; after a downgrade only assert_locked passes."""
-    holder = Holder(mm, mln.mmap_write_lock, mln.mmap_write_unlock,
-                    while_held=lambda: _assert_outcomes(mm)).start_holding()
+    holder = mm_hold(mm, "write", while_held=lambda: _assert_outcomes(mm))
     assert holder.held_result == (None, None)
     for fn in (mln.mmap_assert_locked, mln.mmap_assert_write_locked):
         with pytest.raises(AssertionError) as ei:
@@ -480,12 +420,8 @@ def test_trylocks_are_never_reported(mm):
     assert depth() == 2
     mln.mmap_read_unlock(mm)
     mln.mmap_read_unlock(mm)
-    a = mln.MM(debug=True, name="A")
-    b = mln.MM(debug=True, lock_class="other", name="B")
-    mln.mmap_write_lock(a)
-    mln.mmap_write_lock(b)
-    mln.mmap_write_unlock(b)
-    mln.mmap_write_unlock(a)
+    a, b = two_classes()
+    lock_in_order(a, b, "write")
     mln.mmap_write_lock(b)
     assert mln.mmap_write_trylock(a) is True        # inverse order, but a trylock
     assert mln.mmap_read_trylock(b) is False        # write-held by us: fails, no report
@@ -496,16 +432,12 @@ def test_trylocks_are_never_reported(mm):
 
 def test_trylocks_add_no_dependency():
     """A trylock taken while holding A records no A->B edge: B then A later is not an inversion."""
-    a = mln.MM(debug=True, name="A")
-    b = mln.MM(debug=True, lock_class="other", name="B")
+    a, b = two_classes()
     mln.mmap_read_lock(a)
     assert mln.mmap_read_trylock(b)
     mln.mmap_read_unlock(b)
     mln.mmap_read_unlock(a)
-    mln.mmap_read_lock(b)
-    mln.mmap_read_lock(a)                           # no report
-    mln.mmap_read_unlock(a)
-    mln.mmap_read_unlock(b)
+    lock_in_order(b, a, "read")                     # no report
 
 
 def test_blocking_lock_over_a_held_trylock_is_recursion(mm):
@@ -533,7 +465,7 @@ def test_non_owner_trylock_is_not_attributed(mm):
 
 def test_killed_wait_leaves_nothing_on_the_held_stack(mm):
     """A killable wait ended by task_kill pops its checker entry: the task holds nothing afterwards."""
-    holder = write_holder(mm)
+    holder = mm_hold(mm, "write")
 
     def victim():
         rc = mln.mmap_read_lock_killable(mm)
@@ -541,12 +473,7 @@ def test_killed_wait_leaves_nothing_on_the_held_stack(mm):
 
     v = Worker(victim, name="victim").begin()
     wait_queued(mm.mmap_lock, 1, 0, workers=(v,))
-    try:
-        mln.task_kill(v.task)
-        rc, d = v.finish()
-    finally:
-        if mln.task_is_killed(v.task):
-            mln.task_revive(v.task)
+    rc, d = kill_waiter(v)
     assert rc == -errno.EINTR and d == 0
     holder.done()
     assert_free(mm.mmap_lock)

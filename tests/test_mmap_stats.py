@@ -6,14 +6,13 @@ from __future__ import annotations
 import errno
 import re
 import threading
-from typing import Any, Optional
 
 import pytest
 
 import mmap_lock_native as mln
 from mmap_lock_native.stats import HIST_BUCKETS
-from conftest import (TIMEOUT, Worker, assert_free, wait_handoff_pending, wait_queued,
-                      wait_until)
+from conftest import (TIMEOUT, Worker, assert_free, lock_cycles, mm_hold, mm_queue,
+                      wait_handoff_pending, wait_until)
 
 COUNTERS = ("read_acquisitions", "write_acquisitions", "read_contended", "write_contended",
             "read_trylock_failures", "write_trylock_failures", "read_killable_failures",
@@ -25,47 +24,17 @@ COUNTERS = ("read_acquisitions", "write_acquisitions", "read_contended", "write_
 
 # -- helpers -----------------------------------------------------------------------------
 
-class MMHolder(Worker):
-    """A thread that takes ``mm``'s lock with ``mmap_<mode>_lock`` (counted in
-    the statistics) and holds it until :meth:`done`; ``log`` gets its name
-    when it acquires."""
-
-    def __init__(self, mm: mln.MM, mode: str, name: Optional[str] = None,
-                 log: Optional[list] = None) -> None:
-        self.mm = mm
-        self.mode = mode
-        self.log = log
-        self.acquired = threading.Event()
-        self.release = threading.Event()
-        super().__init__(self._body, name=name or f"mm-{mode}-holder")
-        self.on_cleanup.append(self.release.set)
-
-    def _body(self) -> None:
-        getattr(mln, f"mmap_{self.mode}_lock")(self.mm)
-        try:
-            if self.log is not None:
-                self.log.append(self.name)
-            self.acquired.set()
-            if not self.release.wait(3 * TIMEOUT):
-                raise AssertionError(f"{self.name}: never told to release")
-        finally:
-            getattr(mln, f"mmap_{self.mode}_unlock")(self.mm)
-
-    def wait_acquired(self) -> "MMHolder":
-        if not self.acquired.wait(TIMEOUT):
-            pytest.fail(f"{self.name} did not acquire ({self.outcome()}); "
-                        f"state: {self.mm.mmap_lock.state()}")
-        return self
-
-    def done(self) -> None:
-        self.release.set()
-        self.finish()
-
-
-def mm_hold(mm: mln.MM, mode: str, **kw: Any) -> MMHolder:
-    h = MMHolder(mm, mode, **kw)
-    h.begin()
-    return h.wait_acquired()
+def contended_write(mm: mln.MM, *, until_handoff: bool = False) -> None:
+    """A writer thread queues behind this thread's read hold, which is then
+    released (with ``until_handoff``, once the writer has reserved the lock);
+    the writer takes the write lock and releases it."""
+    mln.mmap_read_lock(mm)
+    w = mm_queue(mm, "write", (0, 1), name="writer")
+    if until_handoff:
+        wait_handoff_pending(mm.mmap_lock)
+    mln.mmap_read_unlock(mm)
+    w.wait_acquired()
+    w.done()
 
 
 def assert_all_zero(stats: mln.LockStats, *, but: "tuple[str, ...]" = ()) -> None:
@@ -102,16 +71,9 @@ def test_fresh_mm_has_zero_statistics(mm):
 def test_counted_workload_gives_exact_counters(mm):
     """N read pairs, M write pairs, K failed trylocks per mode, D downgrades and kills give exactly those counts."""
     N, M, K, D, KILLS = 37, 23, 5, 7, 3
-    for _ in range(N):
-        mln.mmap_read_lock(mm)
-        mln.mmap_read_unlock(mm)
-    for _ in range(M):
-        mln.mmap_write_lock(mm)
-        mln.mmap_write_unlock(mm)
-    for _ in range(D):
-        mln.mmap_write_lock(mm)
-        mln.mmap_write_downgrade(mm)
-        mln.mmap_read_unlock(mm)
+    lock_cycles(mm, "read", N)
+    lock_cycles(mm, "write", M)
+    lock_cycles(mm, "downgrade", D)
     holder = mm_hold(mm, "write")           # one more write acquisition, in its thread
     for _ in range(K):
         assert mln.mmap_read_trylock(mm) is False
@@ -202,13 +164,7 @@ def test_timeouts_are_counted(mm, mode):
 
 def test_contended_writer_counts_one_wait_sample(mm):
     """A writer made to wait behind a reader counts write_contended == 1 and one histogram sample in its log2 bucket."""
-    mln.mmap_read_lock(mm)
-    w = MMHolder(mm, "write", name="writer")
-    w.begin()
-    wait_queued(mm.mmap_lock, 0, 1, workers=(w,))
-    mln.mmap_read_unlock(mm)
-    w.wait_acquired()
-    w.done()
+    contended_write(mm)
     s = mm.lock_stats()
     assert s.read_acquisitions == 1 and s.write_acquisitions == 1
     assert s.read_contended == 0
@@ -229,10 +185,7 @@ def test_contended_writer_counts_one_wait_sample(mm):
 def test_contended_readers_count_per_mode(mm):
     """Two readers waiting behind a writer count read_contended == 2 and two read wait samples."""
     mln.mmap_write_lock(mm)
-    rs = [MMHolder(mm, "read", name=f"r{i}") for i in range(2)]
-    for i, r in enumerate(rs):
-        r.begin()
-        wait_queued(mm.mmap_lock, i + 1, 0, workers=(r,))
+    rs = [mm_queue(mm, "read", (i + 1, 0), name=f"r{i}") for i in range(2)]
     mln.mmap_write_unlock(mm)
     for r in rs:
         r.wait_acquired()
@@ -269,16 +222,8 @@ def test_as_dict_keys(mm):
 def test_reset_zeroes_everything_and_counting_resumes(mm):
     """reset() zeroes every counter, histogram and max_wait_ns; later calls count from zero."""
     mm.set_hold_sampling(1)
-    mln.mmap_read_lock(mm)
-    w = MMHolder(mm, "write", name="writer")
-    w.begin()
-    wait_queued(mm.mmap_lock, 0, 1, workers=(w,))
-    mln.mmap_read_unlock(mm)
-    w.wait_acquired()
-    w.done()
-    mln.mmap_write_lock(mm)
-    mln.mmap_write_downgrade(mm)
-    mln.mmap_read_unlock(mm)
+    contended_write(mm)
+    lock_cycles(mm, "downgrade")
     before = mm.lock_stats()
     assert before.max_wait_ns > 0 and before.write_contended == 1 and before.downgrades == 1
     assert before.read_hold_samples >= 1
@@ -303,13 +248,7 @@ def test_reset_zeroes_everything_and_counting_resumes(mm):
 def test_max_wait_restarts_after_reset(mm):
     """After a reset, max_wait_ns reflects only waits since the reset, from the same thread too."""
     for expect_write_contended in (1, 1):
-        mln.mmap_read_lock(mm)
-        w = MMHolder(mm, "write", name="writer")
-        w.begin()
-        wait_queued(mm.mmap_lock, 0, 1, workers=(w,))
-        mln.mmap_read_unlock(mm)
-        w.wait_acquired()
-        w.done()
+        contended_write(mm)
         s = mm.lock_stats()
         assert s.write_contended == expect_write_contended
         assert s.max_wait_ns == s.write_wait_ns_total
@@ -329,19 +268,13 @@ def test_mmap_init_lock_resets_statistics(mm):
 def _workload(mm: mln.MM) -> None:
     """Pairs, a downgrade, failed trylocks and a contended wait."""
     for _ in range(10):
-        mln.mmap_read_lock(mm)
-        mln.mmap_read_unlock(mm)
-        mln.mmap_write_lock(mm)
-        mln.mmap_write_unlock(mm)
-    mln.mmap_write_lock(mm)
-    mln.mmap_write_downgrade(mm)
-    mln.mmap_read_unlock(mm)
+        lock_cycles(mm, "read")
+        lock_cycles(mm, "write")
+    lock_cycles(mm, "downgrade")
     holder = mm_hold(mm, "write")
     assert not mln.mmap_read_trylock(mm)
     assert not mln.mmap_write_trylock(mm)
-    r = MMHolder(mm, "read", name="waiting-reader")
-    r.begin()
-    wait_queued(mm.mmap_lock, 1, 0, workers=(r,))
+    r = mm_queue(mm, "read", (1, 0), name="waiting-reader")
     holder.done()
     r.wait_acquired()
     r.done()
@@ -362,14 +295,7 @@ def test_stats_disabled_mm_counts_nothing():
 def test_stats_disabled_mm_counts_no_handoff():
     """MM(stats=False) reports no handoff either, even when one took place."""
     mm = mln.MM(stats=False)
-    mln.mmap_read_lock(mm)
-    w = MMHolder(mm, "write", name="writer")
-    w.begin()
-    wait_queued(mm.mmap_lock, 0, 1, workers=(w,))
-    wait_handoff_pending(mm.mmap_lock)
-    mln.mmap_read_unlock(mm)
-    w.wait_acquired()
-    w.done()
+    contended_write(mm, until_handoff=True)
     assert mm.mmap_lock.handoffs == 1               # it did happen
     assert mm.lock_stats().handoffs == 0
 
@@ -400,12 +326,8 @@ def test_hold_sampling_every_hold(mm):
     """set_hold_sampling(1) times every hold: hold_samples == acquisitions per mode for one thread."""
     mm.set_hold_sampling(1)
     assert mm.lock_stats().hold_sampling_period == 1
-    for _ in range(50):
-        mln.mmap_read_lock(mm)
-        mln.mmap_read_unlock(mm)
-    for _ in range(30):
-        mln.mmap_write_lock(mm)
-        mln.mmap_write_unlock(mm)
+    lock_cycles(mm, "read", 50)
+    lock_cycles(mm, "write", 30)
     s = mm.lock_stats()
     assert s.read_hold_samples == s.read_acquisitions == 50
     assert s.write_hold_samples == s.write_acquisitions == 30
@@ -417,9 +339,7 @@ def test_hold_sampling_every_hold(mm):
 def test_hold_sampling_default_is_one_in_64(mm):
     """By default one hold in 64 is timed: hold_samples == acquisitions // 64 (+-1)."""
     n = 1000
-    for _ in range(n):
-        mln.mmap_read_lock(mm)
-        mln.mmap_read_unlock(mm)
+    lock_cycles(mm, "read", n)
     s = mm.lock_stats()
     assert s.hold_sampling_period == 64
     assert s.read_acquisitions == n
@@ -430,9 +350,7 @@ def test_hold_sampling_default_is_one_in_64(mm):
 def test_hold_sampling_other_period(mm):
     """set_hold_sampling(8) times one hold in 8 (+-1)."""
     mm.set_hold_sampling(8)
-    for _ in range(100):
-        mln.mmap_write_lock(mm)
-        mln.mmap_write_unlock(mm)
+    lock_cycles(mm, "write", 100)
     s = mm.lock_stats()
     assert s.hold_sampling_period == 8
     assert abs(s.write_hold_samples - 100 // 8) <= 1
@@ -477,20 +395,9 @@ def test_refused_release_does_not_disturb_hold_sampling(mm):
 def test_str_draws_histograms_and_counts(mm):
     """str(stats) shows the counts per mode, the histogram bars and the downgrade/handoff line."""
     mm.set_hold_sampling(1)
-    for _ in range(12):
-        mln.mmap_read_lock(mm)
-        mln.mmap_read_unlock(mm)
-    for _ in range(3):
-        mln.mmap_write_lock(mm)
-        mln.mmap_write_downgrade(mm)
-        mln.mmap_read_unlock(mm)
-    mln.mmap_read_lock(mm)
-    w = MMHolder(mm, "write", name="writer")
-    w.begin()
-    wait_queued(mm.mmap_lock, 0, 1, workers=(w,))
-    mln.mmap_read_unlock(mm)
-    w.wait_acquired()
-    w.done()
+    lock_cycles(mm, "read", 12)
+    lock_cycles(mm, "downgrade", 3)
+    contended_write(mm)
     s = mm.lock_stats()
     text = str(s)
     assert "MM 'stats'" in text
@@ -525,12 +432,9 @@ def test_many_threads_counts_are_exact():
     gate = threading.Barrier(n_threads, timeout=3 * TIMEOUT)
 
     def body():
-        mln.mmap_read_lock(mm)
-        mln.mmap_read_unlock(mm)
+        lock_cycles(mm, "read")
         gate.wait()
-        for _ in range(pairs - 1):
-            mln.mmap_read_lock(mm)
-            mln.mmap_read_unlock(mm)
+        lock_cycles(mm, "read", pairs - 1)
 
     workers = [Worker(body, name=f"t{i}") for i in range(n_threads)]
     for w in workers:
@@ -551,16 +455,9 @@ def test_many_threads_mixed_modes_counts_are_exact():
     gate = threading.Barrier(n_threads, timeout=3 * TIMEOUT)
 
     def body(i):
-        mln.mmap_read_lock(mm)
-        mln.mmap_read_unlock(mm)
+        lock_cycles(mm, "read")
         gate.wait()
-        for _ in range(pairs):
-            if i % 2:
-                mln.mmap_write_lock(mm)
-                mln.mmap_write_unlock(mm)
-            else:
-                mln.mmap_read_lock(mm)
-                mln.mmap_read_unlock(mm)
+        lock_cycles(mm, "write" if i % 2 else "read", pairs)
 
     workers = [Worker(body, i, name=f"t{i}") for i in range(n_threads)]
     for w in workers:
@@ -583,15 +480,10 @@ def test_handoff_counted_after_writer_starves_behind_readers(mm):
     """A writer starved >4 ms behind read holders reserves the lock; the handoff is counted and it gets in before the readers queued behind it."""
     log: list = []
     readers = [mm_hold(mm, "read", name=f"r{i}") for i in range(2)]   # keep it read-held
-    w = MMHolder(mm, "write", name="writer", log=log)
-    w.begin()
-    wait_queued(mm.mmap_lock, 0, 1, workers=(w,))
+    w = mm_queue(mm, "write", (0, 1), name="writer", log=log)
     wait_handoff_pending(mm.mmap_lock)
     # Later readers queue behind the reserved lock.
-    late = [MMHolder(mm, "read", name=f"late{i}", log=log) for i in range(2)]
-    for i, r in enumerate(late):
-        r.begin()
-        wait_queued(mm.mmap_lock, i + 1, 1, workers=(r,))
+    late = [mm_queue(mm, "read", (i + 1, 1), name=f"late{i}", log=log) for i in range(2)]
     assert mm.lock_stats().handoffs == 0
     for r in readers:
         r.done()
@@ -640,10 +532,8 @@ def test_handoff_with_a_reader_stream(mm):
 
     s_thread = Worker(stream, name="stream").begin()
     wait_until(lambda: held["n"] > 10, "the reader stream to run")
-    w = MMHolder(mm, "write", name="writer")
-    w.begin()
     try:
-        wait_queued(mm.mmap_lock, 0, 1, workers=(w,))
+        w = mm_queue(mm, "write", (0, 1), name="writer")
         wait_handoff_pending(mm.mmap_lock)
     finally:
         stop.set()

@@ -14,50 +14,13 @@ import pytest
 import mmap_lock_native as mln
 from mmap_lock_native.chrome_trace import (MMAP_OP_KILLABLE, MMAP_OP_NESTED, MMAP_OP_NON_OWNER,
                                            MMAP_OP_TRY, MMAP_OP_WRITE)
-from conftest import TIMEOUT, Worker, assert_free, wait_queued
+from conftest import (TIMEOUT, Worker, assert_free, kill_waiter, lock_cycles, mm_hold, mm_queue,
+                      wait_queued)
 
 S, A, R = "start_locking", "acquire_returned", "released"
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-class MMHolder(Worker):
-    """A thread that takes ``mm``'s lock with ``mmap_<mode>_lock`` and holds it
-    until :meth:`unlock` (then ``mmap_<mode>_unlock``)."""
-
-    def __init__(self, mm: mln.MM, mode: str, name: Optional[str] = None) -> None:
-        self.mm = mm
-        self.mode = mode
-        self.acquired = threading.Event()
-        self.release = threading.Event()
-        super().__init__(self._body, name=name or f"mm-{mode}-holder")
-        self.on_cleanup.append(self.release.set)
-
-    def _body(self) -> None:
-        getattr(mln, f"mmap_{self.mode}_lock")(self.mm)
-        try:
-            self.acquired.set()
-            if not self.release.wait(3 * TIMEOUT):
-                raise AssertionError(f"{self.name}: never told to release")
-        finally:
-            getattr(mln, f"mmap_{self.mode}_unlock")(self.mm)
-
-    def wait_acquired(self) -> "MMHolder":
-        if not self.acquired.wait(TIMEOUT):
-            pytest.fail(f"{self.name} did not acquire ({self.outcome()}); "
-                        f"state: {self.mm.mmap_lock.state()}")
-        return self
-
-    def done(self) -> None:
-        self.release.set()
-        self.finish()
-
-
-def mm_hold(mm: mln.MM, mode: str, **kw: Any) -> MMHolder:
-    h = MMHolder(mm, mode, **kw)
-    h.begin()
-    return h.wait_acquired()
-
 
 class HookLog:
     """Installs all three hooks; ``calls`` gets (event, mm_arg, task, args...) tuples."""
@@ -183,12 +146,7 @@ def test_killed_killable_wait_fires_unsuccessful_return(mm, hooks, mode):
     fn = getattr(mln, f"mmap_{mode}_lock_killable")
     victim = Worker(fn, mm, name="victim").begin()
     wait_queued(mm.mmap_lock, *((1, 0) if mode == "read" else (0, 1)), workers=(victim,))
-    try:
-        mln.task_kill(victim.task)
-        assert victim.finish() == -errno.EINTR
-    finally:
-        if mln.task_is_killed(victim.task):
-            mln.task_revive(victim.task)
+    assert kill_waiter(victim) == -errno.EINTR
     write = mode == "write"
     assert hooks.of(mm, victim.task) == [(S, write), (A, write, False)]
     holder.done()
@@ -198,9 +156,7 @@ def test_killed_killable_wait_fires_unsuccessful_return(mm, hooks, mode):
 def test_contended_acquisition_fires_start_before_waiting(mm, hooks):
     """start_locking fires before a contended acquisition waits, acquire_returned once it gets the lock."""
     holder = mm_hold(mm, "read")
-    w = MMHolder(mm, "write", name="writer")
-    w.begin()
-    wait_queued(mm.mmap_lock, 0, 1, workers=(w,))
+    w = mm_queue(mm, "write", (0, 1), name="writer")
     assert hooks.of(mm, w.task) == [(S, True)]          # fired, still waiting
     holder.done()
     w.wait_acquired()
@@ -304,13 +260,7 @@ def test_hooks_fire_from_many_threads(mm, hooks):
 
     def body(write):
         gate.wait()
-        for _ in range(pairs):
-            if write:
-                mln.mmap_write_lock(mm)
-                mln.mmap_write_unlock(mm)
-            else:
-                mln.mmap_read_lock(mm)
-                mln.mmap_read_unlock(mm)
+        lock_cycles(mm, "write" if write else "read", pairs)
 
     workers = [Worker(body, i % 2 == 0, name=f"t{i}").begin() for i in range(n)]
     for w in workers:
@@ -473,12 +423,7 @@ def test_recorder_records_failures(mm):
         assert mln.mmap_write_trylock(mm) is False
         victim = Worker(mln.mmap_read_lock_killable, mm, name="victim").begin()
         wait_queued(mm.mmap_lock, 1, 0, workers=(victim,))
-        try:
-            mln.task_kill(victim.task)
-            assert victim.finish() == -errno.EINTR
-        finally:
-            if mln.task_is_killed(victim.task):
-                mln.task_revive(victim.task)
+        assert kill_waiter(victim) == -errno.EINTR
     me = mln.current_task()
     mine = [(e.event, e.write, e.success, e.op) for e in rec.events if e.task == me]
     assert mine == [(S, False, False, MMAP_OP_TRY), (A, False, False, MMAP_OP_TRY),
@@ -542,13 +487,7 @@ def test_two_threads_recording_are_well_formed_per_task(mm):
 
     def body(write):
         gate.wait()
-        for _ in range(pairs):
-            if write:
-                mln.mmap_write_lock(mm)
-                mln.mmap_write_unlock(mm)
-            else:
-                mln.mmap_read_lock(mm)
-                mln.mmap_read_unlock(mm)
+        lock_cycles(mm, "write" if write else "read", pairs)
 
     with mln.trace.record(mm) as rec:
         ws = [Worker(body, w, name=f"{'writer' if w else 'reader'}").begin()
@@ -596,11 +535,8 @@ def test_chrome_trace_is_valid_json_with_paired_spans(mm, tmp_path):
     def body():
         gate.wait()
         for _ in range(20):
-            mln.mmap_read_lock(mm)
-            mln.mmap_read_unlock(mm)
-            mln.mmap_write_lock(mm)
-            mln.mmap_write_downgrade(mm)
-            mln.mmap_read_unlock(mm)
+            lock_cycles(mm, "read")
+            lock_cycles(mm, "downgrade")
 
     with mln.trace.record(mm) as rec:
         ws = [Worker(body, name=f"t{i}").begin() for i in range(2)]
@@ -631,9 +567,7 @@ def test_contended_acquisition_gives_a_wait_span(mm, tmp_path):
     """A writer waiting behind a reader shows as a "wait write" span of nonzero duration, then a write hold."""
     with mln.trace.record(mm) as rec:
         reader = mm_hold(mm, "read", name="reader")
-        writer = MMHolder(mm, "write", name="writer")
-        writer.begin()
-        wait_queued(mm.mmap_lock, 0, 1, workers=(writer,))
+        writer = mm_queue(mm, "write", (0, 1), name="writer")
         reader.done()
         writer.wait_acquired()
         writer.done()

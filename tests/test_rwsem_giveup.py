@@ -24,8 +24,8 @@ from typing import Callable, List, Optional
 import pytest
 
 import mmap_lock_native as mln
-from conftest import (TIMEOUT, LockHolder, Worker, assert_free, hold, queue_up,
-                      wait_asleep_on_lock, wait_handoff_pending, wait_queued)
+from conftest import (TIMEOUT, LockHolder, Worker, assert_free, call_while_signalled, hold,
+                      queue_up, wait_asleep_on_lock, wait_handoff_pending, wait_queued)
 
 HOLDER_MODES = ["read", "write"]
 MODES = ["read", "write"]
@@ -292,19 +292,9 @@ def _run_main_victim(scene: Scene, call: str, signum: int,
         inside_seen.update(readers=sem.readers, owner=sem.owner, log=list(scene.log),
                            queue=sem.queue())
 
-    old = signal.signal(signum, handler)
-    caught: Optional[BaseException] = None
-    try:
-        helper_thread = Worker(helper, name="signaller").begin()
-        try:
-            _main_acquire(sem, scene.victim_mode, call, inside)
-        except BaseException as exc:  # noqa: B902 - KeyboardInterrupt included
-            caught = exc
-        finally:
-            returned.set()
-    finally:
-        signal.signal(signum, old)
-    helper_thread.finish()
+    caught = call_while_signalled(signum, handler, helper,
+                                  lambda: _main_acquire(sem, scene.victim_mode, call, inside),
+                                  returned)
     if expected is None:
         assert caught is None, caught
         # It resumed in place and got the lock before the writer queued behind it.
