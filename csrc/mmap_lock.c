@@ -79,21 +79,22 @@ static void trace_event(struct mm_struct *mm, int event, bool write, bool succes
 #endif
 
 /*
- * Begin and end move the count only from even to odd and back: a write
- * section opened or closed through the bare rwsem (down_write(&mm->mmap_lock)
- * then mmap_write_unlock) must not flip the parity for good, which would make
- * every later section look even to speculating readers.
+ * Begin always leaves the count odd and end always even, and both always
+ * move it: a write section opened or closed through the bare rwsem
+ * (down_write(&mm->mmap_lock) then mmap_write_unlock) must neither flip the
+ * parity for good (every later section would look quiet to speculating
+ * readers) nor go unnoticed by a speculation that spans it.
  */
 static always_inline void seq_write_begin(struct mm_struct *mm)
 {
 	uint32_t s = atomic_load_explicit(&mm->mm_lock_seq, memory_order_relaxed);
+	uint32_t step = mln_unlikely(s & 1) ? 2 : 1;	/* odd already: stay odd, still move */
 
-	if (mln_unlikely(s & 1))
-		return;
 #ifdef SEQ_FENCES_AS_RMW
-	atomic_fetch_add_explicit(&mm->mm_lock_seq, 1, memory_order_seq_cst);
+	(void)s;
+	atomic_fetch_add_explicit(&mm->mm_lock_seq, step, memory_order_seq_cst);
 #else
-	atomic_store_explicit(&mm->mm_lock_seq, s + 1, memory_order_relaxed);
+	atomic_store_explicit(&mm->mm_lock_seq, s + step, memory_order_relaxed);
 	/* Release fence: the odd count is visible before any store of the section. */
 	atomic_thread_fence(memory_order_release);
 #endif
@@ -102,11 +103,10 @@ static always_inline void seq_write_begin(struct mm_struct *mm)
 static always_inline void seq_write_end(struct mm_struct *mm)
 {
 	uint32_t s = atomic_load_explicit(&mm->mm_lock_seq, memory_order_relaxed);
+	uint32_t step = mln_unlikely(!(s & 1)) ? 2 : 1;	/* even already: stay even, still move */
 
-	if (mln_unlikely(!(s & 1)))
-		return;
 	/* Release: the section's stores are visible before the even count. */
-	atomic_store_explicit(&mm->mm_lock_seq, s + 1, memory_order_release);
+	atomic_store_explicit(&mm->mm_lock_seq, s + step, memory_order_release);
 }
 
 int mmap_lock_speculate_try_begin(struct mm_struct *mm, unsigned int *seq)
@@ -161,7 +161,7 @@ static void acquire_done(struct mm_struct *mm, unsigned int op, int rc, uint64_t
 		seq_write_begin(mm);
 	if (stats_on(mm_instr(mm))) {
 		if (rc == 0)
-			mmap_lock_stat_contended(mm, write, wait_ns);
+			mmap_lock_stat_contended(mm, write, wait_ns, !(op & MMAP_OP_NON_OWNER));
 		else
 			mmap_lock_stat_failed(mm, write, rc, !!(op & MMAP_OP_TRY), wait_ns);
 	}
@@ -485,7 +485,7 @@ static always_inline int lock_begin(struct mm_struct *mm, unsigned int op, int s
 		if (write)
 			seq_write_begin(mm);
 		if (stats_on(instr))
-			mmap_lock_stat_acquired(mm, write);
+			mmap_lock_stat_acquired(mm, write, !(op & MMAP_OP_NON_OWNER));
 		if (mln_unlikely(is_hooked(instr))) {
 			trace_event(mm, MMAP_LOCK_EV_ACQUIRE_RETURNED, write, true, op);
 			if (tracked(instr, op))
@@ -526,6 +526,7 @@ int mmap_lock_wait(struct mm_struct *mm, struct mmap_lock_waiter *w, unsigned in
 			     flags | wait_flags(op));
 	if (rc == RWSEM_WAIT_INTERRUPTED)
 		return rc;
+	w->done = 1;
 	binding_finish(mm, op, rc, mln_now_ns() - w->start_ns);
 	return rc;
 }
@@ -542,8 +543,12 @@ int mmap_lock_cancel(struct mm_struct *mm, struct mmap_lock_waiter *w, unsigned 
 	 */
 	if (w->rw.acquired) {
 		w->rw.acquired = 0;
+		w->done = 1;
 		return release(mm, op & (MMAP_OP_WRITE | MMAP_OP_NON_OWNER));
 	}
+	if (w->done)		/* it failed and was reported: nothing to undo */
+		return 0;
+	w->done = 1;
 	rc = rwsem_down_cancel(&mm->mmap_lock, &w->rw);
 
 	/* Not a kill nor a timeout: only the tracepoint and the checker hear of it. */

@@ -104,6 +104,8 @@ int mmap_lock_speculate_retry(struct mm_struct *mm, unsigned int seq);
 struct mmap_lock_waiter {
 	struct rwsem_waiter rw;
 	uint64_t start_ns;	/* when the wait began; set by the first mmap_lock_wait() */
+	uint32_t done;		/* the call has ended (and was reported) */
+	uint32_t reserved;
 };
 int mmap_lock_begin(struct mm_struct *mm, unsigned int op, int subclass);
 /* mmap_lock_begin() for a plain read or write lock: one argument is cheaper to bind. */

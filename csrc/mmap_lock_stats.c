@@ -235,7 +235,7 @@ static void max_wait_update(struct mm_struct *mm, struct mmap_lock_stat_slot *s,
 	}
 }
 
-void mmap_lock_stat_contended(struct mm_struct *mm, int write, uint64_t wait_ns)
+void mmap_lock_stat_contended(struct mm_struct *mm, int write, uint64_t wait_ns, bool owned)
 {
 	struct mmap_lock_stat_slot *s = mmap_lock_stat_slot(mm);
 
@@ -245,7 +245,7 @@ void mmap_lock_stat_contended(struct mm_struct *mm, int write, uint64_t wait_ns)
 	mmap_lock_stat_add(s, &s->wait_ns_total[write], wait_ns);
 	mmap_lock_stat_add(s, &s->wait_hist[write][mmap_lock_hist_bucket(wait_ns)], 1);
 	max_wait_update(mm, s, wait_ns);
-	mmap_lock_stat_acquired(mm, write);
+	mmap_lock_stat_acquired(mm, write, owned);
 }
 
 void mmap_lock_stat_failed(struct mm_struct *mm, int write, int err, int trylock,

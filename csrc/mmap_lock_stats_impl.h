@@ -85,7 +85,7 @@ extern MLN_HOT_TLS _Thread_local struct mln_hold_sample mln_hold_sample;
 struct mmap_lock_stat_slot *mmap_lock_stat_slot_slow(struct mm_struct *mm);
 void mmap_lock_stat_hold_begin(struct mm_struct *mm, int write);
 void mmap_lock_stat_hold_end(struct mm_struct *mm, int write);
-void mmap_lock_stat_contended(struct mm_struct *mm, int write, uint64_t wait_ns);
+void mmap_lock_stat_contended(struct mm_struct *mm, int write, uint64_t wait_ns, bool owned);
 void mmap_lock_stat_failed(struct mm_struct *mm, int write, int err, int trylock,
 			   uint64_t wait_ns);
 void mmap_lock_stat_downgrade(struct mm_struct *mm);
@@ -146,9 +146,10 @@ static inline void mmap_lock_stat_acquired_in(struct mm_struct *mm,
 		mmap_lock_stat_hold_begin(mm, write);
 }
 
-static inline void mmap_lock_stat_acquired(struct mm_struct *mm, int write)
+/* @owned: false for a non-owner acquisition, whose hold another thread ends. */
+static inline void mmap_lock_stat_acquired(struct mm_struct *mm, int write, bool owned)
 {
-	mmap_lock_stat_acquired_in(mm, mmap_lock_stat_slot(mm), write, true);
+	mmap_lock_stat_acquired_in(mm, mmap_lock_stat_slot(mm), write, owned);
 }
 
 /* Called on every release of @mm, statistics on or off, so no sample goes stale. */

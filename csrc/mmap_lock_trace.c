@@ -18,6 +18,7 @@
 #include "futex.h"
 #include "mmap_lock_internal.h"
 #include "mmap_lock_stats_impl.h"
+#include "rwsem_internal.h"
 #include "mmap_lock_trace.h"
 
 _Atomic uint32_t mmap_lock_hooks_on;
@@ -90,11 +91,28 @@ static void set_trace_bit(struct mm_struct *mm, bool on)
 					  memory_order_relaxed);
 }
 
+/*
+ * A process-shared mm is never listed: its links would be this process's
+ * pointers in memory other processes see.  Trace hooks and the recorder do
+ * not see such mms (their calls take the plain path).  A destroyed mm is not
+ * listed again: it may be freed at any time.
+ */
+static bool listable(const struct mm_struct *mm)
+{
+	return !(mm->mmap_lock.flags & RWSEM_SHARED) &&
+	       !(atomic_load_explicit(&mm->mmap_lock.count, memory_order_relaxed) &
+		 RWSEM_FLAG_DEAD);
+}
+
 void mmap_lock_register(struct mm_struct *mm)
 {
 	mln_mutex_lock(&hooks_set_lock, 0);
-	if (atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed) &
-	    MMAP_LOCK_INSTR_UNREGISTERED) {
+	if (mm->mmap_lock.flags & RWSEM_SHARED) {
+		atomic_fetch_and_explicit(&mm->mmap_lock_instr, ~MMAP_LOCK_INSTR_UNREGISTERED,
+					  memory_order_relaxed);
+	} else if (listable(mm) &&
+		   (atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed) &
+		    MMAP_LOCK_INSTR_UNREGISTERED)) {
 		mm->mmap_lock_reg_prev = NULL;
 		mm->mmap_lock_reg_next = mm_list;
 		if (mm_list)
@@ -112,7 +130,8 @@ void mmap_lock_register(struct mm_struct *mm)
 void mmap_lock_unregister(struct mm_struct *mm)
 {
 	mln_mutex_lock(&hooks_set_lock, 0);
-	if (!(atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed) &
+	if (!(mm->mmap_lock.flags & RWSEM_SHARED) &&
+	    !(atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed) &
 	      MMAP_LOCK_INSTR_UNREGISTERED)) {
 		if (mm->mmap_lock_reg_prev)
 			mm->mmap_lock_reg_prev->mmap_lock_reg_next = mm->mmap_lock_reg_next;
