@@ -1,12 +1,209 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * mm.c - life cycle of the emulated mm_struct.
+ * mm.c - life cycle of the emulated mm_struct: allocation, exit_mmap, fork,
+ * MMU notifiers, the maps listing, and the pieces the other mm files share
+ * (VMA allocation, the shared-anonymous backing object).
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "futex.h"
 #include "mm.h"
+#include "mm_internal.h"
 #include "mmap_lock.h"
+
+/* ------------------------------------------------------------------------
+ * Shared anonymous backing.
+ */
+struct anon_shared *anon_shared_new(uint64_t nr_pages)
+{
+	struct anon_shared *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->pages = calloc(nr_pages ? nr_pages : 1, sizeof(*s->pages));
+	if (!s->pages) {
+		free(s);
+		return NULL;
+	}
+	s->nr_pages = nr_pages;
+	atomic_init(&s->refs, 1);
+	return s;
+}
+
+void anon_shared_get(struct anon_shared *s)
+{
+	atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void anon_shared_put(struct anon_shared *s)
+{
+	/* Acq_rel: the last put sees every page store of the other holders. */
+	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	for (uint64_t i = 0; i < s->nr_pages; i++)
+		if (s->pages[i])
+			page_put(s->pages[i]);
+	free(s->pages);
+	free(s);
+}
+
+struct page *anon_shared_page(struct anon_shared *s, uint64_t index)
+{
+	struct page *p;
+
+	if (index >= s->nr_pages)
+		return NULL;
+	mln_mutex_lock(&s->lock, 0);
+	p = s->pages[index];
+	if (!p) {
+		/* Zeroing 4 KiB under this lock is short, and keeps one page per index. */
+		p = page_alloc(NULL);
+		s->pages[index] = p;
+	}
+	if (p)
+		page_get(p);
+	mln_mutex_unlock(&s->lock, 0);
+	return p;
+}
+
+/* ------------------------------------------------------------------------
+ * VMAs.
+ */
+struct vm_area_struct *vma_alloc(void)
+{
+	return calloc(1, sizeof(struct vm_area_struct));
+}
+
+struct vm_area_struct *vma_dup(const struct vm_area_struct *v)
+{
+	struct vm_area_struct *n = vma_alloc();
+
+	if (!n)
+		return NULL;
+	n->vm_start = v->vm_start;
+	n->vm_end = v->vm_end;
+	n->vm_prot = v->vm_prot;
+	n->vm_flags = v->vm_flags;
+	n->vm_pgoff = v->vm_pgoff;
+	n->vm_shared = v->vm_shared;
+	if (n->vm_shared)
+		anon_shared_get(n->vm_shared);
+	return n;
+}
+
+void vma_free(struct vm_area_struct *v)
+{
+	if (v->vm_shared)
+		anon_shared_put(v->vm_shared);
+	free(v);
+}
+
+/* ------------------------------------------------------------------------
+ * MMU notifiers.  The list changes only under the write lock; every caller
+ * of the notify functions holds the lock in some mode, so it is stable.
+ */
+struct mmu_notifier {
+	struct mmu_notifier *next;
+	const struct mmu_notifier_ops *ops;
+	void *arg;
+	int id;
+};
+
+void mm_notify_start(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	for (struct mmu_notifier *n = mm->notifiers; n; n = n->next)
+		if (n->ops->invalidate_range_start)
+			n->ops->invalidate_range_start(mm, start, end, n->arg);
+}
+
+void mm_notify_end(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	for (struct mmu_notifier *n = mm->notifiers; n; n = n->next)
+		if (n->ops->invalidate_range_end)
+			n->ops->invalidate_range_end(mm, start, end, n->arg);
+}
+
+static void notify_release(struct mm_struct *mm)
+{
+	for (struct mmu_notifier *n = mm->notifiers; n; n = n->next)
+		if (n->ops->release)
+			n->ops->release(mm, n->arg);
+}
+
+int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *ops, void *arg)
+{
+	static _Atomic int next_id = 1;
+	struct mmu_notifier *n;
+	int id;
+
+	if (!ops)
+		return -EINVAL;
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	n->ops = ops;
+	n->arg = arg;
+	n->id = id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+	mmap_write_lock(mm);
+	if (mm->mm_closed) {
+		mmap_write_unlock(mm);
+		free(n);
+		return -EINVAL;
+	}
+	/* Appended, so notifiers run in registration order. */
+	{
+		struct mmu_notifier **pp = &mm->notifiers;
+
+		while (*pp)
+			pp = &(*pp)->next;
+		*pp = n;
+	}
+	mmap_write_unlock(mm);
+	return id;
+}
+
+int mm_unregister_notifier(struct mm_struct *mm, int id)
+{
+	struct mmu_notifier **pp, *n = NULL;
+
+	mmap_write_lock(mm);
+	for (pp = &mm->notifiers; *pp; pp = &(*pp)->next) {
+		if ((*pp)->id == id) {
+			n = *pp;
+			*pp = n->next;
+			break;
+		}
+	}
+	mmap_write_unlock(mm);
+	free(n);
+	return n ? 0 : -ENOENT;
+}
+
+static void free_notifiers(struct mm_struct *mm)
+{
+	while (mm->notifiers) {
+		struct mmu_notifier *n = mm->notifiers;
+
+		mm->notifiers = n->next;
+		free(n);
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Life cycle.
+ */
+static void mm_space_init(struct mm_struct *mm)
+{
+	vma_tree_init(&mm->mm_vmas);
+	pgtable_init(&mm->pgt);
+	mm->mmap_base = MM_MMAP_BASE;
+	mm->start_brk = mm->brk = MM_START_BRK;
+	mm->max_map_count = 0;
+	mm->mm_closed = 0;
+	mm->notifiers = NULL;
+}
 
 struct mm_struct *mm_alloc(unsigned int lock_flags)
 {
@@ -19,7 +216,42 @@ struct mm_struct *mm_alloc(unsigned int lock_flags)
 		free(mm);
 		return NULL;
 	}
+	mm_space_init(mm);
 	return mm;
+}
+
+void mm_unmap_all(struct mm_struct *mm)
+{
+	struct vm_area_struct *v;
+
+	if (vma_first(&mm->mm_vmas))
+		mm_notify_start(mm, 0, MM_TASK_SIZE);
+	while ((v = vma_first(&mm->mm_vmas))) {
+		pgtable_zap(&mm->pgt, v->vm_start, v->vm_end);
+		vma_tree_erase(&mm->mm_vmas, v);
+		vma_free(v);
+	}
+	mm_notify_end(mm, 0, MM_TASK_SIZE);
+}
+
+/* exit_mmap's work; the caller excludes every other user of @mm. */
+static void exit_mmap_locked(struct mm_struct *mm)
+{
+	notify_release(mm);
+	mm_unmap_all(mm);
+	mm->mm_closed = 1;
+}
+
+int mm_exit_mmap(struct mm_struct *mm)
+{
+	mmap_write_lock(mm);
+	if (mm->mm_closed) {
+		mmap_write_unlock(mm);
+		return -EINVAL;
+	}
+	exit_mmap_locked(mm);
+	mmap_write_unlock(mm);
+	return 0;
 }
 
 int mm_free(struct mm_struct *mm)
@@ -28,9 +260,138 @@ int mm_free(struct mm_struct *mm)
 
 	if (!mm)
 		return 0;
+	if (rwsem_is_locked(&mm->mmap_lock) || rwsem_is_contended(&mm->mmap_lock))
+		return -EBUSY;
+	/*
+	 * Nobody holds or awaits the lock, and freeing the mm says nobody will:
+	 * tear down without taking it, so that a binding's garbage collector
+	 * freeing an mm fires no tracepoints from whatever thread it runs on.
+	 */
+	if (!mm->mm_closed)
+		exit_mmap_locked(mm);
 	rc = mmap_lock_destroy(mm);
 	if (rc)
 		return rc;
+	free_notifiers(mm);
+	pgtable_destroy(&mm->pgt);
 	free(mm);
 	return 0;
+}
+
+/*
+ * fork's dup_mmap(): the parent's write lock, then the child's, nested (it
+ * is not reachable by anyone else yet, so there is no deadlock potential,
+ * but the lock-order checker must be told).  Private mappings share their
+ * pages copy-on-write: write-protected in both, so the first write on
+ * either side copies; shared ones share them writable.
+ */
+struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
+{
+	unsigned int flags = mmap_lock_is_debug(mm) ? MMAP_LOCK_DEBUG : MMAP_LOCK_NODEBUG;
+	struct mm_struct *child = mm_alloc(flags);
+	int rc = 0;
+
+	if (!child) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	mmap_write_lock(mm);
+	if (mm->mm_closed) {
+		mmap_write_unlock(mm);
+		mm_free(child);
+		*err = -EINVAL;
+		return NULL;
+	}
+	mmap_write_lock_nested(child, SINGLE_DEPTH_NESTING);
+	child->mmap_base = mm->mmap_base;
+	child->start_brk = mm->start_brk;
+	child->brk = mm->brk;
+	child->max_map_count = mm->max_map_count;
+	for (struct vm_area_struct *v = vma_first(&mm->mm_vmas); v && !rc; v = vma_next(v)) {
+		struct vm_area_struct *n = vma_dup(v);
+		bool cow = !(v->vm_flags & VM_SHARED);
+
+		if (!n) {
+			rc = -ENOMEM;
+			break;
+		}
+		vma_tree_insert(&child->mm_vmas, n);
+		if (cow)
+			mm_notify_start(mm, v->vm_start, v->vm_end);
+		rc = pgtable_copy(&child->pgt, &mm->pgt, v->vm_start, v->vm_end, cow);
+		if (cow)
+			mm_notify_end(mm, v->vm_start, v->vm_end);
+	}
+	mmap_write_unlock(child);
+	mmap_write_unlock(mm);
+	if (rc) {
+		mm_free(child);
+		*err = rc;
+		return NULL;
+	}
+	*err = 0;
+	return child;
+}
+
+/* ------------------------------------------------------------------------
+ * Queries.
+ */
+int mm_maps(struct mm_struct *mm, struct mm_vma_info *out, size_t cap, size_t *count)
+{
+	size_t n = 0;
+
+	mmap_read_lock(mm);
+	for (struct vm_area_struct *v = vma_first(&mm->mm_vmas); v; v = vma_next(v), n++) {
+		if (n < cap) {
+			out[n] = (struct mm_vma_info){
+				.start = v->vm_start, .end = v->vm_end, .prot = v->vm_prot,
+				.flags = v->vm_flags & VM_SHARED, .pgoff = v->vm_pgoff,
+				/* The kernel's test for "[heap]" (show_map_vma). */
+				.heap = v->vm_start <= mm->brk && v->vm_end >= mm->start_brk,
+			};
+		}
+	}
+	mmap_read_unlock(mm);
+	*count = n;
+	return 0;
+}
+
+int mm_set_max_map_count(struct mm_struct *mm, uint32_t count)
+{
+	if (count == 0)
+		return -EINVAL;
+	mmap_write_lock(mm);
+	mm->max_map_count = count;
+	mmap_write_unlock(mm);
+	return 0;
+}
+
+size_t mm_map_count(struct mm_struct *mm)
+{
+	size_t n;
+
+	mmap_read_lock(mm);
+	n = mm->mm_vmas.count;
+	mmap_read_unlock(mm);
+	return n;
+}
+
+uint64_t mm_get_brk(struct mm_struct *mm)
+{
+	uint64_t b;
+
+	mmap_read_lock(mm);
+	b = mm->brk;
+	mmap_read_unlock(mm);
+	return b;
+}
+
+size_t mm_pgtable_bytes(struct mm_struct *mm)
+{
+	return pgtable_bytes(&mm->pgt);
+}
+
+size_t mm_nr_pages(struct mm_struct *mm)
+{
+	return pgtable_nr_pages(&mm->pgt);
 }

@@ -1,18 +1,118 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * mm.h - allocating and freeing an emulated mm_struct.
+ * mm.h - the emulated address space: VMAs, page table, faults, guest memory.
+ *
+ * The operations take the mm's mmap_lock exactly where the kernel takes it:
+ *
+ *   mm_mmap, mm_mprotect, mm_brk                write
+ *   mm_munmap                                   write, downgraded to read while
+ *                                               the page tables are torn down
+ *   mm_madvise(MADV_DONTNEED), mm_fault,
+ *   mm_access, mm_get_user_pages, mm_maps       read
+ *   mm_fork                                     the parent's write lock, then the
+ *                                               child's with mmap_write_lock_nested(
+ *                                               child, SINGLE_DEPTH_NESTING)
+ *   mm_register_notifier, mm_exit_mmap          write
+ *
+ * Errors are the kernel's: a negative errno where the system call fails
+ * (EINVAL, ENOMEM, EEXIST, EBADF), and for bad accesses the si_code a
+ * SIGSEGV would carry (SEGV_MAPERR: no VMA; SEGV_ACCERR: the VMA forbids it).
+ * Addresses are below MM_TASK_SIZE; pages are 4 KiB.
  */
 #ifndef MLN_MM_H
 #define MLN_MM_H
 
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/mman.h>
+
 #include "mm_types.h"
+#include "pgtable.h"
+
+/* PROT_*, MAP_*, MADV_* and SEGV_* are the system's (<sys/mman.h>, <signal.h>). */
 
 /* cffi:begin */
-/* A new mm, its lock initialised with mmap_lock_init(@lock_flags); NULL on
+#define MM_PAGE_SIZE 4096
+#define MM_TASK_SIZE 0x7ffffffff000		/* x86-64's, 47-bit user space */
+#define MM_MMAP_BASE 0x7f0000000000		/* top-down mmap starts below this */
+#define MM_START_BRK 0x0000555555560000		/* where the heap begins */
+#define MM_MMAP_MIN_ADDR 65536			/* vm.mmap_min_addr */
+#define MM_DEFAULT_MAX_MAP_COUNT 65530		/* vm.max_map_count */
+
+/* A new, empty mm, its lock initialised with mmap_lock_init(@lock_flags); NULL on
  * ENOMEM or bad flags. */
 struct mm_struct *mm_alloc(unsigned int lock_flags);
-/* Free @mm: 0, or -EBUSY (and nothing freed) while its lock is held or awaited. */
+/* exit_mmap() if not done, then free @mm: 0, or -EBUSY (nothing freed) while
+ * its lock is held or awaited. */
 int mm_free(struct mm_struct *mm);
+/* exit_mmap(): notifiers' release(), every mapping removed; later operations fail
+ * with -EINVAL (faults with SEGV_MAPERR).  0, or -EINVAL if already closed. */
+int mm_exit_mmap(struct mm_struct *mm);
+
+/* mmap(2) of anonymous memory: the address, or a negative errno. */
+int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, int flags);
+int mm_munmap(struct mm_struct *mm, uint64_t addr, uint64_t length);
+int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot);
+/* brk(2): the new break, or the current one when the request fails (as the syscall). */
+uint64_t mm_brk(struct mm_struct *mm, uint64_t brk);
+int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice);
+/* fork's address-space copy: the child, or NULL with *@err set. */
+struct mm_struct *mm_fork(struct mm_struct *mm, int *err);
+
+/*
+ * A fault at @addr: 0 (the page is present, writable if @write), SEGV_MAPERR
+ * or SEGV_ACCERR, or -ENOMEM.  Takes the read lock.
+ */
+int mm_fault(struct mm_struct *mm, uint64_t addr, int write);
+/*
+ * copy_from_user / copy_to_user: copy @n bytes between @buf and guest memory
+ * at @addr (@write: into the guest), faulting pages in, under one read-lock
+ * acquisition.  0, or a SEGV_* code with *@fault_addr set (bytes before it
+ * were copied), or -ENOMEM.
+ */
+int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int write,
+	      uint64_t *fault_addr);
+/*
+ * get_user_pages: fault in and pin @npages pages from @addr (page aligned),
+ * storing them in @pages.  A pinned page survives munmap until mm_unpin_page().
+ * 0, or a SEGV_* code with *@fault_addr set (nothing stays pinned), or -ENOMEM.
+ */
+int mm_get_user_pages(struct mm_struct *mm, uint64_t addr, size_t npages, int write,
+		      struct page **pages, uint64_t *fault_addr);
+void mm_unpin_page(struct page *page);
+const uint8_t *mm_page_data(const struct page *page);
+
+/* MMU notifiers: called with the mmap_lock held (either mode), around every
+ * removal or write-protection of PTEs, and release() from exit_mmap. */
+struct mmu_notifier_ops {
+	void (*invalidate_range_start)(struct mm_struct *mm, uint64_t start, uint64_t end,
+				       void *arg);
+	void (*invalidate_range_end)(struct mm_struct *mm, uint64_t start, uint64_t end,
+				     void *arg);
+	void (*release)(struct mm_struct *mm, void *arg);
+};
+/* Takes the write lock, as the kernel does: an id > 0, or a negative errno. */
+int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *ops, void *arg);
+int mm_unregister_notifier(struct mm_struct *mm, int id);
+
+struct mm_vma_info {
+	uint64_t start, end;
+	uint32_t prot, flags;	/* PROT_*; VM_SHARED */
+	uint64_t pgoff;
+	uint32_t heap;		/* the brk area */
+	uint32_t reserved;
+};
+/* Copy the VMAs into @out (at most @cap) under the read lock; *@count = how
+ * many there are (call again with a bigger array if it exceeds @cap). */
+int mm_maps(struct mm_struct *mm, struct mm_vma_info *out, size_t cap, size_t *count);
+
+int mm_set_max_map_count(struct mm_struct *mm, uint32_t count);
+size_t mm_map_count(struct mm_struct *mm);
+uint64_t mm_get_brk(struct mm_struct *mm);
+/* Page-table bytes and mapped pages, for accounting. */
+size_t mm_pgtable_bytes(struct mm_struct *mm);
+size_t mm_nr_pages(struct mm_struct *mm);
 /* cffi:end */
 
 #endif /* MLN_MM_H */

@@ -17,9 +17,12 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "pgtable.h"
 #include "rwsem.h"
+#include "vma.h"
 
 struct mmap_lock_stats;		/* mmap_lock_stats.c: per-thread counters */
+struct mmu_notifier;		/* mm.c: registered notifiers */
 struct mmap_lock_recorder;	/* mmap_lock_recorder.c: event buffer */
 
 struct mm_struct {
@@ -55,6 +58,20 @@ struct mm_struct {
 	/* Allocated on first use; freed by mmap_lock_destroy(). */
 	struct mmap_lock_stats *_Atomic mmap_lock_stats;
 	struct mmap_lock_recorder *_Atomic mmap_lock_recorder;
+
+	/*
+	 * The address space (mm.c, mm_mmap.c, mm_fault.c).  The VMA tree and
+	 * the fields below it change only under mmap_lock in write mode; the
+	 * page table's PTEs under their leaf locks, with mmap_lock held in
+	 * either mode.
+	 */
+	struct vma_tree mm_vmas;
+	uint64_t mmap_base;		/* top-down mmap allocation starts below this */
+	uint64_t start_brk, brk;	/* the heap: [start_brk, brk) */
+	uint32_t max_map_count;		/* like vm.max_map_count; 0 = the default */
+	uint32_t mm_closed;		/* exit_mmap() ran: every operation fails */
+	struct mmu_notifier *notifiers;	/* registered under the write lock */
+	struct pgtable pgt;
 };
 
 /*

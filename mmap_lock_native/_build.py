@@ -22,8 +22,14 @@ SOURCES = sorted(f for f in os.listdir(CSRC) if f.endswith(".c"))
 # Structures whose layout is the C compiler's business; cffi sees these fields only.
 PARTIAL_STRUCTS = {
     "rw_semaphore": "",
-    "mm_struct": "struct rw_semaphore mmap_lock;",
+    "mm_struct": "struct rw_semaphore mmap_lock; uint32_t mm_closed;",
 }
+# Linux's constants, taken from the system headers mm.h includes.
+SYSTEM_CONSTANTS = "\n".join(f"#define {name} ..." for name in (
+    "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC", "MAP_SHARED", "MAP_PRIVATE",
+    "MAP_FIXED", "MAP_ANONYMOUS", "MAP_FIXED_NOREPLACE", "MADV_NORMAL", "MADV_RANDOM",
+    "MADV_SEQUENTIAL", "MADV_WILLNEED", "MADV_DONTNEED", "SEGV_MAPERR", "SEGV_ACCERR"))
+
 # Callbacks the C core makes into Python (defined with @ffi.def_extern()).
 PYTHON_CALLBACKS = """
 extern "Python" const char *_mln_site_hook(void);
@@ -32,6 +38,11 @@ extern "Python" void _mln_hook_start_locking(struct mm_struct *mm, bool write, v
 extern "Python" void _mln_hook_acquire_returned(struct mm_struct *mm, bool write, bool success,
                                                 void *arg);
 extern "Python" void _mln_hook_released(struct mm_struct *mm, bool write, void *arg);
+extern "Python" void _mln_notify_start(struct mm_struct *mm, uint64_t start, uint64_t end,
+                                       void *arg);
+extern "Python" void _mln_notify_end(struct mm_struct *mm, uint64_t start, uint64_t end,
+                                     void *arg);
+extern "Python" void _mln_notify_release(struct mm_struct *mm, void *arg);
 """
 
 _BLOCK = re.compile(r"/\* cffi:begin \*/(.*?)/\* cffi:end \*/", re.S)
@@ -46,6 +57,7 @@ def cdef_text() -> str:
         if not blocks:
             raise RuntimeError(f"{header}: no /* cffi:begin */ ... /* cffi:end */ block")
         parts.extend(blocks)
+    parts.append(SYSTEM_CONSTANTS)
     parts.append(PYTHON_CALLBACKS)
     return "\n".join(parts)
 

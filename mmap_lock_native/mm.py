@@ -6,6 +6,7 @@ import weakref
 from typing import Any, Optional
 
 from ._ffi import ffi, lib
+from .address_space import AddressSpace
 from .rwsem import RWSemaphore
 from .stats import LockStats
 
@@ -20,7 +21,7 @@ def mm_from_address(address: int) -> "Optional[MM]":
     return _by_address.get(address)
 
 
-class MM:
+class MM(AddressSpace):
     """An emulated address space; ``mm.mmap_lock`` is its ``RWSemaphore``.
 
     Lock it with the kernel-named functions (``mmap_read_lock(mm)``, ...) or
@@ -43,26 +44,36 @@ class MM:
         flags = 0 if stats else lib.MMAP_LOCK_NOSTATS
         if debug is not None:
             flags |= lib.MMAP_LOCK_DEBUG if debug else lib.MMAP_LOCK_NODEBUG
-        self.name = name
         raw = lib.mm_alloc(flags)
         if raw == ffi.NULL:
             raise MemoryError("mm_alloc: out of memory")
-        # Calls take the plain pointer: cffi converts a gc-wrapped cdata more
-        # slowly (about 10 ns a call); _owner frees the mm with this object.
-        self._owner = ffi.gc(raw, _free)
-        self._mm = raw
-        self._address = int(ffi.cast("uintptr_t", raw))
+        self._bind(raw, name)
         if lock_class is not None:
             cls = lib.mln_lockdep_class(lock_class.encode())
             if cls < 0:
                 raise ValueError(f"MM(lock_class={lock_class!r}): the checker's class table "
                                  f"is full ({lib.MLN_LOCKDEP_MAX_CLASSES} classes)")
             lib.mmap_lock_set_class(raw, cls)
+
+    def _bind(self, raw: Any, name: Optional[str]) -> None:
+        self.name = name
+        # Calls take the plain pointer: cffi converts a gc-wrapped cdata more
+        # slowly (about 10 ns a call); _owner frees the mm with this object.
+        self._owner = ffi.gc(raw, _free)
+        self._mm = raw
+        self._address = int(ffi.cast("uintptr_t", raw))
         self._lock_view: Optional[RWSemaphore] = None
         # mmap_read_locked(mm) / mmap_write_locked(mm) guards, made on first use.
         self._read_locked: Optional[Any] = None
         self._write_locked: Optional[Any] = None
         _by_address[self._address] = self
+
+    @classmethod
+    def _adopt(cls, raw: Any, *, name: Optional[str] = None) -> "MM":
+        """An MM object owning ``raw``, an mm the C core made (a fork child)."""
+        self = cls.__new__(cls)
+        self._bind(raw, name)
+        return self
 
     @property
     def mmap_lock(self) -> RWSemaphore:

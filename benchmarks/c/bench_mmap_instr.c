@@ -177,8 +177,7 @@ int main(int argc, char **argv)
 		(void)time_variant(v);
 	for (long r = 0; r < rounds; r++) {
 		for (int k = 0; k < NVARIANTS; k++) {
-			int pos = (int)((k + r) % NVARIANTS);
-			int v = (r / NVARIANTS) % 2 ? NVARIANTS - 1 - pos : pos;
+			int v = bu_round_variant(k, r, NVARIANTS);
 
 			ns[v][r] = time_variant(v);
 		}

@@ -151,8 +151,7 @@ int main(int argc, char **argv)
 	for (long r = 0; r < rounds; r++) {
 		/* Rotate the order, and reverse it every other round. */
 		for (int k = 0; k < NVARIANTS; k++) {
-			int pos = (int)((k + r) % NVARIANTS);
-			int v = (r / NVARIANTS) % 2 ? NVARIANTS - 1 - pos : pos;
+			int v = bu_round_variant(k, r, NVARIANTS);
 
 			ns[v][r] = time_variant(v, iters);
 		}

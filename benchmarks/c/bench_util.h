@@ -68,6 +68,20 @@ static inline void bu_spin_ns(uint64_t ns)
 		;
 }
 
+/* ---------------------------------------------------------------- rounds */
+
+/*
+ * The variant to run @k-th in round @r of @n variants: the order rotates by
+ * one each round and is reversed every @n rounds, so that each variant runs
+ * in each position, after each other variant, equally often.
+ */
+static inline int bu_round_variant(int k, long r, int n)
+{
+	int pos = (int)((k + r) % n);
+
+	return (r / n) % 2 ? n - 1 - pos : pos;
+}
+
 /* ------------------------------------------------------------ statistics */
 
 static inline int bu_cmp_double(const void *a, const void *b)

@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mm_fault.c - page faults, guest memory access and get_user_pages.
+ *
+ * All run under the mmap_lock in read mode, so faults on different pages
+ * (even of one VMA) proceed in parallel; the page table's per-leaf lock makes
+ * concurrent faults on one page install exactly one page.  Pages are
+ * allocated and copied outside that lock, and the PTE re-checked after.
+ *
+ * Copy-on-write: a private page shared with a fork (or pinned) is mapped
+ * read-only; a write fault copies it, unless this mm holds its only
+ * reference, in which case the PTE is simply made writable again.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "mm.h"
+#include "mm_internal.h"
+#include "mmap_lock.h"
+
+static struct page *new_page_for(struct vm_area_struct *vma, uint64_t addr)
+{
+	if (vma->vm_shared)
+		return anon_shared_page(vma->vm_shared,
+					vma->vm_pgoff + ((addr - vma->vm_start) >> MLN_PAGE_SHIFT));
+	return page_alloc(NULL);
+}
+
+/* A write to a present read-only PTE of a writable VMA. */
+static int wp_fault(struct mm_struct *mm, struct vm_area_struct *vma, struct pte_table *leaf,
+		    uint64_t addr, pte_t pte)
+{
+	struct page *old = pte_page(pte), *copy;
+	uint64_t page_addr = addr & MLN_PAGE_MASK;
+
+	/* Shared pages are never copied; a sole owner reuses its page. */
+	if (vma->vm_shared || atomic_load_explicit(&old->refcount, memory_order_acquire) == 1) {
+		pte_replace_locked(leaf, addr, pte | PTE_WRITE);
+		pte_table_unlock(leaf);
+		return 0;
+	}
+	page_get(old);			/* keeps it while we copy unlocked */
+	pte_table_unlock(leaf);
+	copy = page_alloc(old);
+	if (!copy) {
+		page_put(old);
+		return -ENOMEM;
+	}
+	/* The old translation of this page is about to go. */
+	mm_notify_start(mm, page_addr, page_addr + MLN_PAGE_SIZE);
+	pte_table_lock(leaf);
+	if (atomic_load_explicit(pte_slot(leaf, addr), memory_order_relaxed) == pte) {
+		pte_replace_locked(leaf, addr, (pte_t)copy | PTE_WRITE);
+		page_put(old);		/* the PTE's reference */
+		copy = NULL;
+	}
+	pte_table_unlock(leaf);
+	mm_notify_end(mm, page_addr, page_addr + MLN_PAGE_SIZE);
+	if (copy)
+		page_put(copy);		/* someone else resolved it first */
+	page_put(old);
+	return 0;
+}
+
+int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t addr,
+		    bool write)
+{
+	struct pte_table *leaf;
+
+	if (!vma_permits(vma, write))
+		return SEGV_ACCERR;
+	leaf = pgtable_leaf(&mm->pgt, addr, 1);
+	if (!leaf)
+		return -ENOMEM;
+	for (;;) {
+		struct page *page;
+		pte_t pte;
+
+		pte_table_lock(leaf);
+		pte = atomic_load_explicit(pte_slot(leaf, addr), memory_order_relaxed);
+		if (pte) {
+			if (!write || (pte & PTE_WRITE)) {
+				pte_table_unlock(leaf);	/* present already (a racing fault) */
+				return 0;
+			}
+			return wp_fault(mm, vma, leaf, addr, pte);	/* unlocks */
+		}
+		pte_table_unlock(leaf);
+		page = new_page_for(vma, addr);
+		if (!page)
+			return -ENOMEM;
+		pte_table_lock(leaf);
+		if (!atomic_load_explicit(pte_slot(leaf, addr), memory_order_relaxed)) {
+			pte_install_locked(&mm->pgt, leaf, addr,
+					   (pte_t)page | (vma->vm_prot & PROT_WRITE ? PTE_WRITE : 0));
+			pte_table_unlock(leaf);
+			return 0;
+		}
+		/* Another fault installed one meanwhile: use theirs (check it again). */
+		pte_table_unlock(leaf);
+		page_put(page);
+	}
+}
+
+int mm_fault(struct mm_struct *mm, uint64_t addr, int write)
+{
+	struct vm_area_struct *vma;
+	int rc;
+
+	mmap_read_lock(mm);
+	vma = mm->mm_closed ? NULL : vma_lookup(&mm->mm_vmas, addr);
+	rc = vma ? mm_handle_fault(mm, vma, addr, write) : SEGV_MAPERR;
+	mmap_read_unlock(mm);
+	return rc;
+}
+
+/*
+ * The page at @addr with a reference for the caller, faulting it in as
+ * needed: 0, a SEGV_* code, or -ENOMEM.  @vma is a cache of the last VMA.
+ */
+static int get_page_at(struct mm_struct *mm, struct vm_area_struct **vma, uint64_t addr,
+		       bool write, struct page **out)
+{
+	struct vm_area_struct *v = *vma;
+
+	if (!v || addr < v->vm_start || addr >= v->vm_end) {
+		v = *vma = mm->mm_closed ? NULL : vma_lookup(&mm->mm_vmas, addr);
+		if (!v)
+			return SEGV_MAPERR;
+	}
+	if (!vma_permits(v, write))
+		return SEGV_ACCERR;
+	for (;;) {
+		struct pte_table *leaf = pgtable_leaf(&mm->pgt, addr, 0);
+		int rc;
+
+		if (leaf) {
+			pte_t pte;
+
+			pte_table_lock(leaf);
+			pte = atomic_load_explicit(pte_slot(leaf, addr), memory_order_relaxed);
+			if (pte && (!write || (pte & PTE_WRITE))) {
+				*out = pte_page(pte);
+				page_get(*out);
+				pte_table_unlock(leaf);
+				return 0;
+			}
+			pte_table_unlock(leaf);
+		}
+		rc = mm_handle_fault(mm, v, addr, write);
+		if (rc)
+			return rc;
+	}
+}
+
+int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int write,
+	      uint64_t *fault_addr)
+{
+	struct vm_area_struct *vma = NULL;
+	uint8_t *p = buf;
+	int rc = 0;
+
+	if (addr + n < addr) {
+		*fault_addr = addr;
+		return SEGV_MAPERR;
+	}
+	mmap_read_lock(mm);
+	while (n) {
+		size_t off = addr & (MLN_PAGE_SIZE - 1);
+		size_t chunk = MLN_PAGE_SIZE - off < n ? MLN_PAGE_SIZE - off : n;
+		struct page *page;
+
+		rc = get_page_at(mm, &vma, addr, write, &page);
+		if (rc) {
+			*fault_addr = addr;
+			break;
+		}
+		if (write)
+			memcpy(page->data + off, p, chunk);
+		else
+			memcpy(p, page->data + off, chunk);
+		page_put(page);
+		addr += chunk;
+		p += chunk;
+		n -= chunk;
+	}
+	mmap_read_unlock(mm);
+	return rc;
+}
+
+int mm_get_user_pages(struct mm_struct *mm, uint64_t addr, size_t npages, int write,
+		      struct page **pages, uint64_t *fault_addr)
+{
+	struct vm_area_struct *vma = NULL;
+	size_t i;
+	int rc = 0;
+
+	if (addr & (MLN_PAGE_SIZE - 1))
+		return -EINVAL;
+	mmap_read_lock(mm);
+	for (i = 0; i < npages; i++) {
+		uint64_t a = addr + i * MLN_PAGE_SIZE;
+
+		rc = get_page_at(mm, &vma, a, write, &pages[i]);
+		if (rc) {
+			*fault_addr = a;
+			break;
+		}
+		/* The reference get_page_at took becomes the pin's. */
+		atomic_fetch_add_explicit(&pages[i]->pincount, 1, memory_order_relaxed);
+	}
+	mmap_read_unlock(mm);
+	if (rc)
+		while (i--)
+			mm_unpin_page(pages[i]);
+	return rc;
+}
+
+void mm_unpin_page(struct page *page)
+{
+	atomic_fetch_sub_explicit(&page->pincount, 1, memory_order_relaxed);
+	page_put(page);
+}
+
+const uint8_t *mm_page_data(const struct page *page)
+{
+	return page->data;
+}

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mm_internal.h - what mm.c, mm_mmap.c and mm_fault.c share: VMA life
+ * cycle, the shared-anonymous backing object, and the notifier calls.
+ */
+#ifndef MLN_MM_INTERNAL_H
+#define MLN_MM_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mm.h"
+#include "pgtable.h"
+#include "vma.h"
+
+static inline uint64_t mm_max_map_count(const struct mm_struct *mm)
+{
+	return mm->max_map_count ? mm->max_map_count : MM_DEFAULT_MAX_MAP_COUNT;
+}
+
+/*
+ * The backing of a MAP_SHARED anonymous mapping (the kernel's shmem file):
+ * its pages by index, shared by every VMA cut from it, in this mm and in
+ * forked ones, so that a page faulted in through one is seen through all.
+ */
+struct anon_shared {
+	_Atomic uint32_t refs;		/* VMAs pointing here */
+	_Atomic uint32_t lock;		/* futex mutex: pages[] */
+	uint64_t nr_pages;
+	struct page **pages;		/* NULL until first faulted */
+};
+
+struct anon_shared *anon_shared_new(uint64_t nr_pages);
+void anon_shared_get(struct anon_shared *s);
+void anon_shared_put(struct anon_shared *s);
+/* The page at @index with a reference for the caller, created if absent; NULL on ENOMEM. */
+struct page *anon_shared_page(struct anon_shared *s, uint64_t index);
+
+/* A zeroed VMA; its copy for a split or a fork (shared backing referenced). */
+struct vm_area_struct *vma_alloc(void);
+struct vm_area_struct *vma_dup(const struct vm_area_struct *v);
+void vma_free(struct vm_area_struct *v);
+
+/* Notifier calls; the caller holds the mmap_lock in either mode. */
+void mm_notify_start(struct mm_struct *mm, uint64_t start, uint64_t end);
+void mm_notify_end(struct mm_struct *mm, uint64_t start, uint64_t end);
+
+/* Remove every mapping (exit_mmap's work); write lock held. */
+void mm_unmap_all(struct mm_struct *mm);
+
+/* The fault handler proper, with the read (or write) lock held. */
+int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t addr,
+		    bool write);
+/* Whether @vma permits the access (read: any protection but PROT_NONE). */
+static inline bool vma_permits(const struct vm_area_struct *vma, bool write)
+{
+	return write ? (vma->vm_prot & PROT_WRITE) : vma->vm_prot != PROT_NONE;
+}
+
+#endif /* MLN_MM_INTERNAL_H */

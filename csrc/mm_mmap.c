@@ -1,0 +1,509 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mm_mmap.c - mmap, munmap, mprotect, brk and madvise on the emulated mm.
+ *
+ * The VMA layout follows Linux's: a new or changed private anonymous range
+ * merges with a touching neighbour of the same protection (so the layout is
+ * always maximally merged, as a sequence of the same calls leaves it on
+ * Linux); shared anonymous mappings never merge; partial unmaps and
+ * protection changes split.  An operation that would leave more VMAs than
+ * max_map_count (and more than before) fails with ENOMEM and changes
+ * nothing.  Unmapped ranges are found top-down below mmap_base, then below
+ * MM_TASK_SIZE.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "mm.h"
+#include "mm_internal.h"
+#include "mmap_lock.h"
+
+#define PAGE_ALIGN(x) (((x) + MM_PAGE_SIZE - 1) & ~(uint64_t)(MM_PAGE_SIZE - 1))
+#define PROT_ALL (PROT_READ | PROT_WRITE | PROT_EXEC)
+
+static bool page_aligned(uint64_t x)
+{
+	return !(x & (MM_PAGE_SIZE - 1));
+}
+
+/* A length in bytes rounded up to pages: 0 if zero or if it overflows. */
+static uint64_t page_length(uint64_t addr, uint64_t length)
+{
+	uint64_t len = PAGE_ALIGN(length);
+
+	if (!length || len < length || addr + len < addr)
+		return 0;
+	return len;
+}
+
+/* ------------------------------------------------------------------------
+ * Splitting and merging.
+ */
+static bool mergeable(const struct vm_area_struct *a, const struct vm_area_struct *b)
+{
+	return a && b && a->vm_end == b->vm_start && !(a->vm_flags & VM_SHARED) &&
+	       !(b->vm_flags & VM_SHARED) && a->vm_prot == b->vm_prot &&
+	       a->vm_flags == b->vm_flags;
+}
+
+/* Merge @v with its touching compatible neighbours; the surviving VMA. */
+static struct vm_area_struct *merge_around(struct mm_struct *mm, struct vm_area_struct *v)
+{
+	struct vm_area_struct *prev = vma_prev(v), *next;
+
+	if (mergeable(prev, v)) {
+		vma_tree_erase(&mm->mm_vmas, v);
+		prev->vm_end = v->vm_end;	/* in place: the order is unchanged */
+		vma_free(v);
+		v = prev;
+	}
+	next = vma_next(v);
+	if (mergeable(v, next)) {
+		vma_tree_erase(&mm->mm_vmas, next);
+		v->vm_end = next->vm_end;
+		vma_free(next);
+	}
+	return v;
+}
+
+/* Split @v at @addr (strictly inside it): @v keeps the lower part. */
+static int split_at(struct mm_struct *mm, struct vm_area_struct *v, uint64_t addr)
+{
+	struct vm_area_struct *hi = vma_dup(v);
+
+	if (!hi)
+		return -ENOMEM;
+	hi->vm_start = addr;
+	hi->vm_pgoff = v->vm_pgoff + ((addr - v->vm_start) >> MLN_PAGE_SHIFT);
+	v->vm_end = addr;
+	vma_tree_insert(&mm->mm_vmas, hi);	/* cannot overlap: it is @v's old upper part */
+	return 0;
+}
+
+/* Make a VMA boundary at @addr if it falls strictly inside one. */
+static int split_if_inside(struct mm_struct *mm, uint64_t addr)
+{
+	struct vm_area_struct *v = vma_lookup(&mm->mm_vmas, addr);
+
+	if (v && v->vm_start < addr)
+		return split_at(mm, v, addr);
+	return 0;
+}
+
+/* Boundaries [start, end) would need: 0, 1 or 2 splits. */
+static size_t splits_needed(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	struct vm_area_struct *a = vma_lookup(&mm->mm_vmas, start);
+	struct vm_area_struct *b = vma_lookup(&mm->mm_vmas, end);
+
+	return (a && a->vm_start < start) + (b && b->vm_start < end);
+}
+
+/* VMAs intersecting [start, end). */
+static size_t vmas_in(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	size_t n = 0;
+
+	for (struct vm_area_struct *v = vma_find(&mm->mm_vmas, start); v && v->vm_start < end;
+	     v = vma_next(v))
+		n++;
+	return n;
+}
+
+/* The limit rule: fail if the result exceeds max_map_count and grows the count. */
+static bool over_limit(struct mm_struct *mm, size_t added, size_t removed)
+{
+	size_t now = mm->mm_vmas.count, after = now + added - removed;
+
+	return after > now && after > mm_max_map_count(mm);
+}
+
+/* Split at both ends and take the VMAs of [start, end) out of the tree, in order. */
+static struct vm_area_struct **detach_range(struct mm_struct *mm, uint64_t start,
+					    uint64_t end, size_t *count, int *err)
+{
+	size_t n = 0, cap;
+	struct vm_area_struct **list, *v;
+
+	*err = split_if_inside(mm, start);
+	if (!*err)
+		*err = split_if_inside(mm, end);
+	if (*err)
+		return NULL;
+	cap = vmas_in(mm, start, end);
+	list = malloc((cap ? cap : 1) * sizeof(*list));
+	if (!list) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	while ((v = vma_find(&mm->mm_vmas, start)) && v->vm_start < end) {
+		vma_tree_erase(&mm->mm_vmas, v);
+		list[n++] = v;
+	}
+	*count = n;
+	return list;
+}
+
+/*
+ * Unmap [start, end) with the write lock held: split, detach, then tear the
+ * page tables down.  With @downgrade the lock is downgraded to read for the
+ * teardown, as the kernel's munmap does, and the caller then holds the
+ * read lock.
+ */
+static int unmap_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool downgrade)
+{
+	struct vm_area_struct **list;
+	size_t n = 0;
+	int err;
+
+	list = detach_range(mm, start, end, &n, &err);
+	if (!list)
+		return err;
+	if (n)
+		mm_notify_start(mm, start, end);
+	if (downgrade)
+		mmap_write_downgrade(mm);
+	for (size_t i = 0; i < n; i++) {
+		pgtable_zap(&mm->pgt, list[i]->vm_start, list[i]->vm_end);
+		vma_free(list[i]);
+	}
+	if (n)
+		mm_notify_end(mm, start, end);
+	free(list);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Finding room.
+ */
+static bool range_free(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	struct vm_area_struct *v = vma_find(&mm->mm_vmas, start);
+
+	return !v || v->vm_start >= end;
+}
+
+/* The highest @len-byte gap in [low, high), or 0. */
+static uint64_t gap_topdown(struct mm_struct *mm, uint64_t len, uint64_t low, uint64_t high)
+{
+	struct vm_area_struct *v = vma_find(&mm->mm_vmas, high - 1);
+	uint64_t gap_end = high;
+
+	/* @v is the first VMA ending above high - 1: it straddles high or lies above it. */
+	if (v && v->vm_start < high)
+		gap_end = v->vm_start;
+	v = v ? vma_prev(v) : vma_last(&mm->mm_vmas);
+	for (;;) {
+		uint64_t gap_start = v && v->vm_end > low ? v->vm_end : low;
+
+		if (gap_end >= gap_start + len && gap_end - len >= low)
+			return gap_end - len;
+		if (!v || v->vm_end <= low)
+			return 0;
+		gap_end = v->vm_start;
+		v = vma_prev(v);
+	}
+}
+
+static uint64_t find_room(struct mm_struct *mm, uint64_t hint, uint64_t len)
+{
+	uint64_t a;
+
+	if (hint) {
+		hint = PAGE_ALIGN(hint);
+		if (hint >= MM_MMAP_MIN_ADDR && hint + len <= MM_TASK_SIZE && hint + len > hint &&
+		    range_free(mm, hint, hint + len))
+			return hint;
+	}
+	a = gap_topdown(mm, len, MM_MMAP_MIN_ADDR, mm->mmap_base);
+	if (!a)
+		a = gap_topdown(mm, len, MM_MMAP_MIN_ADDR, MM_TASK_SIZE);
+	return a;
+}
+
+/* ------------------------------------------------------------------------
+ * mmap.
+ */
+static int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, int prot, int flags)
+{
+	bool fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE);
+	struct vm_area_struct *v;
+	size_t added = 1, removed = 0;
+
+	if (fixed) {
+		/* MAP_FIXED_NOREPLACE wins over MAP_FIXED, as in the kernel. */
+		if (flags & MAP_FIXED_NOREPLACE && !range_free(mm, addr, addr + len))
+			return -EEXIST;
+		added += splits_needed(mm, addr, addr + len);
+		removed = vmas_in(mm, addr, addr + len);
+	} else {
+		addr = find_room(mm, addr, len);
+		if (!addr)
+			return -ENOMEM;
+	}
+	if (over_limit(mm, added, removed))
+		return -ENOMEM;
+	v = vma_alloc();
+	if (!v)
+		return -ENOMEM;
+	v->vm_start = addr;
+	v->vm_end = addr + len;
+	v->vm_prot = (uint32_t)prot;
+	if (flags & MAP_SHARED) {
+		v->vm_flags = VM_SHARED;
+		v->vm_shared = anon_shared_new(len >> MLN_PAGE_SHIFT);
+		if (!v->vm_shared) {
+			vma_free(v);
+			return -ENOMEM;
+		}
+	}
+	if (fixed && removed) {
+		int err = unmap_range(mm, addr, addr + len, false);
+
+		if (err) {
+			vma_free(v);
+			return err;
+		}
+	}
+	vma_tree_insert(&mm->mm_vmas, v);	/* the range is free now */
+	merge_around(mm, v);
+	return (int64_t)addr;
+}
+
+int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, int flags)
+{
+	int type = flags & (MAP_SHARED | MAP_PRIVATE);
+	bool fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE);
+	uint64_t len = PAGE_ALIGN(length);
+	int64_t ret;
+
+	/* The kernel's order of checks: descriptor, length, placement, type. */
+	if (!(flags & MAP_ANONYMOUS))
+		return -EBADF;		/* no file descriptor: only anonymous memory here */
+	if (!length)
+		return -EINVAL;
+	if (len < length || len > MM_TASK_SIZE)
+		return -ENOMEM;
+	if (fixed) {
+		if (!page_aligned(addr))
+			return -EINVAL;
+		if (addr + len > MM_TASK_SIZE || addr + len < addr)
+			return -ENOMEM;
+	}
+	if (type != MAP_SHARED && type != MAP_PRIVATE)
+		return -EINVAL;
+	if (fixed && addr < MM_MMAP_MIN_ADDR)
+		return -EPERM;
+	prot &= PROT_ALL;	/* mmap ignores unknown protection bits; mprotect does not */
+	mmap_write_lock(mm);
+	ret = mm->mm_closed ? -EINVAL : do_mmap(mm, addr, len, prot, flags);
+	mmap_write_unlock(mm);
+	return ret;
+}
+
+/* ------------------------------------------------------------------------
+ * munmap.
+ */
+int mm_munmap(struct mm_struct *mm, uint64_t addr, uint64_t length)
+{
+	uint64_t len = page_length(addr, length), end = addr + len;
+	int err;
+
+	if (!page_aligned(addr) || !len || end > MM_TASK_SIZE)
+		return -EINVAL;
+	mmap_write_lock(mm);
+	if (mm->mm_closed) {
+		mmap_write_unlock(mm);
+		return -EINVAL;
+	}
+	if (over_limit(mm, splits_needed(mm, addr, end), vmas_in(mm, addr, end))) {
+		mmap_write_unlock(mm);
+		return -ENOMEM;
+	}
+	err = unmap_range(mm, addr, end, true);
+	if (err) {
+		mmap_write_unlock(mm);
+		return err;
+	}
+	mmap_read_unlock(mm);		/* downgraded for the teardown */
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * mprotect.
+ */
+static bool fully_mapped(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	uint64_t at = start;
+
+	for (struct vm_area_struct *v = vma_find(&mm->mm_vmas, start); at < end;
+	     v = vma_next(v)) {
+		if (!v || v->vm_start > at)
+			return false;
+		at = v->vm_end;
+	}
+	return true;
+}
+
+static int do_mprotect(struct mm_struct *mm, uint64_t start, uint64_t end, int prot)
+{
+	struct vm_area_struct *v, *first;
+	int err;
+
+	if (!fully_mapped(mm, start, end))
+		return -ENOMEM;
+	if (over_limit(mm, splits_needed(mm, start, end), 0))
+		return -ENOMEM;
+	err = split_if_inside(mm, start);
+	if (!err)
+		err = split_if_inside(mm, end);
+	if (err)
+		return err;
+	/* The emulator's translations of the range are stale from here. */
+	mm_notify_start(mm, start, end);
+	for (v = vma_find(&mm->mm_vmas, start); v && v->vm_start < end; v = vma_next(v)) {
+		if ((v->vm_prot & PROT_WRITE) && !(prot & PROT_WRITE))
+			pgtable_wrprotect(&mm->pgt, v->vm_start, v->vm_end);
+		v->vm_prot = (uint32_t)prot;
+	}
+	mm_notify_end(mm, start, end);
+	/* Merge the changed VMAs with each other and with their outer neighbours. */
+	first = vma_find(&mm->mm_vmas, start);
+	v = merge_around(mm, first);
+	while ((v = vma_next(v)) && v->vm_start <= end)
+		v = merge_around(mm, v);
+	return 0;
+}
+
+int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot)
+{
+	uint64_t len, end;
+	int err;
+
+	if (!page_aligned(addr))
+		return -EINVAL;
+	if (!length)
+		return 0;
+	len = page_length(addr, length);
+	end = addr + len;
+	if (!len)
+		return -ENOMEM;
+	if (prot & ~PROT_ALL)
+		return -EINVAL;
+	if (end > MM_TASK_SIZE)
+		return -ENOMEM;		/* the range cannot be mapped */
+	mmap_write_lock(mm);
+	err = mm->mm_closed ? -EINVAL : do_mprotect(mm, addr, end, prot);
+	mmap_write_unlock(mm);
+	return err;
+}
+
+/* ------------------------------------------------------------------------
+ * brk.
+ */
+static bool brk_grow(struct mm_struct *mm, uint64_t oldbrk, uint64_t newbrk)
+{
+	struct vm_area_struct *prev, *v;
+
+	/* Room for the new part and a guard page above it. */
+	if (newbrk + MM_PAGE_SIZE > MM_TASK_SIZE || !range_free(mm, oldbrk, newbrk + MM_PAGE_SIZE))
+		return false;
+	prev = oldbrk > MM_MMAP_MIN_ADDR ? vma_lookup(&mm->mm_vmas, oldbrk - 1) : NULL;
+	if (prev && !(prev->vm_flags & VM_SHARED) && prev->vm_prot == (PROT_READ | PROT_WRITE) &&
+	    prev->vm_end == oldbrk) {
+		prev->vm_end = newbrk;		/* the heap VMA grows in place */
+		merge_around(mm, prev);
+		return true;
+	}
+	if (over_limit(mm, 1, 0))
+		return false;
+	v = vma_alloc();
+	if (!v)
+		return false;
+	v->vm_start = oldbrk;
+	v->vm_end = newbrk;
+	v->vm_prot = PROT_READ | PROT_WRITE;
+	vma_tree_insert(&mm->mm_vmas, v);
+	merge_around(mm, v);
+	return true;
+}
+
+uint64_t mm_brk(struct mm_struct *mm, uint64_t brk)
+{
+	uint64_t oldbrk, newbrk, ret;
+
+	mmap_write_lock(mm);
+	ret = mm->brk;
+	if (mm->mm_closed || brk < mm->start_brk || brk > MM_TASK_SIZE)
+		goto out;
+	oldbrk = PAGE_ALIGN(mm->brk);
+	newbrk = PAGE_ALIGN(brk);
+	if (newbrk == oldbrk) {
+		ret = mm->brk = brk;
+	} else if (brk < mm->brk) {
+		/* Shrinking: the freed pages go as by munmap (a split may be needed). */
+		if (over_limit(mm, splits_needed(mm, newbrk, oldbrk), vmas_in(mm, newbrk, oldbrk)) ||
+		    unmap_range(mm, newbrk, oldbrk, false))
+			goto out;
+		ret = mm->brk = brk;
+	} else if (brk_grow(mm, oldbrk, newbrk)) {
+		ret = mm->brk = brk;
+	}
+out:
+	mmap_write_unlock(mm);
+	return ret;
+}
+
+/* ------------------------------------------------------------------------
+ * madvise.
+ */
+static int dontneed(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	bool hole = false;
+	uint64_t at = start;
+
+	for (struct vm_area_struct *v = vma_find(&mm->mm_vmas, start); v && v->vm_start < end;
+	     v = vma_next(v)) {
+		uint64_t s = v->vm_start > start ? v->vm_start : start;
+		uint64_t e = v->vm_end < end ? v->vm_end : end;
+
+		if (s > at)
+			hole = true;
+		mm_notify_start(mm, s, e);
+		pgtable_zap(&mm->pgt, s, e);
+		mm_notify_end(mm, s, e);
+		at = e;
+	}
+	/* As Linux: the mapped parts are done, and an unmapped part is reported. */
+	return hole || at < end ? -ENOMEM : 0;
+}
+
+int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
+{
+	uint64_t len, end;
+	int err = 0;
+
+	if (!page_aligned(addr) || advice < MADV_NORMAL || advice > MADV_DONTNEED)
+		return -EINVAL;
+	if (!length)
+		return 0;
+	len = page_length(addr, length);
+	end = addr + len;
+	if (!len || end > MM_TASK_SIZE)
+		return -EINVAL;
+	if (advice != MADV_DONTNEED) {
+		/* Hints: nothing to do here but the range check the kernel makes. */
+		mmap_read_lock(mm);
+		if (mm->mm_closed)
+			err = -EINVAL;
+		else if (!fully_mapped(mm, addr, end))
+			err = -ENOMEM;
+		mmap_read_unlock(mm);
+		return err;
+	}
+	mmap_read_lock(mm);
+	err = mm->mm_closed ? -EINVAL : dontneed(mm, addr, end);
+	mmap_read_unlock(mm);
+	return err;
+}

@@ -1,0 +1,847 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pgtable.c - pages and the 4-level page table of an emulated mm.
+ *
+ * Pages.  A page is a struct page (the descriptor: refcount, pincount, data
+ * pointer) and 4 KiB of data.  They come from a process-wide slab rather than
+ * posix_memalign(): glibc's 4 KiB-aligned 4 KiB blocks need a chunk header
+ * in front of each, so every page costs two pages of RSS, and when faults
+ * and zaps alternate glibc trims and refaults its heap (measured: 3.4 us a
+ * page against the slab's 90 ns, memset included).  A slab is a 2 MiB-aligned
+ * mmap() of 512 pages; its first two pages hold the 512 descriptors (those of
+ * the two descriptor pages themselves hold the slab's header), the other 510
+ * are data, so a descriptor finds its slab by masking its address.  Pages
+ * never handed out are still the kernel's zero pages: page_alloc() gives them
+ * out without a memset and they cost no RSS until written.  One futex mutex
+ * guards the slab lists; a slab whose pages are all free goes back to the
+ * kernel unless it is the one empty slab kept as a cache.  Under ASan free
+ * pages and descriptors are poisoned, so a use after the last page_put()
+ * still traps.  -DMLN_PAGE_MALLOC selects posix_memalign() instead.
+ *
+ * Refcounts follow the kernel's refcount_t/put_page(): an increment is
+ * relaxed (whoever increments already holds a reference, or the PT lock that
+ * keeps a PTE's reference), a decrement is a release, and the decrement that
+ * reaches zero is followed by an acquire so that the freeing thread sees
+ * every other holder's accesses to the page done.
+ *
+ * Tables.  Level 4 is pgtable.top; levels 3 and 2 ("directories") hold 512
+ * pointers to the next level; level 1 is struct pte_table.  A directory has
+ * the leaf's size and layout (its two header words unused), so every table
+ * is sizeof(struct pte_table) bytes and pgtable_bytes() is one product; with
+ * glibc both sizes round to the same 4112-byte chunk, so the padding is
+ * free.  Missing tables are installed with a compare-and-swap: racing
+ * installers agree on the winner's table and the losers free theirs.  Tables
+ * are only freed by pgtable_destroy(), so a pointer read from a slot stays
+ * valid without any lock.  PTEs change only under their leaf's lock.
+ *
+ * Range walks visit only present tables, skipping an absent table's whole
+ * span (512 GiB, 1 GiB or 2 MiB) with one load, and stop scanning a leaf once
+ * they have seen all of its nr_present PTEs.  Pages whose last reference a
+ * walk drops are freed after the leaf lock is released, in one batch.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "futex.h"
+#include "pgtable.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define PGTABLE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PGTABLE_ASAN 1
+#endif
+#endif
+#ifdef PGTABLE_ASAN
+#include <sanitizer/asan_interface.h>
+#define san_poison(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define san_unpoison(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define san_poison(p, n) ((void)(p), (void)(n))
+#define san_unpoison(p, n) ((void)(p), (void)(n))
+#endif
+
+/*
+ * GCC expands a fixed-size memset()/memcpy() inline (rep stos/movs), which
+ * ThreadSanitizer does not see; under TSan call the intercepted library
+ * functions, so that races on page contents are reported.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define PGTABLE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PGTABLE_TSAN 1
+#endif
+#endif
+#ifdef PGTABLE_TSAN
+static void *(*volatile page_memset)(void *, int, size_t) = memset;
+static void *(*volatile page_memcpy)(void *, const void *, size_t) = memcpy;
+#else
+#define page_memset memset
+#define page_memcpy memcpy
+#endif
+
+/*
+ * Test hooks, not (yet) in pgtable.h: the pages allocated and not yet freed,
+ * and what the calling thread's range walks have looked at so far (tables
+ * below the top, and slots of every level, PTEs included).
+ */
+size_t page_nr_live(void);
+void pgtable_walk_counts(uint64_t *tables, uint64_t *slots);
+
+static MLN_HOT_TLS _Thread_local uint64_t walk_tables, walk_slots;
+
+__attribute__((noreturn, cold))
+static void pgtable_bug(const char *what, const void *p)
+{
+	fprintf(stderr, "pgtable: %s (%p)\n", what, p);
+	abort();
+}
+
+/* ------------------------------------------------------------------------
+ * The page slab.
+ */
+#ifndef MLN_PAGE_MALLOC
+
+#define SLAB_SHIFT	21
+#define SLAB_BYTES	(1ul << SLAB_SHIFT)
+#define SLAB_SLOTS	(SLAB_BYTES >> MLN_PAGE_SHIFT)				/* 512 */
+#define SLAB_FIRST	((SLAB_SLOTS * sizeof(struct page)) >> MLN_PAGE_SHIFT)	/* 2 */
+#define SLAB_DATA	(SLAB_SLOTS - SLAB_FIRST)				/* 510 */
+#define SLAB_KEEP_EMPTY	1	/* empty slabs kept mapped, against map/unmap churn */
+
+/*
+ * Under ASan, recycled pages are reused oldest first, and only once the
+ * fresh ones are gone, so that a use after free meets poison rather than the
+ * page's next user (ASan's own allocator has a quarantine for this).
+ * Otherwise newest first: that page is likely still in the cache.
+ */
+#ifdef PGTABLE_ASAN
+#define SLAB_FIFO	1
+#else
+#define SLAB_FIFO	0
+#endif
+
+struct slab {
+	struct slab *next, *prev;	/* on slab_cache.partial while nr_free != 0 */
+	uint16_t free_head;		/* recycled free pages' slots, 0 for none */
+	uint16_t free_tail;		/* (SLAB_FIFO) */
+	uint16_t nr_free;		/* recycled and fresh pages */
+	uint16_t fresh;			/* slots [fresh, SLAB_SLOTS) never handed out: zero */
+};
+
+_Static_assert(SLAB_FIRST * MLN_PAGE_SIZE == SLAB_SLOTS * sizeof(struct page),
+	       "the descriptors fill whole pages");
+_Static_assert(sizeof(struct slab) <= SLAB_FIRST * sizeof(struct page),
+	       "the header fits in the descriptor pages' own (unused) descriptors");
+_Static_assert(SLAB_SLOTS <= UINT16_MAX, "slot numbers are uint16_t");
+
+static struct {
+	_Atomic uint32_t lock;	/* futex mutex over everything below */
+	struct slab *partial;	/* slabs with a free page; the last one freed into first */
+	size_t nr_empty;	/* slabs with every page free */
+	size_t nr_live;		/* pages handed out */
+} slab_cache;
+
+static inline struct slab *slab_of(const struct page *p)
+{
+	return (struct slab *)((uintptr_t)p & ~(uintptr_t)(SLAB_BYTES - 1));
+}
+
+static inline struct page *slab_desc(struct slab *s, unsigned int slot)
+{
+	return (struct page *)s + slot;
+}
+
+static inline uint8_t *slab_data(struct slab *s, unsigned int slot)
+{
+	return (uint8_t *)s + ((size_t)slot << MLN_PAGE_SHIFT);
+}
+
+static void slab_link(struct slab *s)
+{
+	s->prev = NULL;
+	s->next = slab_cache.partial;
+	if (s->next)
+		s->next->prev = s;
+	slab_cache.partial = s;
+}
+
+static void slab_unlink(struct slab *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		slab_cache.partial = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+}
+
+/* A new empty slab, 2 MiB aligned; mmap() rather than malloc so that it can go back. */
+static struct slab *slab_new(void)
+{
+	size_t len = 2 * SLAB_BYTES, head;
+	uint8_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct slab *s;
+
+	if (m == MAP_FAILED)
+		return NULL;
+	head = (SLAB_BYTES - ((uintptr_t)m & (SLAB_BYTES - 1))) & (SLAB_BYTES - 1);
+	if (head)
+		munmap(m, head);
+	if (len - head - SLAB_BYTES)
+		munmap(m + head + SLAB_BYTES, len - head - SLAB_BYTES);
+	s = (struct slab *)(m + head);
+	s->free_head = 0;
+	s->free_tail = 0;
+	s->nr_free = SLAB_DATA;
+	s->fresh = SLAB_FIRST;
+	san_poison(slab_desc(s, SLAB_FIRST), SLAB_DATA * sizeof(struct page));
+	san_poison(slab_data(s, SLAB_FIRST), SLAB_DATA * MLN_PAGE_SIZE);
+	return s;
+}
+
+static void slab_release(struct slab *s)
+{
+	san_unpoison(s, SLAB_BYTES);	/* the next mapping here starts clean */
+	munmap(s, SLAB_BYTES);
+}
+
+/* Under the lock: take a page of @s (which has one); *zeroed if never used. */
+static struct page *slab_take(struct slab *s, bool *zeroed)
+{
+	unsigned int slot;
+	struct page *p;
+
+	if (s->nr_free == SLAB_DATA)
+		slab_cache.nr_empty--;
+	if (s->free_head && (!SLAB_FIFO || s->fresh == SLAB_SLOTS)) {
+		/* Recycled pages first: they are resident and likely cached. */
+		slot = s->free_head;
+		p = slab_desc(s, slot);
+		san_unpoison(p, sizeof(*p));
+		s->free_head = (uint16_t)atomic_load_explicit(&p->pincount, memory_order_relaxed);
+		if (!s->free_head)
+			s->free_tail = 0;
+		*zeroed = false;
+	} else {
+		slot = s->fresh++;
+		p = slab_desc(s, slot);
+		san_unpoison(p, sizeof(*p));
+		p->data = slab_data(s, slot);
+		*zeroed = true;
+	}
+	san_unpoison(p->data, MLN_PAGE_SIZE);
+	if (--s->nr_free == 0)
+		slab_unlink(s);
+	slab_cache.nr_live++;
+	return p;
+}
+
+/*
+ * Under the lock: give @p back to its slab.  Returns the slab if it is now
+ * empty and beyond the cache, unlinked, for the caller to release unlocked.
+ */
+static struct slab *slab_give(struct page *p)
+{
+	struct slab *s = slab_of(p);
+	unsigned int slot = (unsigned int)(p - slab_desc(s, 0));
+
+	/* The free list threads through the free descriptors' pincount. */
+	if (SLAB_FIFO && s->free_tail) {
+		struct page *tail = slab_desc(s, s->free_tail);
+
+		atomic_store_explicit(&p->pincount, 0, memory_order_relaxed);
+		san_unpoison(tail, sizeof(*tail));
+		atomic_store_explicit(&tail->pincount, slot, memory_order_relaxed);
+		san_poison(tail, sizeof(*tail));
+	} else {
+		atomic_store_explicit(&p->pincount, s->free_head, memory_order_relaxed);
+		s->free_head = (uint16_t)slot;
+	}
+	if (SLAB_FIFO || !s->free_tail)
+		s->free_tail = (uint16_t)slot;
+	san_poison(p->data, MLN_PAGE_SIZE);
+	san_poison(p, sizeof(*p));
+	slab_cache.nr_live--;
+	if (s->nr_free++ == 0)
+		slab_link(s);
+	if (s->nr_free < SLAB_DATA)
+		return NULL;
+	if (slab_cache.nr_empty < SLAB_KEEP_EMPTY) {
+		slab_cache.nr_empty++;
+		return NULL;
+	}
+	slab_unlink(s);
+	return s;
+}
+
+static struct page *page_mem_alloc(bool *zeroed)
+{
+	struct slab *s;
+	struct page *p;
+
+	mln_mutex_lock(&slab_cache.lock, 0);
+	if (mln_unlikely(!slab_cache.partial)) {
+		/* mmap() outside the lock; a racing thread's extra slab is used too. */
+		mln_mutex_unlock(&slab_cache.lock, 0);
+		s = slab_new();
+		if (!s)
+			return NULL;
+		mln_mutex_lock(&slab_cache.lock, 0);
+		slab_cache.nr_empty++;
+		slab_link(s);
+	}
+	p = slab_take(slab_cache.partial, zeroed);
+	mln_mutex_unlock(&slab_cache.lock, 0);
+	return p;
+}
+
+/* Free pages whose refcount reached zero: one lock round trip for the batch. */
+static void pages_free(struct page **v, size_t n)
+{
+	struct slab *dead = NULL, *s;
+
+	mln_mutex_lock(&slab_cache.lock, 0);
+	for (size_t i = 0; i < n; i++) {
+		s = slab_give(v[i]);
+		if (s) {
+			s->next = dead;
+			dead = s;
+		}
+	}
+	mln_mutex_unlock(&slab_cache.lock, 0);
+	while (dead) {
+		s = dead;
+		dead = s->next;
+		slab_release(s);
+	}
+}
+
+size_t page_nr_live(void)
+{
+	size_t n;
+
+	mln_mutex_lock(&slab_cache.lock, 0);
+	n = slab_cache.nr_live;
+	mln_mutex_unlock(&slab_cache.lock, 0);
+	return n;
+}
+
+#else /* MLN_PAGE_MALLOC: the plain allocator, for comparison and exact LSan reports */
+static _Atomic size_t malloc_live;
+
+static struct page *page_mem_alloc(bool *zeroed)
+{
+	struct page *p = malloc(sizeof(*p));
+	void *data;
+
+	if (!p)
+		return NULL;
+	if (posix_memalign(&data, MLN_PAGE_SIZE, MLN_PAGE_SIZE)) {
+		free(p);
+		return NULL;
+	}
+	p->data = data;
+	*zeroed = false;
+	atomic_fetch_add_explicit(&malloc_live, 1, memory_order_relaxed);
+	return p;
+}
+
+static void pages_free(struct page **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i]->data);
+		free(v[i]);
+	}
+	atomic_fetch_sub_explicit(&malloc_live, n, memory_order_relaxed);
+}
+
+size_t page_nr_live(void)
+{
+	return atomic_load_explicit(&malloc_live, memory_order_relaxed);
+}
+#endif /* MLN_PAGE_MALLOC */
+
+/* ------------------------------------------------------------------------
+ * Pages.
+ */
+
+struct page *page_alloc(const struct page *src)
+{
+	bool zeroed;
+	struct page *p = page_mem_alloc(&zeroed);
+
+	if (!p)
+		return NULL;
+	if (src)
+		page_memcpy(p->data, src->data, MLN_PAGE_SIZE);
+	else if (!zeroed)
+		page_memset(p->data, 0, MLN_PAGE_SIZE);
+	/* Relaxed: the page is published by a PTE store under the leaf lock (or by the caller). */
+	atomic_store_explicit(&p->refcount, 1, memory_order_relaxed);
+	atomic_store_explicit(&p->pincount, 0, memory_order_relaxed);
+	return p;
+}
+
+void page_get(struct page *p)
+{
+	/* Relaxed: the caller holds a reference, or the PT lock over one; nothing is published. */
+	atomic_fetch_add_explicit(&p->refcount, 1, memory_order_relaxed);
+}
+
+/* Drop one reference; true if it was the last (the page is then ours to free). */
+static inline bool page_put_testzero(struct page *p)
+{
+	/* Release: our accesses to the page happen before whoever frees it. */
+	uint32_t old = atomic_fetch_sub_explicit(&p->refcount, 1, memory_order_release);
+
+	if (mln_likely(old > 1))
+		return false;
+	if (mln_unlikely(old == 0))
+		pgtable_bug("page_put: refcount underflow", p);
+	/*
+	 * Acquire: reading the value our decrement wrote synchronises with every
+	 * earlier release decrement (they head release sequences that our RMW
+	 * continues), as the kernel's smp_acquire__after_ctrl_dep() does; a load
+	 * rather than atomic_thread_fence(), which ThreadSanitizer does not model.
+	 */
+	(void)atomic_load_explicit(&p->refcount, memory_order_acquire);
+	return true;
+}
+
+void page_put(struct page *p)
+{
+	if (page_put_testzero(p))
+		pages_free(&p, 1);
+}
+
+/* page_put() each of @v[0..n), freeing the last references in one batch. */
+static void pages_put(struct page **v, size_t n)
+{
+	size_t dead = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (page_put_testzero(v[i]))
+			v[dead++] = v[i];
+	if (dead)
+		pages_free(v, dead);
+}
+
+/* ------------------------------------------------------------------------
+ * Tables.
+ */
+
+#define PT_BITS		9
+#define PTE_SHIFT	MLN_PAGE_SHIFT		/* 12: a PTE maps 4 KiB */
+#define PMD_SHIFT	(PTE_SHIFT + PT_BITS)	/* 21: a leaf table maps 2 MiB */
+#define PUD_SHIFT	(PMD_SHIFT + PT_BITS)	/* 30: a level-2 directory maps 1 GiB */
+#define PGD_SHIFT	(PUD_SHIFT + PT_BITS)	/* 39: a level-3 directory maps 512 GiB */
+#define VA_END		(1ull << MLN_VA_BITS)
+
+_Static_assert(PGD_SHIFT + PT_BITS == MLN_VA_BITS, "four levels cover the address space");
+_Static_assert(MLN_PTRS_PER_TABLE == 1 << PT_BITS, "9 bits of index per level");
+
+/* Levels 3 and 2: the leaf's layout, so that every table has one size. */
+struct pt_dir {
+	uint32_t unused[2];
+	void *_Atomic slot[MLN_PTRS_PER_TABLE];
+};
+
+_Static_assert(sizeof(struct pt_dir) == sizeof(struct pte_table), "one size for every table");
+_Static_assert(sizeof(void *_Atomic) == sizeof(_Atomic pte_t), "slots are pointers");
+
+static inline unsigned int pt_index(uint64_t addr, unsigned int shift)
+{
+	return (unsigned int)(addr >> shift) & (MLN_PTRS_PER_TABLE - 1);
+}
+
+/* The end of @addr's aligned 2^@shift span, or @limit if that comes first. */
+static inline uint64_t span_end(uint64_t addr, unsigned int shift, uint64_t limit)
+{
+	uint64_t end = (addr | ((1ull << shift) - 1)) + 1;
+
+	return end < limit ? end : limit;
+}
+
+static inline void *slot_load(void *_Atomic *slot)
+{
+	/* Acquire: pairs with the installer's release, so the table's zeroes are visible. */
+	return atomic_load_explicit(slot, memory_order_acquire);
+}
+
+/* The table in @slot, installing a zeroed one if it is empty. */
+static void *slot_install(struct pgtable *pt, void *_Atomic *slot)
+{
+	void *cur = slot_load(slot), *t;
+
+	if (cur)
+		return cur;
+	t = calloc(1, sizeof(struct pte_table));
+	if (!t)
+		return NULL;
+	/*
+	 * Release on success: the zeroed contents are visible before the
+	 * pointer.  Acquire on failure: so are the winner's, which we return.
+	 */
+	if (atomic_compare_exchange_strong_explicit(slot, &cur, t, memory_order_acq_rel,
+						    memory_order_acquire)) {
+		atomic_fetch_add_explicit(&pt->nr_tables, 1, memory_order_relaxed);
+		return t;
+	}
+	free(t);
+	return cur;
+}
+
+int pgtable_init(struct pgtable *pt)
+{
+	for (int i = 0; i < MLN_PTRS_PER_TABLE; i++)
+		atomic_init(&pt->top[i], NULL);
+	atomic_init(&pt->nr_tables, 0);
+	atomic_init(&pt->nr_pages, 0);
+	return 0;
+}
+
+struct pte_table *pgtable_leaf(struct pgtable *pt, uint64_t addr, int alloc)
+{
+	void *_Atomic *slot;
+	struct pt_dir *dir;
+	unsigned int shift;
+
+	if (mln_unlikely(addr >= VA_END))
+		return NULL;
+	slot = &pt->top[pt_index(addr, PGD_SHIFT)];
+	for (shift = PUD_SHIFT;; shift -= PT_BITS) {
+		dir = alloc ? slot_install(pt, slot) : slot_load(slot);
+		if (!dir || shift < PMD_SHIFT)
+			return (struct pte_table *)dir;
+		slot = &dir->slot[pt_index(addr, shift)];
+	}
+}
+
+void pte_table_lock(struct pte_table *t)
+{
+	mln_mutex_lock(&t->lock, 0);
+}
+
+void pte_table_unlock(struct pte_table *t)
+{
+	mln_mutex_unlock(&t->lock, 0);
+}
+
+/*
+ * PTE stores under the lock are releases although the lock orders them for
+ * locked readers: a lockless peek (acquire) that sees a page then also sees
+ * its contents, as the kernel's barrier before set_pte_at() provides.  It is
+ * a plain store on x86 and an stlr on arm64.
+ */
+void pte_install_locked(struct pgtable *pt, struct pte_table *t, uint64_t addr, pte_t pte)
+{
+	_Atomic pte_t *slot = pte_slot(t, addr);
+
+	if (mln_unlikely(!pte || atomic_load_explicit(slot, memory_order_relaxed)))
+		pgtable_bug("pte_install_locked: no page, or the PTE is in use", (void *)pte);
+	atomic_store_explicit(slot, pte, memory_order_release);
+	t->nr_present++;
+	atomic_fetch_add_explicit(&pt->nr_pages, 1, memory_order_relaxed);
+}
+
+pte_t pte_replace_locked(struct pte_table *t, uint64_t addr, pte_t pte)
+{
+	_Atomic pte_t *slot = pte_slot(t, addr);
+	pte_t old = atomic_load_explicit(slot, memory_order_relaxed);
+
+	/* Either side empty would change the counts, which need the pgtable. */
+	if (mln_unlikely(!pte || !old))
+		pgtable_bug("pte_replace_locked: empty PTE, or no page", (void *)pte);
+	atomic_store_explicit(slot, pte, memory_order_release);
+	return old;
+}
+
+pte_t pte_clear_locked(struct pgtable *pt, struct pte_table *t, uint64_t addr)
+{
+	_Atomic pte_t *slot = pte_slot(t, addr);
+	pte_t old = atomic_load_explicit(slot, memory_order_relaxed);
+
+	if (old) {
+		atomic_store_explicit(slot, 0, memory_order_relaxed);
+		t->nr_present--;
+		atomic_fetch_sub_explicit(&pt->nr_pages, 1, memory_order_relaxed);
+	}
+	return old;
+}
+
+/* ------------------------------------------------------------------------
+ * Range operations.
+ */
+
+struct walk {
+	struct pgtable *pt;
+	/* Called on each present leaf with its slots [lo, hi); < 0 stops the walk. */
+	long (*leaf)(struct walk *w, struct pte_table *t, uint64_t base, unsigned int lo,
+		     unsigned int hi);
+	uint64_t tables, slots;
+	struct pgtable *dst;	/* copy */
+	int cow;		/* copy */
+};
+
+static long walk_range(struct walk *w, uint64_t start, uint64_t end)
+{
+	struct pgtable *pt = w->pt;
+	uint64_t addr, end4, end3, end2;
+	long total = 0, r = 0;
+
+	if (end > VA_END)
+		end = VA_END;
+	start &= MLN_PAGE_MASK;
+	end = (end + MLN_PAGE_SIZE - 1) & MLN_PAGE_MASK;
+	for (addr = start; addr < end && r >= 0; addr = end4) {
+		struct pt_dir *pud = slot_load(&pt->top[pt_index(addr, PGD_SHIFT)]);
+
+		end4 = span_end(addr, PGD_SHIFT, end);
+		w->slots++;
+		if (!pud)
+			continue;
+		w->tables++;
+		for (; addr < end4 && r >= 0; addr = end3) {
+			struct pt_dir *pmd = slot_load(&pud->slot[pt_index(addr, PUD_SHIFT)]);
+
+			end3 = span_end(addr, PUD_SHIFT, end4);
+			w->slots++;
+			if (!pmd)
+				continue;
+			w->tables++;
+			for (; addr < end3; addr = end2) {
+				struct pte_table *t = slot_load(&pmd->slot[pt_index(addr, PMD_SHIFT)]);
+
+				end2 = span_end(addr, PMD_SHIFT, end3);
+				w->slots++;
+				if (!t)
+					continue;
+				w->tables++;
+				r = w->leaf(w, t, addr & ~((1ull << PMD_SHIFT) - 1),
+					    pt_index(addr, PTE_SHIFT),
+					    pt_index(end2 - 1, PTE_SHIFT) + 1);
+				if (r < 0)
+					break;
+				total += r;
+			}
+		}
+	}
+	walk_tables += w->tables;
+	walk_slots += w->slots;
+	return r < 0 ? r : total;
+}
+
+static long zap_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsigned int lo,
+		     unsigned int hi)
+{
+	struct page *put[MLN_PTRS_PER_TABLE];
+	size_t n = 0;
+	unsigned int i;
+
+	(void)base;
+	pte_table_lock(t);
+	for (i = lo; i < hi && t->nr_present; i++) {
+		pte_t pte = atomic_load_explicit(&t->pte[i], memory_order_relaxed);
+
+		if (!pte)
+			continue;
+		atomic_store_explicit(&t->pte[i], 0, memory_order_relaxed);
+		t->nr_present--;
+		put[n++] = pte_page(pte);
+	}
+	pte_table_unlock(t);
+	w->slots += i - lo;
+	if (n) {
+		atomic_fetch_sub_explicit(&w->pt->nr_pages, n, memory_order_relaxed);
+		pages_put(put, n);	/* after the unlock: freeing need not hold up faults */
+	}
+	return (long)n;
+}
+
+size_t pgtable_zap(struct pgtable *pt, uint64_t start, uint64_t end)
+{
+	struct walk w = { .pt = pt, .leaf = zap_leaf };
+
+	return (size_t)walk_range(&w, start, end);
+}
+
+static long wrprotect_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsigned int lo,
+			   unsigned int hi)
+{
+	unsigned int i, left;
+	long n = 0;
+
+	(void)base;
+	pte_table_lock(t);
+	left = t->nr_present;
+	for (i = lo; i < hi && left; i++) {
+		pte_t pte = atomic_load_explicit(&t->pte[i], memory_order_relaxed);
+
+		if (!pte)
+			continue;
+		left--;
+		if (pte & PTE_WRITE) {
+			atomic_store_explicit(&t->pte[i], pte & ~(pte_t)PTE_WRITE,
+					      memory_order_relaxed);
+			n++;
+		}
+	}
+	pte_table_unlock(t);
+	w->slots += i - lo;
+	return n;
+}
+
+size_t pgtable_wrprotect(struct pgtable *pt, uint64_t start, uint64_t end)
+{
+	struct walk w = { .pt = pt, .leaf = wrprotect_leaf };
+
+	return (size_t)walk_range(&w, start, end);
+}
+
+/*
+ * Copy one leaf in two steps, never holding two leaf locks: snapshot the
+ * source's PTEs (taking a reference on each page, and write-protecting them
+ * for COW) under its lock, then install them under the destination's.  So
+ * there is no lock order between page tables, and a copy within one table
+ * works too.  A destination PTE already in use is replaced (its page put).
+ */
+static long copy_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsigned int lo,
+		      unsigned int hi)
+{
+	pte_t snap[MLN_PTRS_PER_TABLE];
+	struct page *put[MLN_PTRS_PER_TABLE];
+	struct pte_table *d;
+	size_t n = 0, nput = 0, added = 0;
+	unsigned int i, left, last = lo;
+
+	pte_table_lock(t);
+	left = t->nr_present;
+	for (i = lo; i < hi && left; i++) {
+		pte_t pte = atomic_load_explicit(&t->pte[i], memory_order_relaxed);
+
+		snap[i] = pte;
+		if (!pte)
+			continue;
+		left--;
+		if (w->cow && (pte & PTE_WRITE)) {
+			pte &= ~(pte_t)PTE_WRITE;
+			atomic_store_explicit(&t->pte[i], pte, memory_order_relaxed);
+			snap[i] = pte;
+		}
+		page_get(pte_page(pte));
+		n++;
+		last = i + 1;
+	}
+	pte_table_unlock(t);
+	w->slots += i - lo;
+	if (!n)
+		return 0;
+
+	d = pgtable_leaf(w->dst, base, 1);
+	if (!d) {
+		for (i = lo; i < last; i++)
+			if (snap[i])
+				put[nput++] = pte_page(snap[i]);
+		pages_put(put, nput);
+		return -ENOMEM;
+	}
+	pte_table_lock(d);
+	for (i = lo; i < last; i++) {
+		pte_t old;
+
+		if (!snap[i])
+			continue;
+		old = atomic_load_explicit(&d->pte[i], memory_order_relaxed);
+		atomic_store_explicit(&d->pte[i], snap[i], memory_order_release);
+		if (old)
+			put[nput++] = pte_page(old);
+		else
+			added++;
+	}
+	d->nr_present += (uint32_t)added;
+	pte_table_unlock(d);
+	if (added)
+		atomic_fetch_add_explicit(&w->dst->nr_pages, added, memory_order_relaxed);
+	if (nput)
+		pages_put(put, nput);
+	return 0;
+}
+
+int pgtable_copy(struct pgtable *dst, struct pgtable *src, uint64_t start, uint64_t end, int cow)
+{
+	struct walk w = { .pt = src, .leaf = copy_leaf, .dst = dst, .cow = cow };
+
+	return walk_range(&w, start, end) < 0 ? -ENOMEM : 0;
+}
+
+void pgtable_walk_counts(uint64_t *tables, uint64_t *slots)
+{
+	*tables = walk_tables;
+	*slots = walk_slots;
+}
+
+/* ------------------------------------------------------------------------
+ * Teardown and accounting.
+ */
+
+static void leaf_destroy(struct pte_table *t)
+{
+	struct page *put[MLN_PTRS_PER_TABLE];
+	size_t n = 0;
+
+	for (unsigned int i = 0; i < MLN_PTRS_PER_TABLE && n < t->nr_present; i++) {
+		pte_t pte = atomic_load_explicit(&t->pte[i], memory_order_relaxed);
+
+		if (pte)
+			put[n++] = pte_page(pte);
+	}
+	pages_put(put, n);
+	free(t);
+}
+
+/* The caller serialises this against every other use of @pt, so nothing is locked. */
+void pgtable_destroy(struct pgtable *pt)
+{
+	for (unsigned int i = 0; i < MLN_PTRS_PER_TABLE; i++) {
+		struct pt_dir *pud = atomic_load_explicit(&pt->top[i], memory_order_relaxed);
+
+		if (!pud)
+			continue;
+		for (unsigned int j = 0; j < MLN_PTRS_PER_TABLE; j++) {
+			struct pt_dir *pmd = atomic_load_explicit(&pud->slot[j],
+								  memory_order_relaxed);
+
+			if (!pmd)
+				continue;
+			for (unsigned int k = 0; k < MLN_PTRS_PER_TABLE; k++) {
+				struct pte_table *t = atomic_load_explicit(&pmd->slot[k],
+									   memory_order_relaxed);
+
+				if (t)
+					leaf_destroy(t);
+			}
+			free(pmd);
+		}
+		free(pud);
+		atomic_store_explicit(&pt->top[i], NULL, memory_order_relaxed);
+	}
+	atomic_store_explicit(&pt->nr_tables, 0, memory_order_relaxed);
+	atomic_store_explicit(&pt->nr_pages, 0, memory_order_relaxed);
+}
+
+size_t pgtable_bytes(const struct pgtable *pt)
+{
+	return atomic_load_explicit(&pt->nr_tables, memory_order_relaxed) *
+	       sizeof(struct pte_table);
+}
+
+size_t pgtable_nr_pages(const struct pgtable *pt)
+{
+	return atomic_load_explicit(&pt->nr_pages, memory_order_relaxed);
+}

@@ -1,0 +1,336 @@
+"""The memory operations of :class:`~mmap_lock_native.MM`: mmap and friends,
+faults, guest memory, get_user_pages, fork, MMU notifiers and the maps."""
+from __future__ import annotations
+
+import itertools
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
+
+from ._ffi import ffi, lib
+from .vm import MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, VMA, SegmentationFault, os_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .mm import MM
+
+__all__ = ["AddressSpace", "NotifierHandle", "PinnedPages"]
+
+_mmap = lib.mm_mmap
+_fault = lib.mm_fault
+_access = lib.mm_access
+
+
+class PinnedPages:
+    """Pages pinned by :meth:`AddressSpace.get_user_pages` or :meth:`AddressSpace.view`.
+
+    ``pages[i]`` is a writable memoryview of the i-th page's memory (zero
+    copy).  Pinned pages stay valid until :meth:`unpin` (or the end of a
+    ``with`` block), even if the range is unmapped meanwhile: they are then
+    the orphaned pages, no longer the mm's memory at that address.  Writes
+    through a view of a private page shared copy-on-write with a fork, or
+    pinned for read, can reach memory the other side still sees; pin with
+    ``write=True`` to own the pages first, as the kernel's FOLL_WRITE does.
+    """
+
+    def __init__(self, mm: "MM", addr: int, cpages: Any, n: int, offset: int = 0,
+                 length: Optional[int] = None) -> None:
+        self.mm = mm
+        #: Address of the first page.
+        self.addr = addr
+        self._cpages = cpages
+        self._n = n
+        self._lock = threading.Lock()
+        views = [memoryview(ffi.buffer(lib.mm_page_data(cpages[i]), PAGE_SIZE))
+                 for i in range(n)]
+        if length is not None and n:
+            # A byte range: trim the first and last pages to it.
+            views[0] = views[0][offset:]
+            last = (offset + length) - (n - 1) * PAGE_SIZE
+            views[-1] = views[-1][:last] if n > 1 else views[0][:length]
+        #: One memoryview per page (the range's part of it, for view()).
+        self.pages: List[memoryview] = views
+
+    def unpin(self) -> None:
+        """Release the pins; the memoryviews must not be used afterwards."""
+        with self._lock:
+            if self._cpages is None:
+                return
+            for v in self.pages:
+                v.release()
+            for i in range(self._n):
+                lib.mm_unpin_page(self._cpages[i])
+            self._cpages = None
+            self.pages = []
+
+    def __enter__(self) -> "PinnedPages":
+        return self
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.unpin()
+
+    def __len__(self) -> int:
+        return len(self.pages)
+
+    def __del__(self) -> None:
+        try:
+            self.unpin()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+class NotifierHandle:
+    """What :meth:`AddressSpace.register_notifier` returns; ``unregister()`` removes it."""
+
+    def __init__(self, mm: "MM", token: int, obj: Any, ops: Any) -> None:
+        self.mm = mm
+        #: The C registration id (0 once unregistered).
+        self.id = 0
+        self.obj = obj
+        self._token = token
+        self._ops = ops   # the C ops structure must outlive the registration
+
+    def unregister(self) -> None:
+        """Stop calling the notifier (takes the mm's write lock)."""
+        if self.id:
+            lib.mm_unregister_notifier(self.mm._mm, self.id)
+        _notifiers.pop(self._token, None)
+        self.id = 0
+
+
+# token -> handle, for the C callbacks (which get the token back as their argument).
+_notifiers: Dict[int, NotifierHandle] = {}
+_tokens = itertools.count(1)
+_notifier_ops: Any = None
+
+
+def _handle_of(arg: Any) -> Optional[NotifierHandle]:
+    return _notifiers.get(int(ffi.cast("intptr_t", arg)))
+
+
+def _report(exc_type: Any, exc: Any, tb: Any) -> None:
+    import sys
+    print(f"mmap_lock_native: exception in an MMU notifier: {exc_type.__name__}: {exc}",
+          file=sys.stderr)
+
+
+@ffi.def_extern(onerror=_report)
+def _mln_notify_start(mm, start, end, arg):  # type: ignore[no-untyped-def]
+    h = _handle_of(arg)
+    if h is not None and hasattr(h.obj, "invalidate_range_start"):
+        h.obj.invalidate_range_start(start, end)
+
+
+@ffi.def_extern(onerror=_report)
+def _mln_notify_end(mm, start, end, arg):  # type: ignore[no-untyped-def]
+    h = _handle_of(arg)
+    if h is not None and hasattr(h.obj, "invalidate_range_end"):
+        h.obj.invalidate_range_end(start, end)
+
+
+@ffi.def_extern(onerror=_report)
+def _mln_notify_release(mm, arg):  # type: ignore[no-untyped-def]
+    h = _handle_of(arg)
+    if h is not None and hasattr(h.obj, "release"):
+        h.obj.release()
+
+
+def _ops() -> Any:
+    global _notifier_ops
+    if _notifier_ops is None:
+        ops = ffi.new("struct mmu_notifier_ops *")
+        ops.invalidate_range_start = lib._mln_notify_start
+        ops.invalidate_range_end = lib._mln_notify_end
+        ops.release = lib._mln_notify_release
+        _notifier_ops = ops
+    return _notifier_ops
+
+
+class AddressSpace:
+    """Mixin of :class:`MM`: the address space behind the lock."""
+
+    __slots__ = ()
+    _mm: Any
+
+    def _label(self) -> str:  # pragma: no cover - MM overrides
+        raise NotImplementedError
+
+    def _closed(self) -> bool:
+        return bool(self._mm.mm_closed)
+
+    def _check(self, rc: int, what: str) -> int:
+        if rc < 0:
+            raise os_error(rc, f"{what} on {self._label()}")
+        return rc
+
+    # -- the system calls ------------------------------------------------------
+
+    def mmap(self, length: int, prot: int, flags: int, addr: Optional[int] = None) -> int:
+        """Map ``length`` bytes of anonymous memory; return the address.
+
+        ``flags`` needs ``MAP_ANONYMOUS`` and one of ``MAP_PRIVATE`` /
+        ``MAP_SHARED``, and may add ``MAP_FIXED``, ``MAP_FIXED_NOREPLACE``;
+        ``addr`` is a hint without them.  OSError with Linux's errno.
+        """
+        rc = _mmap(self._mm, addr or 0, length, prot, flags)
+        return self._check(rc, f"mmap(length={length:#x}, prot={prot}, flags={flags:#x}, "
+                               f"addr={addr if addr is None else hex(addr)})")
+
+    def munmap(self, addr: int, length: int) -> None:
+        """Unmap [addr, addr+length) (write lock, downgraded while tearing down)."""
+        self._check(lib.mm_munmap(self._mm, addr, length), f"munmap({addr:#x}, {length:#x})")
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        """Change the protection of a mapped range."""
+        self._check(lib.mm_mprotect(self._mm, addr, length, prot),
+                    f"mprotect({addr:#x}, {length:#x}, {prot})")
+
+    def brk(self, addr: int) -> int:
+        """Set the program break; return the new one (the old one if refused)."""
+        return int(lib.mm_brk(self._mm, addr))
+
+    def madvise(self, addr: int, length: int, advice: int) -> None:
+        """``MADV_DONTNEED`` drops the pages (private ones come back zeroed)."""
+        self._check(lib.mm_madvise(self._mm, addr, length, advice),
+                    f"madvise({addr:#x}, {length:#x}, {advice})")
+
+    # -- faults and guest memory ------------------------------------------------
+
+    def fault(self, addr: int, write: bool = False) -> None:
+        """Fault the page at ``addr`` in (read lock); SegmentationFault if refused."""
+        rc = _fault(self._mm, addr, write)
+        if rc:
+            if rc < 0:
+                raise os_error(rc, f"fault at {addr:#x} on {self._label()}")
+            raise SegmentationFault(addr, rc, f"fault on {self._label()}", write)
+
+    def read(self, addr: int, n: int) -> bytes:
+        """Copy ``n`` bytes out of guest memory (copy_from_user), faulting
+        pages in; one read-lock acquisition."""
+        if n < 0:
+            raise ValueError(f"read on {self._label()}: n must be >= 0, not {n}")
+        buf = ffi.new("uint8_t[]", n or 1)
+        where = ffi.new("uint64_t *")
+        rc = _access(self._mm, addr, buf, n, 0, where)
+        if rc:
+            self._access_failed(rc, where[0], "read", False)
+        return ffi.buffer(buf, n)[:]
+
+    def write(self, addr: int, data: Any) -> None:
+        """Copy ``data`` (any bytes-like object) into guest memory
+        (copy_to_user), faulting pages in; one read-lock acquisition.
+        On a fault, the bytes before the faulting page have been written."""
+        src = ffi.from_buffer(data)
+        where = ffi.new("uint64_t *")
+        rc = _access(self._mm, addr, src, len(src), 1, where)
+        if rc:
+            self._access_failed(rc, where[0], "write", True)
+
+    def _access_failed(self, rc: int, where: int, op: str, write: bool) -> None:
+        if rc < 0:
+            raise os_error(rc, f"{op} at {where:#x} on {self._label()}")
+        raise SegmentationFault(where, rc, f"{op} on {self._label()}", write)
+
+    def _pin(self, addr: int, n: int, write: bool, op: str) -> Any:
+        cpages = ffi.new("struct page *[]", n or 1)
+        where = ffi.new("uint64_t *")
+        rc = lib.mm_get_user_pages(self._mm, addr, n, write, cpages, where)
+        if rc:
+            self._access_failed(rc, where[0], op, write)
+        return cpages
+
+    def get_user_pages(self, addr: int, n: int, write: bool = False) -> PinnedPages:
+        """Fault in and pin ``n`` pages from ``addr`` (page aligned) under
+        the read lock.  Pinned pages survive a concurrent munmap until unpinned."""
+        if n < 0 or addr % PAGE_SIZE:
+            raise ValueError(f"get_user_pages on {self._label()}: addr must be page aligned "
+                             f"and n >= 0 (addr={addr:#x}, n={n})")
+        return PinnedPages(self, addr, self._pin(addr, n, write, "get_user_pages"), n)  # type: ignore[arg-type]
+
+    def view(self, addr: int, length: int, write: bool = False) -> PinnedPages:
+        """A zero-copy view of [addr, addr+length): the pages are pinned and
+        ``pages`` holds one memoryview per page, trimmed to the range.  Valid
+        until ``unpin()``; see :class:`PinnedPages` for what it sees after
+        the range changes."""
+        if length < 0:
+            raise ValueError(f"view on {self._label()}: length must be >= 0, not {length}")
+        first = addr - addr % PAGE_SIZE
+        n = (addr + length - first + PAGE_SIZE - 1) // PAGE_SIZE if length else 0
+        cpages = self._pin(first, n, write, "view")
+        return PinnedPages(self, first, cpages, n, addr - first, length)  # type: ignore[arg-type]
+
+    # -- the address space as a whole --------------------------------------------
+
+    def fork(self) -> "MM":
+        """A copy of this address space: private pages shared copy-on-write,
+        shared ones shared (the child's lock is taken nested, as fork does)."""
+        from .mm import MM
+        err = ffi.new("int *")
+        raw = lib.mm_fork(self._mm, err)
+        if raw == ffi.NULL:
+            raise os_error(err[0], f"fork of {self._label()}")
+        return MM._adopt(raw, name=f"{getattr(self, 'name', None) or 'mm'}-child")
+
+    def close(self) -> None:
+        """exit_mmap(): notifiers' release(), then every mapping goes.  Later
+        operations fail (OSError EINVAL; faults SegmentationFault)."""
+        if not self._closed():
+            lib.mm_exit_mmap(self._mm)
+
+    def maps(self) -> List[VMA]:
+        """The mappings in address order (read under the read lock)."""
+        count = ffi.new("size_t *")
+        cap = 64
+        while True:
+            out = ffi.new("struct mm_vma_info[]", cap)
+            lib.mm_maps(self._mm, out, cap, count)
+            if count[0] <= cap:
+                break
+            cap = count[0] + 16
+        return [VMA(v.start, v.end, v.prot, MAP_SHARED if v.flags else MAP_PRIVATE, v.pgoff,
+                    bool(v.heap))
+                for v in (out[i] for i in range(count[0]))]
+
+    def maps_text(self) -> str:
+        """``maps()`` in the exact field layout of /proc/pid/maps."""
+        return "".join(v.maps_line() + "\n" for v in self.maps())
+
+    def register_notifier(self, obj: Any) -> NotifierHandle:
+        """Call ``obj.invalidate_range_start(start, end)`` / ``invalidate_range_end
+        (start, end)`` around every removal or write-protection of page-table
+        entries, and ``obj.release()`` when the mm is closed (any may be
+        missing).  Takes the write lock.  Callbacks run with the mm's lock
+        held: they must not call into this mm."""
+        token = next(_tokens)
+        handle = NotifierHandle(self, token, obj, _ops())  # type: ignore[arg-type]
+        _notifiers[token] = handle          # before: a callback may come at once
+        rc = lib.mm_register_notifier(self._mm, _ops(), ffi.cast("void *", token))
+        if rc < 0:
+            del _notifiers[token]
+            raise os_error(rc, f"register_notifier on {self._label()}")
+        handle.id = rc
+        return handle
+
+    @property
+    def brk_value(self) -> int:
+        """The current program break."""
+        return int(lib.mm_get_brk(self._mm))
+
+    @property
+    def map_count(self) -> int:
+        """Number of VMAs."""
+        return int(lib.mm_map_count(self._mm))
+
+    def set_max_map_count(self, n: int) -> None:
+        """Change this mm's vm.max_map_count (default 65530)."""
+        if n < 1:
+            raise ValueError(f"set_max_map_count on {self._label()}: n must be >= 1")
+        lib.mm_set_max_map_count(self._mm, n)
+
+    def pgtable_bytes(self) -> int:
+        """Bytes of page-table memory (all levels)."""
+        return int(lib.mm_pgtable_bytes(self._mm))
+
+    def nr_pages(self) -> int:
+        """Pages mapped by the page table."""
+        return int(lib.mm_nr_pages(self._mm))

@@ -1,0 +1,92 @@
+"""Constants, records and errors of the mm emulation (Linux's values)."""
+from __future__ import annotations
+
+import errno as _errno
+import os
+from typing import NamedTuple
+
+from ._ffi import lib
+
+__all__ = [
+    "MADV_DONTNEED", "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_WILLNEED",
+    "MAP_ANONYMOUS", "MAP_FIXED", "MAP_FIXED_NOREPLACE", "MAP_PRIVATE", "MAP_SHARED",
+    "PAGE_SIZE", "PROT_EXEC", "PROT_NONE", "PROT_READ", "PROT_WRITE", "SEGV_ACCERR",
+    "SEGV_MAPERR", "TASK_SIZE", "SegmentationFault", "VMA",
+]
+
+PROT_NONE: int = lib.PROT_NONE
+PROT_READ: int = lib.PROT_READ
+PROT_WRITE: int = lib.PROT_WRITE
+PROT_EXEC: int = lib.PROT_EXEC
+MAP_SHARED: int = lib.MAP_SHARED
+MAP_PRIVATE: int = lib.MAP_PRIVATE
+MAP_FIXED: int = lib.MAP_FIXED
+MAP_ANONYMOUS: int = lib.MAP_ANONYMOUS
+MAP_FIXED_NOREPLACE: int = lib.MAP_FIXED_NOREPLACE
+MADV_NORMAL: int = lib.MADV_NORMAL
+MADV_RANDOM: int = lib.MADV_RANDOM
+MADV_SEQUENTIAL: int = lib.MADV_SEQUENTIAL
+MADV_WILLNEED: int = lib.MADV_WILLNEED
+MADV_DONTNEED: int = lib.MADV_DONTNEED
+SEGV_MAPERR: int = lib.SEGV_MAPERR
+SEGV_ACCERR: int = lib.SEGV_ACCERR
+#: Bytes per page.
+PAGE_SIZE: int = lib.MM_PAGE_SIZE
+#: Addresses are below this (x86-64's 47-bit user space).
+TASK_SIZE: int = lib.MM_TASK_SIZE
+
+_SI_CODE_NAMES = {SEGV_MAPERR: "SEGV_MAPERR (no mapping)", SEGV_ACCERR: "SEGV_ACCERR (protection)"}
+
+
+class SegmentationFault(Exception):
+    """An access the emulated mm refuses, as SIGSEGV would report it.
+
+    ``addr`` is the faulting address; ``si_code`` is ``SEGV_MAPERR`` (no VMA
+    there) or ``SEGV_ACCERR`` (the VMA's protection forbids the access).
+    """
+
+    def __init__(self, addr: int, si_code: int, operation: str, write: bool) -> None:
+        kind = "write" if write else "read"
+        super().__init__(f"{operation}: {kind} at {addr:#x}: "
+                         f"{_SI_CODE_NAMES.get(si_code, si_code)}")
+        #: The faulting address.
+        self.addr = addr
+        #: ``SEGV_MAPERR`` or ``SEGV_ACCERR``.
+        self.si_code = si_code
+        #: Whether the access was a write.
+        self.write = write
+
+
+class VMA(NamedTuple):
+    """One mapping of ``MM.maps()``: [start, end), protection and flags."""
+
+    start: int
+    end: int
+    prot: int
+    flags: int        #: MAP_SHARED or MAP_PRIVATE
+    pgoff: int        #: offset, in pages, into a shared mapping's backing
+    heap: bool        #: the brk area ("[heap]")
+
+    def perms(self) -> str:
+        """The /proc/pid/maps permission field, e.g. ``'rw-p'``."""
+        return "".join((
+            "r" if self.prot & PROT_READ else "-",
+            "w" if self.prot & PROT_WRITE else "-",
+            "x" if self.prot & PROT_EXEC else "-",
+            "s" if self.flags & MAP_SHARED else "p"))
+
+    def maps_line(self) -> str:
+        """This mapping as a line of /proc/pid/maps (without the newline)."""
+        shared = bool(self.flags & MAP_SHARED)
+        head = (f"{self.start:08x}-{self.end:08x} {self.perms()} "
+                f"{(self.pgoff * PAGE_SIZE if shared else 0):08x} "
+                f"{'00:01' if shared else '00:00'} 0 ")
+        name = "/dev/zero (deleted)" if shared else ("[heap]" if self.heap else "")
+        # The kernel pads the header to 72 columns before a name, then a space.
+        return f"{head:<72} {name}" if name else head
+
+
+def os_error(rc: int, what: str) -> OSError:
+    """``OSError`` for a negative errno ``rc`` from the C core, naming the call."""
+    code = -rc
+    return OSError(code, f"{what}: {_errno.errorcode.get(code, code)} ({os.strerror(code)})")
