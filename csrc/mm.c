@@ -5,6 +5,7 @@
  * (VMA allocation, the shared-anonymous backing object).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,15 +224,18 @@ struct mm_struct *mm_alloc(unsigned int lock_flags)
 void mm_unmap_all(struct mm_struct *mm)
 {
 	struct vm_area_struct *v;
+	bool any = vma_first(&mm->mm_vmas) != NULL;
 
-	if (vma_first(&mm->mm_vmas))
+	/* Brackets come in pairs, or not at all (nothing to invalidate). */
+	if (any)
 		mm_notify_start(mm, 0, MM_TASK_SIZE);
 	while ((v = vma_first(&mm->mm_vmas))) {
 		pgtable_zap(&mm->pgt, v->vm_start, v->vm_end);
 		vma_tree_erase(&mm->mm_vmas, v);
 		vma_free(v);
 	}
-	mm_notify_end(mm, 0, MM_TASK_SIZE);
+	if (any)
+		mm_notify_end(mm, 0, MM_TASK_SIZE);
 }
 
 /* exit_mmap's work; the caller excludes every other user of @mm. */

@@ -7,9 +7,9 @@
  * concurrent faults on one page install exactly one page.  Pages are
  * allocated and copied outside that lock, and the PTE re-checked after.
  *
- * Copy-on-write: a private page shared with a fork (or pinned) is mapped
- * read-only; a write fault copies it, unless this mm holds its only
- * reference, in which case the PTE is simply made writable again.
+ * Copy-on-write: a private page shared with a fork is mapped read-only; a
+ * write fault copies it, unless this mm holds its only references (its PTE
+ * and its pins), in which case the PTE is simply made writable again.
  */
 #include <errno.h>
 #include <string.h>
@@ -33,8 +33,15 @@ static int wp_fault(struct mm_struct *mm, struct vm_area_struct *vma, struct pte
 	struct page *old = pte_page(pte), *copy;
 	uint64_t page_addr = addr & MLN_PAGE_MASK;
 
-	/* Shared pages are never copied; a sole owner reuses its page. */
-	if (vma->vm_shared || atomic_load_explicit(&old->refcount, memory_order_acquire) == 1) {
+	/*
+	 * Shared pages are never copied; a sole owner reuses its page.  Pins
+	 * are this mm's (fork gives the child a copy of a pinned page), so a
+	 * page referenced only by its PTE and by pins is ours too: copying it
+	 * would leave the pins behind, as Linux 5.19+ avoids.
+	 */
+	if (vma->vm_shared ||
+	    atomic_load_explicit(&old->refcount, memory_order_acquire) -
+			    atomic_load_explicit(&old->pincount, memory_order_acquire) == 1) {
 		pte_replace_locked(leaf, addr, pte | PTE_WRITE);
 		pte_table_unlock(leaf);
 		return 0;

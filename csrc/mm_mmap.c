@@ -91,13 +91,14 @@ static int split_if_inside(struct mm_struct *mm, uint64_t addr)
 	return 0;
 }
 
-/* Boundaries [start, end) would need: 0, 1 or 2 splits. */
-static size_t splits_needed(struct mm_struct *mm, uint64_t start, uint64_t end)
+/* The same, unless that VMA already has protection @prot (mprotect leaves it whole). */
+static int split_if_changing(struct mm_struct *mm, uint64_t addr, int prot)
 {
-	struct vm_area_struct *a = vma_lookup(&mm->mm_vmas, start);
-	struct vm_area_struct *b = vma_lookup(&mm->mm_vmas, end);
+	struct vm_area_struct *v = vma_lookup(&mm->mm_vmas, addr);
 
-	return (a && a->vm_start < start) + (b && b->vm_start < end);
+	if (v && v->vm_start < addr && v->vm_prot != (uint32_t)prot)
+		return split_at(mm, v, addr);
+	return 0;
 }
 
 /* VMAs intersecting [start, end). */
@@ -111,12 +112,86 @@ static size_t vmas_in(struct mm_struct *mm, uint64_t start, uint64_t end)
 	return n;
 }
 
-/* The limit rule: fail if the result exceeds max_map_count and grows the count. */
-static bool over_limit(struct mm_struct *mm, size_t added, size_t removed)
-{
-	size_t now = mm->mm_vmas.count, after = now + added - removed;
+/*
+ * The limit rule needs the VMA count an operation would leave, merges
+ * included, before doing it.  The operation replaces [start, end): by a hole
+ * (CHANGE_UNMAP), by one new mapping (CHANGE_MAP), or by the same VMAs with
+ * another protection (CHANGE_PROTECT).  Only the window of VMAs touching or
+ * intersecting [start, end) can change; it is rebuilt as segments, merged as
+ * merge_around() would, and counted.
+ */
+enum change { CHANGE_UNMAP, CHANGE_MAP, CHANGE_PROTECT };
 
-	return after > now && after > mm_max_map_count(mm);
+struct segment {
+	uint64_t start, end;
+	uint32_t prot, flags;
+};
+
+static bool segments_merge(const struct segment *a, const struct segment *b)
+{
+	return a->end == b->start && !(a->flags & VM_SHARED) && !(b->flags & VM_SHARED) &&
+	       a->prot == b->prot && a->flags == b->flags;
+}
+
+static void push_segment(struct segment *seg, size_t *n, uint64_t start, uint64_t end,
+			 uint32_t prot, uint32_t flags)
+{
+	if (start >= end)
+		return;
+	seg[*n] = (struct segment){ start, end, prot, flags };
+	if (*n && segments_merge(&seg[*n - 1], &seg[*n]))
+		seg[*n - 1].end = end;
+	else
+		(*n)++;
+}
+
+static size_t count_after(struct mm_struct *mm, uint64_t start, uint64_t end, enum change what,
+			  uint32_t prot, uint32_t flags)
+{
+	struct vm_area_struct *first = start ? vma_find(&mm->mm_vmas, start - 1)
+					     : vma_first(&mm->mm_vmas);
+	struct vm_area_struct *v;
+	size_t window = 0, n = 0;
+	struct segment *seg;
+	bool mapped = what != CHANGE_MAP;
+
+	for (v = first; v && v->vm_start <= end; v = vma_next(v))
+		window++;
+	seg = malloc((3 * window + 1) * sizeof(*seg));
+	if (!seg)
+		return SIZE_MAX;	/* cannot check: refuse, as over the limit */
+	for (v = first; v && v->vm_start <= end; v = vma_next(v)) {
+		uint64_t mid_s = v->vm_start > start ? v->vm_start : start;
+		uint64_t mid_e = v->vm_end < end ? v->vm_end : end;
+
+		if (!mapped && v->vm_start >= start) {
+			push_segment(seg, &n, start, end, prot, flags);
+			mapped = true;
+		}
+		push_segment(seg, &n, v->vm_start, v->vm_end < start ? v->vm_end : start,
+			     v->vm_prot, v->vm_flags);
+		if (what == CHANGE_PROTECT && mid_s < mid_e)
+			push_segment(seg, &n, mid_s, mid_e, prot, v->vm_flags);
+		if (!mapped && v->vm_end > start) {
+			push_segment(seg, &n, start, end, prot, flags);
+			mapped = true;
+		}
+		push_segment(seg, &n, v->vm_start > end ? v->vm_start : end, v->vm_end,
+			     v->vm_prot, v->vm_flags);
+	}
+	if (!mapped)
+		push_segment(seg, &n, start, end, prot, flags);
+	free(seg);
+	return mm->mm_vmas.count - window + n;
+}
+
+/* The limit rule: fail if the count left, merges included, exceeds max_map_count and grows. */
+static bool over_limit(struct mm_struct *mm, uint64_t start, uint64_t end, enum change what,
+		       uint32_t prot, uint32_t flags)
+{
+	size_t after = count_after(mm, start, end, what, prot, flags);
+
+	return after > mm->mm_vmas.count && after > mm_max_map_count(mm);
 }
 
 /* Split at both ends and take the VMAs of [start, end) out of the tree, in order. */
@@ -228,21 +303,21 @@ static uint64_t find_room(struct mm_struct *mm, uint64_t hint, uint64_t len)
 static int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, int prot, int flags)
 {
 	bool fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE);
+	uint32_t vm_flags = flags & MAP_SHARED ? VM_SHARED : 0;
 	struct vm_area_struct *v;
-	size_t added = 1, removed = 0;
+	size_t removed = 0;
 
 	if (fixed) {
 		/* MAP_FIXED_NOREPLACE wins over MAP_FIXED, as in the kernel. */
 		if (flags & MAP_FIXED_NOREPLACE && !range_free(mm, addr, addr + len))
 			return -EEXIST;
-		added += splits_needed(mm, addr, addr + len);
 		removed = vmas_in(mm, addr, addr + len);
 	} else {
 		addr = find_room(mm, addr, len);
 		if (!addr)
 			return -ENOMEM;
 	}
-	if (over_limit(mm, added, removed))
+	if (over_limit(mm, addr, addr + len, CHANGE_MAP, (uint32_t)prot, vm_flags))
 		return -ENOMEM;
 	v = vma_alloc();
 	if (!v)
@@ -251,7 +326,7 @@ static int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, int pr
 	v->vm_end = addr + len;
 	v->vm_prot = (uint32_t)prot;
 	if (flags & MAP_SHARED) {
-		v->vm_flags = VM_SHARED;
+		v->vm_flags = vm_flags;
 		v->vm_shared = anon_shared_new(len >> MLN_PAGE_SHIFT);
 		if (!v->vm_shared) {
 			vma_free(v);
@@ -317,7 +392,7 @@ int mm_munmap(struct mm_struct *mm, uint64_t addr, uint64_t length)
 		mmap_write_unlock(mm);
 		return -EINVAL;
 	}
-	if (over_limit(mm, splits_needed(mm, addr, end), vmas_in(mm, addr, end))) {
+	if (over_limit(mm, addr, end, CHANGE_UNMAP, 0, 0)) {
 		mmap_write_unlock(mm);
 		return -ENOMEM;
 	}
@@ -353,11 +428,12 @@ static int do_mprotect(struct mm_struct *mm, uint64_t start, uint64_t end, int p
 
 	if (!fully_mapped(mm, start, end))
 		return -ENOMEM;
-	if (over_limit(mm, splits_needed(mm, start, end), 0))
+	if (over_limit(mm, start, end, CHANGE_PROTECT, (uint32_t)prot, 0))
 		return -ENOMEM;
-	err = split_if_inside(mm, start);
+	/* A VMA that already has the protection is left whole, as Linux leaves it. */
+	err = split_if_changing(mm, start, prot);
 	if (!err)
-		err = split_if_inside(mm, end);
+		err = split_if_changing(mm, end, prot);
 	if (err)
 		return err;
 	/* The emulator's translations of the range are stale from here. */
@@ -416,7 +492,7 @@ static bool brk_grow(struct mm_struct *mm, uint64_t oldbrk, uint64_t newbrk)
 		merge_around(mm, prev);
 		return true;
 	}
-	if (over_limit(mm, 1, 0))
+	if (over_limit(mm, oldbrk, newbrk, CHANGE_MAP, PROT_READ | PROT_WRITE, 0))
 		return false;
 	v = vma_alloc();
 	if (!v)
@@ -443,7 +519,7 @@ uint64_t mm_brk(struct mm_struct *mm, uint64_t brk)
 		ret = mm->brk = brk;
 	} else if (brk < mm->brk) {
 		/* Shrinking: the freed pages go as by munmap (a split may be needed). */
-		if (over_limit(mm, splits_needed(mm, newbrk, oldbrk), vmas_in(mm, newbrk, oldbrk)) ||
+		if (over_limit(mm, newbrk, oldbrk, CHANGE_UNMAP, 0, 0) ||
 		    unmap_range(mm, newbrk, oldbrk, false))
 			goto out;
 		ret = mm->brk = brk;

@@ -715,9 +715,10 @@ static long copy_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsign
 		      unsigned int hi)
 {
 	pte_t snap[MLN_PTRS_PER_TABLE];
+	bool pinned[MLN_PTRS_PER_TABLE];
 	struct page *put[MLN_PTRS_PER_TABLE];
 	struct pte_table *d;
-	size_t n = 0, nput = 0, added = 0;
+	size_t n = 0, nput = 0, added = 0, npinned = 0;
 	unsigned int i, left, last = lo;
 
 	pte_table_lock(t);
@@ -726,10 +727,20 @@ static long copy_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsign
 		pte_t pte = atomic_load_explicit(&t->pte[i], memory_order_relaxed);
 
 		snap[i] = pte;
+		pinned[i] = false;
 		if (!pte)
 			continue;
 		left--;
-		if (w->cow && (pte & PTE_WRITE)) {
+		/*
+		 * A pinned private page stays the source's, writable, and the
+		 * copy gets its own copy now (Linux's page_needs_cow_for_dma):
+		 * sharing it copy-on-write would leave the pin behind on the
+		 * source's next write.
+		 */
+		if (w->cow && atomic_load_explicit(&pte_page(pte)->pincount, memory_order_relaxed)) {
+			pinned[i] = true;
+			npinned++;
+		} else if (w->cow && (pte & PTE_WRITE)) {
 			pte &= ~(pte_t)PTE_WRITE;
 			atomic_store_explicit(&t->pte[i], pte, memory_order_relaxed);
 			snap[i] = pte;
@@ -743,7 +754,24 @@ static long copy_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsign
 	if (!n)
 		return 0;
 
+	for (i = lo; i < last && npinned; i++) {
+		struct page *c;
+
+		if (!pinned[i])
+			continue;
+		npinned--;
+		c = page_alloc(pte_page(snap[i]));
+		page_put(pte_page(snap[i]));
+		if (!c) {
+			snap[i] = 0;	/* its reference is gone already */
+			d = NULL;
+			goto nomem;
+		}
+		snap[i] = (pte_t)c | (snap[i] & PTE_WRITE);
+	}
+
 	d = pgtable_leaf(w->dst, base, 1);
+nomem:
 	if (!d) {
 		for (i = lo; i < last; i++)
 			if (snap[i])
