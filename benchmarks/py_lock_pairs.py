@@ -116,6 +116,41 @@ def _mmap_cffi_floor() -> Built:
     return ns, setup, "lib.mmap_read_lock_begin(p); lib.mmap_read_unlock(p)"
 
 
+def _mm_with_page() -> Any:
+    import mmap_lock_native as mln
+    mm = mln.MM(name="bench-mm")
+    addr = mm.mmap(mln.PAGE_SIZE, mln.PROT_READ | mln.PROT_WRITE,
+                   mln.MAP_PRIVATE | mln.MAP_ANONYMOUS)
+    mm.write(addr, b"\x01" * 8)       # present from here on
+    return mm, addr
+
+
+def _mm_fault() -> Built:
+    mm, addr = _mm_with_page()
+    ns, setup = _locals(fault=mm.fault, addr=addr, keep=mm)
+    return ns, setup, "fault(addr)"
+
+
+def _mm_read() -> Built:
+    mm, addr = _mm_with_page()
+    ns, setup = _locals(read=mm.read, addr=addr, keep=mm)
+    return ns, setup, "read(addr, 8)"
+
+
+def _mm_write() -> Built:
+    mm, addr = _mm_with_page()
+    ns, setup = _locals(write=mm.write, addr=addr, data=b"\x02" * 8, keep=mm)
+    return ns, setup, "write(addr, data)"
+
+
+def _mm_cffi_fault() -> Built:
+    # The C call mm.fault makes, bare: what any cffi binding of it pays.
+    import mmap_lock_native._ffi as _ffi
+    mm, addr = _mm_with_page()
+    ns, setup = _locals(lib=_ffi.lib, p=mm._mm, addr=addr, keep=mm)
+    return ns, setup, "lib.mm_fault(p, addr, 0)"
+
+
 def _threading_lock() -> Built:
     ns, setup = _locals(lock=threading.Lock())
     return ns, setup, "lock.acquire(); lock.release()"
@@ -174,6 +209,11 @@ CONTENDERS: List[Contender] = [
               _mmap_write, ours=True),
     Contender("mmap-cffi-floor", "cffi floor: mmap_read_lock_begin+_unlock",
               "read-pair", _mmap_cffi_floor, ours=True),
+    Contender("mm-fault", "mm.fault(addr), present page", "mm-ops", _mm_fault, ours=True),
+    Contender("mm-read", "mm.read(addr, 8)", "mm-ops", _mm_read, ours=True),
+    Contender("mm-write", "mm.write(addr, 8 bytes)", "mm-ops", _mm_write, ours=True),
+    Contender("mm-cffi-fault", "cffi floor: lib.mm_fault(p, addr, 0)", "mm-ops",
+              _mm_cffi_fault, ours=True),
     Contender("threading-lock", "threading.Lock acquire+release", "read-pair",
               _threading_lock, extra_groups=("write-pair",)),
     Contender("threading-rlock", "threading.RLock acquire+release", "read-pair",

@@ -61,3 +61,9 @@ def test_read_pair(benchmark, contender: Contender) -> None:
 @pytest.mark.parametrize("contender", _contenders("write-pair"))
 def test_write_pair(benchmark, contender: Contender) -> None:
     _bench(benchmark, contender)
+
+
+@pytest.mark.benchmark(group="mm-ops")
+@pytest.mark.parametrize("contender", _contenders("mm-ops"))
+def test_mm_op(benchmark, contender: Contender) -> None:
+    _bench(benchmark, contender)

@@ -69,7 +69,7 @@ int mm_fault(struct mm_struct *mm, uint64_t addr, int write);
  * copy_from_user / copy_to_user: copy @n bytes between @buf and guest memory
  * at @addr (@write: into the guest), faulting pages in, under one read-lock
  * acquisition.  0, or a SEGV_* code with *@fault_addr set (bytes before it
- * were copied), or -ENOMEM.
+ * were copied; @fault_addr may be NULL), or -ENOMEM.
  */
 int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int write,
 	      uint64_t *fault_addr);

@@ -168,7 +168,8 @@ int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int writ
 	int rc = 0;
 
 	if (addr + n < addr) {
-		*fault_addr = addr;
+		if (fault_addr)
+			*fault_addr = addr;
 		return SEGV_MAPERR;
 	}
 	mmap_read_lock(mm);
@@ -179,7 +180,8 @@ int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int writ
 
 		rc = get_page_at(mm, &vma, addr, write, &page);
 		if (rc) {
-			*fault_addr = addr;
+			if (fault_addr)
+				*fault_addr = addr;
 			break;
 		}
 		if (write)

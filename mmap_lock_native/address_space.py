@@ -19,6 +19,18 @@ _mmap = lib.mm_mmap
 _fault = lib.mm_fault
 _access = lib.mm_access
 
+# Small reads copy through a per-thread scratch buffer: a fresh ffi.new costs
+# more than the whole access.
+_SCRATCH = 4096
+_tls = threading.local()
+
+
+def _scratch() -> Any:
+    buf = getattr(_tls, "buf", None)
+    if buf is None:
+        buf = _tls.buf = ffi.new("char[]", _SCRATCH)
+    return buf
+
 
 class PinnedPages:
     """Pages pinned by :meth:`AddressSpace.get_user_pages` or :meth:`AddressSpace.view`.
@@ -209,22 +221,31 @@ class AddressSpace:
         pages in; one read-lock acquisition."""
         if n < 0:
             raise ValueError(f"read on {self._label()}: n must be >= 0, not {n}")
-        buf = ffi.new("uint8_t[]", n or 1)
-        where = ffi.new("uint64_t *")
-        rc = _access(self._mm, addr, buf, n, 0, where)
-        if rc:
-            self._access_failed(rc, where[0], "read", False)
-        return ffi.buffer(buf, n)[:]
+        buf = _scratch() if n <= _SCRATCH else ffi.new("char[]", n)
+        if _access(self._mm, addr, buf, n, 0, ffi.NULL):
+            self._access_retry(addr, buf, n, False, "read")
+        return ffi.unpack(buf, n)
 
     def write(self, addr: int, data: Any) -> None:
         """Copy ``data`` (any bytes-like object) into guest memory
         (copy_to_user), faulting pages in; one read-lock acquisition.
         On a fault, the bytes before the faulting page have been written."""
-        src = ffi.from_buffer(data)
+        if type(data) is bytes:
+            src, n = data, len(data)    # cffi passes bytes as a pointer, no copy
+        else:
+            src = ffi.from_buffer(data)
+            n = len(src)
+        if _access(self._mm, addr, src, n, 1, ffi.NULL):
+            self._access_retry(addr, src, n, True, "write")
+
+    def _access_retry(self, addr: int, buf: Any, n: int, write: bool, op: str) -> None:
+        """The access failed: do it again to learn where (the fast path does
+        not ask), then raise.  Repeating a copy is harmless: it copies the
+        same bytes up to the same fault."""
         where = ffi.new("uint64_t *")
-        rc = _access(self._mm, addr, src, len(src), 1, where)
+        rc = _access(self._mm, addr, buf, n, write, where)
         if rc:
-            self._access_failed(rc, where[0], "write", True)
+            self._access_failed(rc, where[0], op, write)
 
     def _access_failed(self, rc: int, where: int, op: str, write: bool) -> None:
         if rc < 0:
