@@ -69,10 +69,12 @@ int mm_fault(struct mm_struct *mm, uint64_t addr, int write);
  * copy_from_user / copy_to_user: copy @n bytes between @buf and guest memory
  * at @addr (@write: into the guest), faulting pages in, under one read-lock
  * acquisition.  0, or a SEGV_* code with *@fault_addr set (bytes before it
- * were copied; @fault_addr may be NULL), or -ENOMEM.
+ * were copied), or -ENOMEM.  With @fault_addr NULL the address is kept for
+ * the calling thread: mm_access_fault_addr().
  */
 int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int write,
 	      uint64_t *fault_addr);
+uint64_t mm_access_fault_addr(void);
 /*
  * get_user_pages: fault in and pin @npages pages from @addr (page aligned),
  * storing them in @pages.  A pinned page survives munmap until mm_unpin_page().

@@ -160,16 +160,25 @@ static int get_page_at(struct mm_struct *mm, struct vm_area_struct **vma, uint64
 	}
 }
 
+/* Where the calling thread's last mm_access() faulted. */
+static _Thread_local uint64_t last_fault_addr;
+
+uint64_t mm_access_fault_addr(void)
+{
+	return last_fault_addr;
+}
+
 int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int write,
 	      uint64_t *fault_addr)
 {
+	if (!fault_addr)
+		fault_addr = &last_fault_addr;
 	struct vm_area_struct *vma = NULL;
 	uint8_t *p = buf;
 	int rc = 0;
 
 	if (addr + n < addr) {
-		if (fault_addr)
-			*fault_addr = addr;
+		*fault_addr = addr;
 		return SEGV_MAPERR;
 	}
 	mmap_read_lock(mm);
@@ -180,8 +189,7 @@ int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int writ
 
 		rc = get_page_at(mm, &vma, addr, write, &page);
 		if (rc) {
-			if (fault_addr)
-				*fault_addr = addr;
+			*fault_addr = addr;
 			break;
 		}
 		if (write)

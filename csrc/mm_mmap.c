@@ -164,6 +164,11 @@ static size_t count_after(struct mm_struct *mm, uint64_t start, uint64_t end, en
 		uint64_t mid_s = v->vm_start > start ? v->vm_start : start;
 		uint64_t mid_e = v->vm_end < end ? v->vm_end : end;
 
+		if (what == CHANGE_PROTECT && v->vm_prot == prot) {
+			/* Left whole, as do_mprotect() leaves it (split_if_changing). */
+			push_segment(seg, &n, v->vm_start, v->vm_end, v->vm_prot, v->vm_flags);
+			continue;
+		}
 		if (!mapped && v->vm_start >= start) {
 			push_segment(seg, &n, start, end, prot, flags);
 			mapped = true;

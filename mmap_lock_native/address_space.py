@@ -222,8 +222,9 @@ class AddressSpace:
         if n < 0:
             raise ValueError(f"read on {self._label()}: n must be >= 0, not {n}")
         buf = _scratch() if n <= _SCRATCH else ffi.new("char[]", n)
-        if _access(self._mm, addr, buf, n, 0, ffi.NULL):
-            self._access_retry(addr, buf, n, False, "read")
+        rc = _access(self._mm, addr, buf, n, 0, ffi.NULL)
+        if rc:
+            self._access_failed(rc, lib.mm_access_fault_addr(), "read", False)
         return ffi.unpack(buf, n)
 
     def write(self, addr: int, data: Any) -> None:
@@ -235,17 +236,10 @@ class AddressSpace:
         else:
             src = ffi.from_buffer(data)
             n = len(src)
-        if _access(self._mm, addr, src, n, 1, ffi.NULL):
-            self._access_retry(addr, src, n, True, "write")
-
-    def _access_retry(self, addr: int, buf: Any, n: int, write: bool, op: str) -> None:
-        """The access failed: do it again to learn where (the fast path does
-        not ask), then raise.  Repeating a copy is harmless: it copies the
-        same bytes up to the same fault."""
-        where = ffi.new("uint64_t *")
-        rc = _access(self._mm, addr, buf, n, write, where)
+        rc = _access(self._mm, addr, src, n, 1, ffi.NULL)
         if rc:
-            self._access_failed(rc, where[0], op, write)
+            # The C core kept where it faulted for this thread.
+            self._access_failed(rc, lib.mm_access_fault_addr(), "write", True)
 
     def _access_failed(self, rc: int, where: int, op: str, write: bool) -> None:
         if rc < 0:
