@@ -182,6 +182,60 @@ int mm_unregister_notifier(struct mm_struct *mm, int id)
 	return n ? 0 : -ENOENT;
 }
 
+/* The relay: three function pointers, each loaded once per call. */
+typedef void (*range_fn)(struct mm_struct *, uint64_t, uint64_t, void *);
+typedef void (*release_fn)(struct mm_struct *, void *);
+static _Atomic(range_fn) relay_start, relay_end;
+static _Atomic(release_fn) relay_release;
+
+static void relay_range(_Atomic(range_fn) *slot, struct mm_struct *mm, uint64_t start,
+			uint64_t end, void *arg)
+{
+	range_fn fn = atomic_load_explicit(slot, memory_order_acquire);
+
+	if (fn)
+		fn(mm, start, end, arg);
+}
+
+static void relay_start_fn(struct mm_struct *mm, uint64_t start, uint64_t end, void *arg)
+{
+	relay_range(&relay_start, mm, start, end, arg);
+}
+
+static void relay_end_fn(struct mm_struct *mm, uint64_t start, uint64_t end, void *arg)
+{
+	relay_range(&relay_end, mm, start, end, arg);
+}
+
+static void relay_release_fn(struct mm_struct *mm, void *arg)
+{
+	release_fn fn = atomic_load_explicit(&relay_release, memory_order_acquire);
+
+	if (fn)
+		fn(mm, arg);
+}
+
+static const struct mmu_notifier_ops relay_ops = {
+	.invalidate_range_start = relay_start_fn,
+	.invalidate_range_end = relay_end_fn,
+	.release = relay_release_fn,
+};
+
+const struct mmu_notifier_ops *mm_relay_notifier_ops(void)
+{
+	return &relay_ops;
+}
+
+void mm_set_notifier_relay(const struct mmu_notifier_ops *to)
+{
+	/* Release: a caller that loads a pointer sees what it points to. */
+	atomic_store_explicit(&relay_start, to ? to->invalidate_range_start : NULL,
+			      memory_order_release);
+	atomic_store_explicit(&relay_end, to ? to->invalidate_range_end : NULL,
+			      memory_order_release);
+	atomic_store_explicit(&relay_release, to ? to->release : NULL, memory_order_release);
+}
+
 static void free_notifiers(struct mm_struct *mm)
 {
 	while (mm->notifiers) {

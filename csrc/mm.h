@@ -97,6 +97,14 @@ struct mmu_notifier_ops {
 /* Takes the write lock, as the kernel does: an id > 0, or a negative errno. */
 int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *ops, void *arg);
 int mm_unregister_notifier(struct mm_struct *mm, int id);
+/*
+ * For bindings: static ops that forward to the functions set here (NULL
+ * ones are skipped).  A binding registers these instead of its own, and
+ * clears the relay when its interpreter goes away, so that an mm freed
+ * later calls nothing that is gone.
+ */
+const struct mmu_notifier_ops *mm_relay_notifier_ops(void);
+void mm_set_notifier_relay(const struct mmu_notifier_ops *to);
 
 struct mm_vma_info {
 	uint64_t start, end;

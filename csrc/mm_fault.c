@@ -26,26 +26,30 @@ static struct page *new_page_for(struct vm_area_struct *vma, uint64_t addr)
 	return page_alloc(NULL);
 }
 
-/* A write to a present read-only PTE of a writable VMA. */
-static int wp_fault(struct mm_struct *mm, struct vm_area_struct *vma, struct pte_table *leaf,
-		    uint64_t addr, pte_t pte)
+/*
+ * Whether the private page behind a PTE is this mm's alone: referenced only
+ * by the PTE and by pins.  Pins are always the mapping mm's own (a pin of a
+ * page shared with a fork copies it first: page_at(); fork gives the
+ * child a copy of a pinned page), so they do not make the page shared.
+ * Called with the leaf locked; pins are taken under it, and a concurrent
+ * unpin can only make the page look shared for a moment (a needless copy).
+ */
+static bool page_exclusive(const struct page *p)
+{
+	return atomic_load_explicit(&p->refcount, memory_order_acquire) -
+		       atomic_load_explicit(&p->pincount, memory_order_acquire) == 1;
+}
+
+/*
+ * Replace the page behind @pte, shared with a fork, by a private copy
+ * mapped with @flags.  Called with @leaf locked; returns with it unlocked.
+ */
+static int copy_page_locked(struct mm_struct *mm, struct pte_table *leaf, uint64_t addr,
+			    pte_t pte, pte_t flags)
 {
 	struct page *old = pte_page(pte), *copy;
 	uint64_t page_addr = addr & MLN_PAGE_MASK;
 
-	/*
-	 * Shared pages are never copied; a sole owner reuses its page.  Pins
-	 * are this mm's (fork gives the child a copy of a pinned page), so a
-	 * page referenced only by its PTE and by pins is ours too: copying it
-	 * would leave the pins behind, as Linux 5.19+ avoids.
-	 */
-	if (vma->vm_shared ||
-	    atomic_load_explicit(&old->refcount, memory_order_acquire) -
-			    atomic_load_explicit(&old->pincount, memory_order_acquire) == 1) {
-		pte_replace_locked(leaf, addr, pte | PTE_WRITE);
-		pte_table_unlock(leaf);
-		return 0;
-	}
 	page_get(old);			/* keeps it while we copy unlocked */
 	pte_table_unlock(leaf);
 	copy = page_alloc(old);
@@ -57,7 +61,7 @@ static int wp_fault(struct mm_struct *mm, struct vm_area_struct *vma, struct pte
 	mm_notify_start(mm, page_addr, page_addr + MLN_PAGE_SIZE);
 	pte_table_lock(leaf);
 	if (atomic_load_explicit(pte_slot(leaf, addr), memory_order_relaxed) == pte) {
-		pte_replace_locked(leaf, addr, (pte_t)copy | PTE_WRITE);
+		pte_replace_locked(leaf, addr, (pte_t)copy | flags);
 		page_put(old);		/* the PTE's reference */
 		copy = NULL;
 	}
@@ -67,6 +71,19 @@ static int wp_fault(struct mm_struct *mm, struct vm_area_struct *vma, struct pte
 		page_put(copy);		/* someone else resolved it first */
 	page_put(old);
 	return 0;
+}
+
+/* A write to a present read-only PTE of a writable VMA.  Unlocks @leaf. */
+static int wp_fault(struct mm_struct *mm, struct vm_area_struct *vma, struct pte_table *leaf,
+		    uint64_t addr, pte_t pte)
+{
+	/* Shared mappings' pages are never copied; a page of ours alone is reused. */
+	if (vma->vm_shared || page_exclusive(pte_page(pte))) {
+		pte_replace_locked(leaf, addr, pte | PTE_WRITE);
+		pte_table_unlock(leaf);
+		return 0;
+	}
+	return copy_page_locked(mm, leaf, addr, pte, PTE_WRITE);
 }
 
 int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t addr,
@@ -123,10 +140,15 @@ int mm_fault(struct mm_struct *mm, uint64_t addr, int write)
 
 /*
  * The page at @addr with a reference for the caller, faulting it in as
- * needed: 0, a SEGV_* code, or -ENOMEM.  @vma is a cache of the last VMA.
+ * needed: 0, a SEGV_* code, or -ENOMEM.  @vma caches the last VMA.
+ *
+ * With @pin (get_user_pages), the reference is a pin, taken under the leaf
+ * lock, and a private page still shared copy-on-write with a fork is first
+ * copied into this mm (Linux 5.19+'s unsharing for FOLL_PIN), so the pin
+ * follows this mm's writes and never sees the fork's.
  */
-static int get_page_at(struct mm_struct *mm, struct vm_area_struct **vma, uint64_t addr,
-		       bool write, struct page **out)
+static int page_at(struct mm_struct *mm, struct vm_area_struct **vma, uint64_t addr,
+		   bool write, bool pin, struct page **out)
 {
 	struct vm_area_struct *v = *vma;
 
@@ -147,9 +169,22 @@ static int get_page_at(struct mm_struct *mm, struct vm_area_struct **vma, uint64
 			pte_table_lock(leaf);
 			pte = atomic_load_explicit(pte_slot(leaf, addr), memory_order_relaxed);
 			if (pte && (!write || (pte & PTE_WRITE))) {
-				*out = pte_page(pte);
-				page_get(*out);
+				struct page *page = pte_page(pte);
+
+				if (pin && !v->vm_shared && !(pte & PTE_WRITE) &&
+				    !page_exclusive(page)) {
+					rc = copy_page_locked(mm, leaf, addr, pte,
+							      v->vm_prot & PROT_WRITE ? PTE_WRITE : 0);
+					if (rc)
+						return rc;
+					continue;	/* pin the copy */
+				}
+				page_get(page);
+				if (pin)
+					atomic_fetch_add_explicit(&page->pincount, 1,
+								  memory_order_relaxed);
 				pte_table_unlock(leaf);
+				*out = page;
 				return 0;
 			}
 			pte_table_unlock(leaf);
@@ -187,7 +222,7 @@ int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int writ
 		size_t chunk = MLN_PAGE_SIZE - off < n ? MLN_PAGE_SIZE - off : n;
 		struct page *page;
 
-		rc = get_page_at(mm, &vma, addr, write, &page);
+		rc = page_at(mm, &vma, addr, write, false, &page);
 		if (rc) {
 			*fault_addr = addr;
 			break;
@@ -218,13 +253,11 @@ int mm_get_user_pages(struct mm_struct *mm, uint64_t addr, size_t npages, int wr
 	for (i = 0; i < npages; i++) {
 		uint64_t a = addr + i * MLN_PAGE_SIZE;
 
-		rc = get_page_at(mm, &vma, a, write, &pages[i]);
+		rc = page_at(mm, &vma, a, write, true, &pages[i]);
 		if (rc) {
 			*fault_addr = a;
 			break;
 		}
-		/* The reference get_page_at took becomes the pin's. */
-		atomic_fetch_add_explicit(&pages[i]->pincount, 1, memory_order_relaxed);
 	}
 	mmap_read_unlock(mm);
 	if (rc)

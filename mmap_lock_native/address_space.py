@@ -2,6 +2,7 @@
 faults, guest memory, get_user_pages, fork, MMU notifiers and the maps."""
 from __future__ import annotations
 
+import atexit
 import itertools
 import threading
 from types import TracebackType
@@ -148,13 +149,19 @@ def _mln_notify_release(mm, arg):  # type: ignore[no-untyped-def]
 
 
 def _ops() -> Any:
+    """The C core's static relay ops, forwarding to the callbacks above.
+    Registering those (not a Python-owned structure) means an mm freed after
+    this interpreter is gone calls nothing that went with it: the relay is
+    cleared at exit."""
     global _notifier_ops
     if _notifier_ops is None:
-        ops = ffi.new("struct mmu_notifier_ops *")
-        ops.invalidate_range_start = lib._mln_notify_start
-        ops.invalidate_range_end = lib._mln_notify_end
-        ops.release = lib._mln_notify_release
-        _notifier_ops = ops
+        to = ffi.new("struct mmu_notifier_ops *")
+        to.invalidate_range_start = lib._mln_notify_start
+        to.invalidate_range_end = lib._mln_notify_end
+        to.release = lib._mln_notify_release
+        lib.mm_set_notifier_relay(to)
+        _notifier_ops = lib.mm_relay_notifier_ops()
+        atexit.register(lib.mm_set_notifier_relay, ffi.NULL)
     return _notifier_ops
 
 
@@ -291,6 +298,12 @@ class AddressSpace:
         operations fail (OSError EINVAL; faults SegmentationFault)."""
         if not self._closed():
             lib.mm_exit_mmap(self._mm)
+        # The notifiers got their release(): forget them, so they do not keep
+        # this MM (and what they hold) alive.
+        for token, handle in list(_notifiers.items()):
+            if handle.mm is self:
+                handle.id = 0
+                del _notifiers[token]
 
     def maps(self) -> List[VMA]:
         """The mappings in address order (read under the read lock)."""

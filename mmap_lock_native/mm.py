@@ -116,7 +116,8 @@ class MM(AddressSpace):
         return f"<{self._label()}: {self.mmap_lock.state()}>"
 
 
-def _free(raw: object) -> None:
+def _free(raw: object, _mm_free: Any = lib.mm_free) -> None:
     # A lock still held when its MM is collected cannot be freed safely (a C
     # thread may still release it): leak it rather than free it under a holder.
-    lib.mm_free(raw)
+    # Bound at definition: at interpreter exit the module's globals may be gone.
+    _mm_free(raw)

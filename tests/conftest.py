@@ -26,6 +26,20 @@ import mmap_lock_native as mln
 TIMEOUT = 10.0
 
 
+@pytest.fixture
+def lockdep_clean():
+    """A clean lock-order checker in raise mode, debug mode off, before and after."""
+    mln.lockdep_reset()
+    mln.set_lockdep_mode("raise")
+    mln.set_debug(False)
+    try:
+        yield
+    finally:
+        mln.set_debug(False)
+        mln.lockdep_reset()
+        mln.set_lockdep_mode("raise")
+
+
 def wait_until(pred: Callable[[], bool], what: str, timeout: float = TIMEOUT,
                describe: Optional[Callable[[], str]] = None) -> None:
     """Poll ``pred`` until true; fail the test after ``timeout`` seconds."""

@@ -36,17 +36,9 @@ def depth() -> int:
 
 
 @pytest.fixture(autouse=True)
-def _lockdep_clean():
-    """Each test starts and ends with a clean checker in raise mode and debug mode off."""
-    mln.lockdep_reset()
-    mln.set_lockdep_mode("raise")
-    mln.set_debug(False)
-    try:
-        yield
-    finally:
-        mln.set_debug(False)
-        mln.lockdep_reset()
-        mln.set_lockdep_mode("raise")
+def _lockdep_clean(lockdep_clean):
+    """Each test starts and ends with a clean checker (conftest's lockdep_clean)."""
+    yield
 
 
 @pytest.fixture
