@@ -21,6 +21,9 @@
 
 #define PAGE_ALIGN(x) (((x) + MM_PAGE_SIZE - 1) & ~(uint64_t)(MM_PAGE_SIZE - 1))
 #define PROT_ALL (PROT_READ | PROT_WRITE | PROT_EXEC)
+#ifndef PROT_SEM
+#define PROT_SEM 0x8	/* <asm-generic/mman-common.h>; glibc does not export it */
+#endif
 
 static bool page_aligned(uint64_t x)
 {
@@ -290,9 +293,12 @@ static uint64_t find_room(struct mm_struct *mm, uint64_t hint, uint64_t len)
 {
 	uint64_t a;
 
+	/* The kernel's round_hint_to_min(): round down, and lift a low hint. */
+	hint &= ~(uint64_t)(MM_PAGE_SIZE - 1);
+	if (hint && hint < MM_MMAP_MIN_ADDR)
+		hint = MM_MMAP_MIN_ADDR;
 	if (hint) {
-		hint = PAGE_ALIGN(hint);
-		if (hint >= MM_MMAP_MIN_ADDR && hint + len <= MM_TASK_SIZE && hint + len > hint &&
+		if (hint + len <= MM_TASK_SIZE && hint + len > hint &&
 		    range_free(mm, hint, hint + len))
 			return hint;
 	}
@@ -311,6 +317,7 @@ static int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, int pr
 	uint32_t vm_flags = flags & MAP_SHARED ? VM_SHARED : 0;
 	struct vm_area_struct *v;
 	size_t removed = 0;
+	int type;
 
 	if (fixed) {
 		/* MAP_FIXED_NOREPLACE wins over MAP_FIXED, as in the kernel. */
@@ -322,6 +329,10 @@ static int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, int pr
 		if (!addr)
 			return -ENOMEM;
 	}
+	/* The kernel checks the mapping type last, once the range is settled. */
+	type = flags & (MAP_SHARED | MAP_PRIVATE);
+	if (type != MAP_SHARED && type != MAP_PRIVATE)
+		return -EINVAL;
 	if (over_limit(mm, addr, addr + len, CHANGE_MAP, (uint32_t)prot, vm_flags))
 		return -ENOMEM;
 	v = vma_alloc();
@@ -353,12 +364,11 @@ static int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, int pr
 
 int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, int flags)
 {
-	int type = flags & (MAP_SHARED | MAP_PRIVATE);
 	bool fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE);
 	uint64_t len = PAGE_ALIGN(length);
 	int64_t ret;
 
-	/* The kernel's order of checks: descriptor, length, placement, type. */
+	/* The kernel's order of checks: descriptor, length, range; the type comes last. */
 	if (!(flags & MAP_ANONYMOUS))
 		return -EBADF;		/* no file descriptor: only anonymous memory here */
 	if (!length)
@@ -366,15 +376,14 @@ int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, 
 	if (len < length || len > MM_TASK_SIZE)
 		return -ENOMEM;
 	if (fixed) {
-		if (!page_aligned(addr))
-			return -EINVAL;
+		/* __get_unmapped_area(): the range first, then the alignment. */
 		if (addr + len > MM_TASK_SIZE || addr + len < addr)
 			return -ENOMEM;
+		if (!page_aligned(addr))
+			return -EINVAL;
+		if (addr < MM_MMAP_MIN_ADDR)
+			return -EPERM;
 	}
-	if (type != MAP_SHARED && type != MAP_PRIVATE)
-		return -EINVAL;
-	if (fixed && addr < MM_MMAP_MIN_ADDR)
-		return -EPERM;
 	prot &= PROT_ALL;	/* mmap ignores unknown protection bits; mprotect does not */
 	mmap_write_lock(mm);
 	ret = mm->mm_closed ? -EINVAL : do_mmap(mm, addr, len, prot, flags);
@@ -426,13 +435,44 @@ static bool fully_mapped(struct mm_struct *mm, uint64_t start, uint64_t end)
 	return true;
 }
 
+static int protect_range(struct mm_struct *mm, uint64_t start, uint64_t end, int prot);
+
+/* The end of the mapped run from @start (at most @end); @start itself if unmapped. */
+static uint64_t mapped_until(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	uint64_t at = start;
+
+	for (struct vm_area_struct *v = vma_find(&mm->mm_vmas, start); at < end && v;
+	     v = vma_next(v)) {
+		if (v->vm_start > at)
+			break;
+		at = v->vm_end;
+	}
+	return at < end ? at : end;
+}
+
+/*
+ * As Linux: the VMAs from @start up to the first hole are changed, and a
+ * hole before @end makes the call fail with ENOMEM afterwards (a hole at
+ * @start changes nothing).
+ */
 static int do_mprotect(struct mm_struct *mm, uint64_t start, uint64_t end, int prot)
+{
+	uint64_t stop = mapped_until(mm, start, end);
+	int err = protect_range(mm, start, stop, prot);
+
+	if (err)
+		return err;
+	return stop < end ? -ENOMEM : 0;
+}
+
+static int protect_range(struct mm_struct *mm, uint64_t start, uint64_t end, int prot)
 {
 	struct vm_area_struct *v, *first;
 	int err;
 
-	if (!fully_mapped(mm, start, end))
-		return -ENOMEM;
+	if (start == end)
+		return 0;
 	if (over_limit(mm, start, end, CHANGE_PROTECT, (uint32_t)prot, 0))
 		return -ENOMEM;
 	/* A VMA that already has the protection is left whole, as Linux leaves it. */
@@ -470,10 +510,9 @@ int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot)
 	end = addr + len;
 	if (!len)
 		return -ENOMEM;
-	if (prot & ~PROT_ALL)
+	if (prot & ~(PROT_ALL | PROT_SEM))
 		return -EINVAL;
-	if (end > MM_TASK_SIZE)
-		return -ENOMEM;		/* the range cannot be mapped */
+	prot &= PROT_ALL;	/* PROT_SEM is valid and means nothing here (as on x86) */
 	mmap_write_lock(mm);
 	err = mm->mm_closed ? -EINVAL : do_mprotect(mm, addr, end, prot);
 	mmap_write_unlock(mm);
@@ -571,8 +610,8 @@ int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
 		return 0;
 	len = page_length(addr, length);
 	end = addr + len;
-	if (!len || end > MM_TASK_SIZE)
-		return -EINVAL;
+	if (!len)
+		return -EINVAL;		/* the range wraps */
 	if (advice != MADV_DONTNEED) {
 		/* Hints: nothing to do here but the range check the kernel makes. */
 		mmap_read_lock(mm);

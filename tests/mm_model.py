@@ -38,6 +38,7 @@ PAGE_MASK = ~(PAGE - 1)
 U64 = (1 << 64) - 1
 
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
+PROT_SEM = 0x8
 PROT_ALL = 7
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 1, 2, 16, 32
 MAP_FIXED_NOREPLACE = 0x100000
@@ -240,10 +241,11 @@ class ModelMM:
         return best
 
     def _find_room(self, hint: int, ln: int) -> int:
+        hint -= hint % PAGE                 # round_hint_to_min: down, and lift a low hint
+        if hint and hint < MMAP_MIN_ADDR:
+            hint = MMAP_MIN_ADDR
         if hint:
-            hint = page_align(hint)
-            if (hint >= MMAP_MIN_ADDR and hint + ln <= TASK_SIZE
-                    and self.range_free(hint, hint + ln)):
+            if hint + ln <= TASK_SIZE and self.range_free(hint, hint + ln):
                 return hint
         a = self._gap_topdown(ln, MMAP_MIN_ADDR, self.mmap_base)
         if not a:
@@ -264,14 +266,12 @@ class ModelMM:
         if ln < length or ln > TASK_SIZE:
             raise ModelOSError(errno.ENOMEM)
         if fixed:
+            if addr + ln > TASK_SIZE:           # the range first, then the alignment
+                raise ModelOSError(errno.ENOMEM)
             if addr % PAGE:
                 raise ModelOSError(errno.EINVAL)
-            if addr + ln > TASK_SIZE:
-                raise ModelOSError(errno.ENOMEM)
-        if typ not in (MAP_SHARED, MAP_PRIVATE):
-            raise ModelOSError(errno.EINVAL)
-        if fixed and addr < MMAP_MIN_ADDR:
-            raise ModelOSError(errno.EPERM)
+            if addr < MMAP_MIN_ADDR:
+                raise ModelOSError(errno.EPERM)
         prot &= PROT_ALL
         if self.closed:
             raise ModelOSError(errno.EINVAL)
@@ -282,6 +282,8 @@ class ModelMM:
             addr = self._find_room(addr, ln)
             if not addr:
                 raise ModelOSError(errno.ENOMEM)
+        if typ not in (MAP_SHARED, MAP_PRIVATE):    # the kernel checks the type last
+            raise ModelOSError(errno.EINVAL)
         after = self._layout_map(MVma(addr, addr + ln, prot,
                                       Backing() if typ == MAP_SHARED else None, 0))
         if self.over_limit(after):
@@ -312,18 +314,26 @@ class ModelMM:
         end = addr + ln
         if not ln:
             raise ModelOSError(errno.ENOMEM)
-        if prot & ~PROT_ALL:
+        if prot & ~(PROT_ALL | PROT_SEM):
             raise ModelOSError(errno.EINVAL)
-        if end > TASK_SIZE:
-            raise ModelOSError(errno.ENOMEM)
+        prot &= PROT_ALL
         if self.closed:
             raise ModelOSError(errno.EINVAL)
-        if not self.fully_mapped(addr, end):
+        # As Linux: the VMAs up to the first hole change, then ENOMEM for the hole.
+        stop = addr
+        while stop < end:
+            v = self.lookup(stop)
+            if v is None:
+                break
+            stop = v.end
+        stop = min(stop, end)
+        if stop > addr:
+            after = self._layout_protect(addr, stop, prot)
+            if self.over_limit(after):
+                raise ModelOSError(errno.ENOMEM)
+            self.vmas = after
+        if stop < end:
             raise ModelOSError(errno.ENOMEM)
-        after = self._layout_protect(addr, end, prot)
-        if self.over_limit(after):
-            raise ModelOSError(errno.ENOMEM)
-        self.vmas = after
 
     def brk_call(self, brk: int) -> int:
         ret = self.brk
@@ -365,7 +375,7 @@ class ModelMM:
             return
         ln = page_length(addr, length)
         end = addr + ln
-        if not ln or end > TASK_SIZE:
+        if not ln:
             raise ModelOSError(errno.EINVAL)
         if self.closed:
             raise ModelOSError(errno.EINVAL)

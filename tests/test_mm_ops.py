@@ -112,8 +112,10 @@ def test_mmap_uses_a_free_hint_and_ignores_a_taken_one(mm):
     assert mm.mmap(P, RW, PRIV, hint) == hint
     # Taken now: placed top-down instead.
     assert mm.mmap(P, RW, PRIV, hint) == BASE - P
-    # A hint below mmap_min_addr is ignored too.
-    assert mm.mmap(P, RO, PRIV, 0x1000) == BASE - 2 * P
+    # A hint below mmap_min_addr is lifted to it (round_hint_to_min), an
+    # unaligned one rounded down.
+    assert mm.mmap(P, RO, PRIV, 0x1000) == MIN_ADDR
+    assert mm.mmap(P, RO, PRIV, 0x300000123) == 0x300000000
 
 
 def test_mmap_goes_above_mmap_base_when_below_is_full(mm):
@@ -246,20 +248,22 @@ def test_shared_mappings_never_merge_and_keep_their_offsets(mm):
     assert layout(mm)[0] == (p1, b, RW, mln.MAP_PRIVATE)
 
 
-def test_mprotect_hole_is_enomem_and_changes_nothing(mm):
+def test_mprotect_hole_is_enomem_after_the_part_before_it(mm):
+    """As Linux: the VMAs up to the first hole change, then ENOMEM; a hole at
+    the start changes nothing."""
     a = mm.mmap(4 * P, RW, PRIV)
     mm.munmap(a + P, P)
-    before = layout(mm)
     assert errno_of(mm.mprotect, a, 4 * P, RO) == errno.ENOMEM
-    assert layout(mm) == before
-    assert errno_of(mm.mprotect, a - P, 2 * P, RO) == errno.ENOMEM
+    assert layout(mm) == [(a, a + P, RO, mln.MAP_PRIVATE), (a + 2 * P, a + 4 * P, RW, mln.MAP_PRIVATE)]
+    before = layout(mm)
+    assert errno_of(mm.mprotect, a - P, 2 * P, RW) == errno.ENOMEM
     assert errno_of(mm.mprotect, 0x200000000, P, RO) == errno.ENOMEM
     assert layout(mm) == before
 
 
 @pytest.mark.parametrize("addr,length,prot,err", [
     (0x200000001, P, RO, errno.EINVAL),             # unaligned
-    (0x200000000, P, 8, errno.EINVAL),              # unknown protection bit
+    (0x200000000, P, 0x10, errno.EINVAL),           # unknown protection bit
     (0x200000000, P, 0x1000000, errno.EINVAL),
     (0x200000000, (1 << 64) - 1, RO, errno.ENOMEM),  # the length overflows
     (TASK - P, 2 * P, RO, errno.ENOMEM),            # past the top
@@ -268,6 +272,13 @@ def test_mprotect_errors(mm, addr, length, prot, err):
     mm.mmap(P, RW, PRIV | FIXED, 0x200000000)
     assert errno_of(mm.mprotect, addr, length, prot) == err
     assert layout(mm) == [(0x200000000, 0x200000000 + P, RW, mln.MAP_PRIVATE)]
+
+
+def test_mprotect_accepts_prot_sem(mm):
+    """PROT_SEM is a valid protection bit (x86), meaning nothing here."""
+    a = mm.mmap(P, RW, PRIV)
+    mm.mprotect(a, P, 0x8)
+    assert layout(mm) == [(a, a + P, mln.PROT_NONE, mln.MAP_PRIVATE)]
 
 
 def test_mprotect_zero_length_is_a_no_op_even_unmapped(mm):
@@ -426,9 +437,14 @@ def test_madvise_hole_is_enomem_but_the_mapped_part_is_done(mm):
     assert layout(mm) == [(a, a + P, RW, mln.MAP_PRIVATE), (a + 2 * P, a + 3 * P, RW, mln.MAP_PRIVATE)]
 
 
+def test_madvise_past_the_top_is_enomem(mm):
+    """As Linux: the range is checked for mappings, not against the top."""
+    assert errno_of(mm.madvise, TASK - P, 2 * P, mln.MADV_NORMAL) == errno.ENOMEM
+
+
 @pytest.mark.parametrize("addr,length,advice", [
     (0x200000001, P, mln.MADV_DONTNEED), (0x200000000, P, 5), (0x200000000, P, -1),
-    (0x200000000, (1 << 64) - 1, mln.MADV_DONTNEED), (TASK - P, 2 * P, mln.MADV_NORMAL)])
+    (0x200000000, (1 << 64) - 1, mln.MADV_DONTNEED)])
 def test_madvise_errors(mm, addr, length, advice):
     mm.mmap(P, RW, PRIV | FIXED, 0x200000000)
     assert errno_of(mm.madvise, addr, length, advice) == errno.EINVAL
@@ -825,8 +841,11 @@ def test_notifier_mprotect_brackets_the_range(mm):
     assert_paired(calls)
     assert calls in ([], [("start", a, a + 4 * P), ("end", a, a + 4 * P)])
     with pytest.raises(OSError):
-        mm.mprotect(a, 8 * P, RO)               # refused: nothing invalidated
+        mm.mprotect(a - P, 2 * P, RO)           # a hole at the start: nothing invalidated
     assert n.take() == []
+    with pytest.raises(OSError):
+        mm.mprotect(a, 8 * P, RO)               # applied up to the hole, then ENOMEM
+    assert n.take() == [("start", a, a + 4 * P), ("end", a, a + 4 * P)]
     assert not n.unlocked
 
 
