@@ -14,7 +14,10 @@
  * never handed out are still the kernel's zero pages: page_alloc() gives them
  * out without a memset and they cost no RSS until written.  One futex mutex
  * guards the slab lists; a slab whose pages are all free goes back to the
- * kernel unless it is the one empty slab kept as a cache.  Under ASan free
+ * kernel unless SLAB_KEEP_EMPTY empty slabs are kept already (a cache
+ * against map/unmap churn: the kernel's own page faults and zeroing of
+ * fresh memory would otherwise dominate a workload that maps, touches and
+ * unmaps the same amount again and again).  Under ASan free
  * pages and descriptors are poisoned, so a use after the last page_put()
  * still traps.  -DMLN_PAGE_MALLOC selects posix_memalign() instead.
  *
@@ -112,7 +115,7 @@ static void pgtable_bug(const char *what, const void *p)
 #define SLAB_SLOTS	(SLAB_BYTES >> MLN_PAGE_SHIFT)				/* 512 */
 #define SLAB_FIRST	((SLAB_SLOTS * sizeof(struct page)) >> MLN_PAGE_SHIFT)	/* 2 */
 #define SLAB_DATA	(SLAB_SLOTS - SLAB_FIRST)				/* 510 */
-#define SLAB_KEEP_EMPTY	1	/* empty slabs kept mapped, against map/unmap churn */
+#define SLAB_KEEP_EMPTY	64	/* empty slabs kept mapped (128 MiB), against map/unmap churn */
 
 /*
  * Under ASan, recycled pages are reused oldest first, and only once the

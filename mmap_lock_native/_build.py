@@ -17,7 +17,7 @@ CSRC = os.path.normpath(os.path.join(HERE, "..", "csrc"))
 
 # Public headers with a cffi block, in dependency order; every csrc/*.c is core.
 HEADERS = ["task.h", "rwsem.h", "mm.h", "mmap_lock.h", "mmap_lock_stats.h",
-           "mmap_lock_trace.h", "lockdep.h"]
+           "mmap_lock_trace.h", "lockdep.h", "workload.h"]
 SOURCES = sorted(f for f in os.listdir(CSRC) if f.endswith(".c"))
 # Structures whose layout is the C compiler's business; cffi sees these fields only.
 PARTIAL_STRUCTS = {
