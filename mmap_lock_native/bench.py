@@ -155,11 +155,13 @@ def format_table(results: List[Dict[str, Any]]) -> str:
     for r in results:
         cs = r.get("ctx_switches_per_kop")
         cpu = r.get("cpu_percent")
+        cs_text = "n/a" if cs is None else f"{cs:.2f}"     # psutil missing
+        cpu_text = "n/a" if cpu is None else f"{cpu:.0f}"
         lines.append(
             f"{r['workload']:<12} {r['lock']:<8} {r['threads']:>3} {r['ops_per_sec']:>12,.0f} "
             f"{r.get('scaling', float('nan')):>7.2f}x {_fmt_ns(r['wait_p50_ns']):>9} "
             f"{_fmt_ns(r['wait_p99_ns']):>9} {_fmt_ns(r['wait_max_ns']):>9} "
-            f"{cs if cs is None else f'{cs:.2f}':>8} {cpu if cpu is None else f'{cpu:.0f}':>6}")
+            f"{cs_text:>8} {cpu_text:>6}")
     return "\n".join(lines)
 
 
