@@ -262,12 +262,17 @@ static void mm_space_init(struct mm_struct *mm)
 
 struct mm_struct *mm_alloc(unsigned int lock_flags)
 {
+	return mm_alloc_backend(lock_flags, MMAP_LOCK_BACKEND_RWSEM);
+}
+
+struct mm_struct *mm_alloc_backend(unsigned int lock_flags, int backend)
+{
 	struct mm_struct *mm;
 
 	/* The lock's cache line is the mm's hottest: give it one of its own. */
 	if (posix_memalign((void **)&mm, 64, sizeof(*mm)))
 		return NULL;
-	if (mmap_lock_init(mm, lock_flags)) {
+	if (mmap_lock_init_backend(mm, lock_flags, backend)) {
 		free(mm);
 		return NULL;
 	}
@@ -346,7 +351,7 @@ int mm_free(struct mm_struct *mm)
 struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 {
 	unsigned int flags = mmap_lock_is_debug(mm) ? MMAP_LOCK_DEBUG : MMAP_LOCK_NODEBUG;
-	struct mm_struct *child = mm_alloc(flags);
+	struct mm_struct *child = mm_alloc_backend(flags, mmap_lock_backend_id(mm));
 	int rc = 0;
 
 	if (!child) {

@@ -43,6 +43,8 @@
 /* A new, empty mm, its lock initialised with mmap_lock_init(@lock_flags); NULL on
  * ENOMEM or bad flags. */
 struct mm_struct *mm_alloc(unsigned int lock_flags);
+/* The same over lock backend @backend (MMAP_LOCK_BACKEND_*); fork keeps it. */
+struct mm_struct *mm_alloc_backend(unsigned int lock_flags, int backend);
 /* exit_mmap() if not done, then free @mm: 0, or -EBUSY (nothing freed) while
  * its lock is held or awaited. */
 int mm_free(struct mm_struct *mm);

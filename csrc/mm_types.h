@@ -14,6 +14,7 @@
 #ifndef MLN_MM_TYPES_H
 #define MLN_MM_TYPES_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -23,6 +24,7 @@
 
 struct mmap_lock_stats;		/* mmap_lock_stats.c: per-thread counters */
 struct mmu_notifier;		/* mm.c: registered notifiers */
+struct mmap_lock_backend;	/* mmap_lock_backend.h: a lock other than the rwsem */
 struct mmap_lock_recorder;	/* mmap_lock_recorder.c: event buffer */
 
 struct mm_struct {
@@ -54,6 +56,19 @@ struct mm_struct {
 	struct mm_struct *mmap_lock_reg_next, *mmap_lock_reg_prev;
 	/* Unique per registration: tells this mm from a later one at the same address. */
 	uint64_t mmap_lock_id;
+
+	/*
+	 * Another lock than the rwsem behind the same API (mmap_lock_backend.h),
+	 * or NULL.  The layer tracks its holders itself, for the misuse checks
+	 * and assertions the rwsem makes from its own state.
+	 */
+	const struct mmap_lock_backend *mmap_lock_alt;
+	_Atomic uint64_t mmap_lock_alt_writer;		/* task holding it for write, or 0 */
+	_Atomic uint32_t mmap_lock_alt_readers;		/* read holds */
+	union {
+		pthread_rwlock_t rw;
+		pthread_mutex_t mutex;
+	} mmap_lock_alt_lock;
 
 	/* Allocated on first use; freed by mmap_lock_destroy(). */
 	struct mmap_lock_stats *_Atomic mmap_lock_stats;

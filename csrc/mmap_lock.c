@@ -32,6 +32,7 @@
 
 #include "lockdep.h"
 #include "mmap_lock.h"
+#include "mmap_lock_backend.h"
 #include "mmap_lock_internal.h"
 #include "mmap_lock_stats.h"
 #include "mmap_lock_stats_impl.h"
@@ -218,6 +219,73 @@ static int mm_class(struct mm_struct *mm)
 	return (int)atomic_load_explicit(&mm->mmap_lock_class, memory_order_relaxed);
 }
 
+/* ------------------------------------------------------------------------
+ * Another lock backend (mmap_lock_backend.h), always on the hooked path.
+ * The layer tracks the holders (the write owner's task, the read count) for
+ * the misuse checks and assertions that the rwsem answers from its state.
+ */
+static void alt_note_acquired(struct mm_struct *mm, bool write)
+{
+	if (write)
+		atomic_store_explicit(&mm->mmap_lock_alt_writer, mln_current_task(),
+				      memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(&mm->mmap_lock_alt_readers, 1, memory_order_relaxed);
+}
+
+static bool alt_write_owner(struct mm_struct *mm)
+{
+	return atomic_load_explicit(&mm->mmap_lock_alt_writer, memory_order_relaxed) ==
+	       mln_current_task();
+}
+
+static int alt_acquire(struct mm_struct *mm, unsigned int op, uint32_t instr)
+{
+	const struct mmap_lock_backend *b = mm->mmap_lock_alt;
+	bool write = op & MMAP_OP_WRITE;
+	uint64_t t0;
+
+	if (alt_write_owner(mm))
+		return -EDEADLK;	/* as the rwsem: we would wait for ourselves */
+	if (b->lock(mm, write, true) == 0) {
+		alt_note_acquired(mm, write);
+		if (write)
+			seq_write_begin(mm);
+		if (stats_on(instr))
+			mmap_lock_stat_acquired(mm, write, !(op & MMAP_OP_NON_OWNER));
+		return 0;
+	}
+	if (op & MMAP_OP_TRY)
+		return trylock_failed(mm, op);
+	t0 = mln_now_ns();
+	b->lock(mm, write, false);	/* killable and timed waits cannot leave it */
+	alt_note_acquired(mm, write);
+	acquire_done(mm, op, 0, mln_now_ns() - t0);
+	return 0;
+}
+
+static bool alt_release_allowed(struct mm_struct *mm, unsigned int op)
+{
+	if (op & MMAP_OP_WRITE)
+		return alt_write_owner(mm);
+	return atomic_load_explicit(&mm->mmap_lock_alt_readers, memory_order_relaxed) != 0;
+}
+
+static int alt_release(struct mm_struct *mm, unsigned int op)
+{
+	bool write = op & MMAP_OP_WRITE;
+
+	mmap_lock_stat_released(mm, write);
+	if (write) {
+		seq_write_end(mm);
+		atomic_store_explicit(&mm->mmap_lock_alt_writer, 0, memory_order_relaxed);
+	} else {
+		atomic_fetch_sub_explicit(&mm->mmap_lock_alt_readers, 1, memory_order_relaxed);
+	}
+	mm->mmap_lock_alt->unlock(mm, write);
+	return 0;
+}
+
 static bool tracked(uint32_t instr, unsigned int op)
 {
 	return (instr & MMAP_LOCK_INSTR_DEBUG) && !(op & MMAP_OP_NON_OWNER);
@@ -272,7 +340,7 @@ static __attribute__((noinline)) int acquire_hooked(struct mm_struct *mm, unsign
 			return result(op, rc);
 	}
 	trace_event(mm, MMAP_LOCK_EV_START_LOCKING, write, false, op);
-	rc = acquire_plain(mm, op, instr);
+	rc = instr & MMAP_LOCK_INSTR_ALT ? alt_acquire(mm, op, instr) : acquire_plain(mm, op, instr);
 	trace_event(mm, MMAP_LOCK_EV_ACQUIRE_RETURNED, write, rc == 0, op);
 	if (tracked(instr, op))
 		mln_lockdep_acquired(mm, rc == 0);
@@ -376,10 +444,11 @@ static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsign
 			return rc;
 		untracked_release = true;
 	}
-	if (!release_allowed(&mm->mmap_lock, op))
+	if (!(instr & MMAP_LOCK_INSTR_ALT ? alt_release_allowed(mm, op)
+					   : release_allowed(&mm->mmap_lock, op)))
 		return -EPERM;
 	trace_event(mm, MMAP_LOCK_EV_RELEASED, op & MMAP_OP_WRITE, false, op);
-	rc = release_plain(mm, op);
+	rc = instr & MMAP_LOCK_INSTR_ALT ? alt_release(mm, op) : release_plain(mm, op);
 	if (rc == 0 && tracked(instr, op) && !untracked_release)
 		mln_lockdep_release(mm, CALLER);
 	return rc;
@@ -417,12 +486,23 @@ int mmap_write_downgrade(struct mm_struct *mm)
 	uint32_t instr = mm_instr(mm);
 	int rc;
 
-	if (!is_write_owner(sem, atomic_load_explicit(&sem->count, memory_order_relaxed)))
+	if (instr & MMAP_LOCK_INSTR_ALT ? !alt_write_owner(mm)
+					 : !is_write_owner(sem, atomic_load_explicit(
+								&sem->count, memory_order_relaxed)))
 		return -EPERM;
 	if (is_hooked(instr))
 		trace_event(mm, MMAP_LOCK_EV_ACQUIRE_RETURNED, false, true, 0);
 	seq_write_end(mm);
-	rc = downgrade_write(sem);
+	if (instr & MMAP_LOCK_INSTR_ALT) {
+		/* Not atomic for these backends: a writer may get in between. */
+		atomic_store_explicit(&mm->mmap_lock_alt_writer, 0, memory_order_relaxed);
+		mm->mmap_lock_alt->unlock(mm, true);
+		mm->mmap_lock_alt->lock(mm, false, false);
+		alt_note_acquired(mm, false);
+		rc = 0;
+	} else {
+		rc = downgrade_write(sem);
+	}
 	if (rc == 0) {
 		if (tracked(instr, 0))
 			mln_lockdep_downgrade(mm);
@@ -480,6 +560,15 @@ static always_inline int lock_begin(struct mm_struct *mm, unsigned int op, int s
 				return rc;
 		}
 		trace_event(mm, MMAP_LOCK_EV_START_LOCKING, write, false, op);
+		if (instr & MMAP_LOCK_INSTR_ALT) {
+			/* These backends cannot wait resumably: the whole call happens here. */
+			int rc = alt_acquire(mm, op, instr);
+
+			trace_event(mm, MMAP_LOCK_EV_ACQUIRE_RETURNED, write, rc == 0, op);
+			if (tracked(instr, op))
+				mln_lockdep_acquired(mm, rc == 0);
+			return rc;
+		}
 	}
 	if (mln_likely(try_once(&mm->mmap_lock, op))) {
 		if (write)
@@ -574,6 +663,13 @@ int mmap_lock_check_held(struct mm_struct *mm, int write)
 			return MMAP_CHECK_HELD_READ;
 		return rwsem_is_locked(sem) ? MMAP_CHECK_NOT_HELD : MMAP_CHECK_UNLOCKED;
 	}
+	if (mm_instr(mm) & MMAP_LOCK_INSTR_ALT) {
+		bool w = atomic_load_explicit(&mm->mmap_lock_alt_writer, memory_order_relaxed);
+
+		if (!w && !atomic_load_explicit(&mm->mmap_lock_alt_readers, memory_order_relaxed))
+			return MMAP_CHECK_UNLOCKED;
+		return write && !w ? MMAP_CHECK_NOT_WRITE : MMAP_CHECK_OK;
+	}
 	if (!rwsem_is_locked(sem))
 		return MMAP_CHECK_UNLOCKED;
 	if (write && !rwsem_is_write_locked(sem))
@@ -619,10 +715,22 @@ int mmap_lock_is_contended(struct mm_struct *mm)
 /* ------------------------------------------------------------------------
  * Life cycle.
  */
-int mmap_lock_init(struct mm_struct *mm, unsigned int flags)
+int mmap_lock_backend_id(struct mm_struct *mm)
 {
+	for (int id = MMAP_LOCK_BACKEND_PTHREAD_RWLOCK; id <= MMAP_LOCK_BACKEND_MUTEX; id++)
+		if (mm->mmap_lock_alt && mm->mmap_lock_alt == mmap_lock_backend_of(id))
+			return id;
+	return MMAP_LOCK_BACKEND_RWSEM;
+}
+
+int mmap_lock_init_backend(struct mm_struct *mm, unsigned int flags, int backend)
+{
+	const struct mmap_lock_backend *alt = mmap_lock_backend_of(backend);
 	uint32_t instr = 0;
 	int rc;
+
+	if (backend != MMAP_LOCK_BACKEND_RWSEM && (!alt || flags & MMAP_LOCK_SHARED))
+		return -EINVAL;
 
 	if (flags & ~(unsigned int)(MMAP_LOCK_SHARED | MMAP_LOCK_NOSTATS | MMAP_LOCK_DEBUG |
 				    MMAP_LOCK_NODEBUG) ||
@@ -636,6 +744,15 @@ int mmap_lock_init(struct mm_struct *mm, unsigned int flags)
 		instr |= MMAP_LOCK_INSTR_NOSTATS;
 	if ((flags & MMAP_LOCK_DEBUG) || (mln_get_debug() && !(flags & MMAP_LOCK_NODEBUG)))
 		instr |= MMAP_LOCK_INSTR_DEBUG;
+	mm->mmap_lock_alt = alt;
+	atomic_store_explicit(&mm->mmap_lock_alt_writer, 0, memory_order_relaxed);
+	atomic_store_explicit(&mm->mmap_lock_alt_readers, 0, memory_order_relaxed);
+	if (alt) {
+		rc = alt->init(mm);
+		if (rc)
+			return rc;
+		instr |= MMAP_LOCK_INSTR_ALT;
+	}
 	atomic_store_explicit(&mm->mm_lock_seq, 0, memory_order_relaxed);
 	atomic_store_explicit(&mm->mmap_lock_instr, instr, memory_order_relaxed);
 	atomic_store_explicit(&mm->mmap_lock_rec_inflight, 0, memory_order_relaxed);
@@ -663,6 +780,11 @@ int mmap_lock_set_class(struct mm_struct *mm, int cls)
 	return 0;
 }
 
+int mmap_lock_init(struct mm_struct *mm, unsigned int flags)
+{
+	return mmap_lock_init_backend(mm, flags, MMAP_LOCK_BACKEND_RWSEM);
+}
+
 int mmap_init_lock(struct mm_struct *mm)
 {
 	return mmap_lock_init(mm, 0);
@@ -670,10 +792,18 @@ int mmap_init_lock(struct mm_struct *mm)
 
 int mmap_lock_destroy(struct mm_struct *mm)
 {
-	int rc = rwsem_destroy(&mm->mmap_lock);
+	int rc;
 
+	if (mm->mmap_lock_alt && (atomic_load_explicit(&mm->mmap_lock_alt_writer,
+						       memory_order_relaxed) ||
+				  atomic_load_explicit(&mm->mmap_lock_alt_readers,
+						       memory_order_relaxed)))
+		return -EBUSY;
+	rc = rwsem_destroy(&mm->mmap_lock);
 	if (rc)
 		return rc;
+	if (mm->mmap_lock_alt)
+		mm->mmap_lock_alt->destroy(mm);
 	mmap_lock_unregister(mm);
 	mmap_lock_recorder_release_mm(mm);
 	mmap_lock_stats_free(mm);

@@ -37,6 +37,17 @@
  */
 int mmap_init_lock(struct mm_struct *mm);
 int mmap_lock_init(struct mm_struct *mm, unsigned int flags);
+/*
+ * Lock backends (mmap_lock_backend.h): the same API, statistics and
+ * tracepoints over another lock, for comparison.  0 is the rwsem.
+ */
+#define MMAP_LOCK_BACKEND_RWSEM 0
+#define MMAP_LOCK_BACKEND_PTHREAD_RWLOCK 1		/* glibc default (reader-preferring) */
+#define MMAP_LOCK_BACKEND_PTHREAD_RWLOCK_WRITER 2	/* PREFER_WRITER_NONRECURSIVE */
+#define MMAP_LOCK_BACKEND_MUTEX 3			/* read locks exclusive too */
+int mmap_lock_init_backend(struct mm_struct *mm, unsigned int flags, int backend);
+/* The backend's number. */
+int mmap_lock_backend_id(struct mm_struct *mm);
 /* Frees the statistics and any recorder; -EBUSY if locked or awaited. */
 int mmap_lock_destroy(struct mm_struct *mm);
 /* 1 if the lock-order checker tracks @mm (debug mode at init). */

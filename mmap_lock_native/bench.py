@@ -19,7 +19,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from ._ffi import ffi, lib
-from .mm import MM
+from .mm import LOCK_BACKENDS, MM
 from .stats import HIST_BUCKETS, LockStats
 
 __all__ = ["WORKLOADS", "LOCKS", "main", "run_one"]
@@ -31,8 +31,8 @@ WORKLOADS = {
     "fault_mix": lib.WL_FAULT_MIX,
     "maps_reader": lib.WL_MAPS_READER,
 }
-#: The lock implementations this build can run the workloads on.
-LOCKS = ("rwsem",)
+#: The lock implementations the workloads run on (MM(lock=...)).
+LOCKS = tuple(LOCK_BACKENDS)
 
 _NS = 1_000_000_000
 
@@ -92,7 +92,7 @@ def run_one(workload: str, threads: int, *, lock: str = "rwsem", duration: float
         raise ValueError(f"threads must be 1..{lib.WL_MAX_THREADS}, not {threads}")
     samples = max(1, int(round(duration)))
     interval = duration / samples
-    mm = MM(name=f"{workload}-{threads}")
+    mm = MM(name=f"{workload}-{threads}", lock=lock)
     cfg = ffi.new("struct wl_config *", {
         "workload": WORKLOADS[workload], "threads": threads, "region_bytes": region_bytes,
         "mix_vmas": mix_vmas, "mix_pages": mix_pages,
@@ -224,8 +224,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="workload to run (repeatable; default: all)")
     ap.add_argument("--threads", type=_threads, default=[1, 2],
                     help="comma-separated thread counts (default: 1,2)")
-    ap.add_argument("--duration", type=_positive, default=3.0,
-                    help="seconds sampled per run, after the warm-up (default 3)")
+    ap.add_argument("--duration", type=_positive, default=1.0,
+                    help="seconds sampled per run, after the warm-up (default 1: the "
+                    "default suite of 32 runs then takes about a minute; use 3 or more "
+                    "for steadier medians)")
     ap.add_argument("--warmup", type=_positive, default=0.5, help="seconds (default 0.5)")
     ap.add_argument("--lock", action="append", choices=list(LOCKS),
                     help="lock implementation (repeatable; default: all available)")

@@ -15,6 +15,17 @@ __all__ = ["MM"]
 # mm address -> MM, so that C callbacks (trace hooks) can hand Python the object.
 _by_address: "weakref.WeakValueDictionary[int, MM]" = weakref.WeakValueDictionary()
 
+#: ``MM(lock=...)``: the lock implementations behind the same API.  Only
+#: "rwsem" (the default) has the kernel's semantics in full; the glibc ones
+#: downgrade by unlock + relock, wait uninterruptibly (no kill, timeout or
+#: Ctrl-C while blocked) and never report contention.
+LOCK_BACKENDS = {
+    "rwsem": lib.MMAP_LOCK_BACKEND_RWSEM,
+    "pthread_rwlock": lib.MMAP_LOCK_BACKEND_PTHREAD_RWLOCK,
+    "pthread_rwlock_writer": lib.MMAP_LOCK_BACKEND_PTHREAD_RWLOCK_WRITER,
+    "mutex": lib.MMAP_LOCK_BACKEND_MUTEX,
+}
+
 
 def mm_from_address(address: int) -> "Optional[MM]":
     """The live MM at this C address, or None."""
@@ -33,18 +44,23 @@ class MM(AddressSpace):
     ``stats=False`` turns the statistics off; ``debug`` overrides
     :func:`set_debug` for this mm; ``lock_class`` puts its lock in a named
     class of the lock-order checker (all mms share one class by default);
-    ``name`` labels messages.
+    ``name`` labels messages.  ``lock`` chooses the lock implementation
+    (:data:`LOCK_BACKENDS`): the same API, statistics and tracepoints over
+    the rwsem (default) or a glibc lock, for comparison.
     """
 
     __slots__ = ("_mm", "_owner", "name", "_lock_view", "_address", "_read_locked",
                  "_write_locked", "__weakref__")
 
     def __init__(self, *, stats: bool = True, debug: Optional[bool] = None,
-                 lock_class: Optional[str] = None, name: Optional[str] = None) -> None:
+                 lock_class: Optional[str] = None, name: Optional[str] = None,
+                 lock: str = "rwsem") -> None:
         flags = 0 if stats else lib.MMAP_LOCK_NOSTATS
         if debug is not None:
             flags |= lib.MMAP_LOCK_DEBUG if debug else lib.MMAP_LOCK_NODEBUG
-        raw = lib.mm_alloc(flags)
+        if lock not in LOCK_BACKENDS:
+            raise ValueError(f"MM(lock={lock!r}): choose one of {', '.join(LOCK_BACKENDS)}")
+        raw = lib.mm_alloc_backend(flags, LOCK_BACKENDS[lock])
         if raw == ffi.NULL:
             raise MemoryError("mm_alloc: out of memory")
         self._bind(raw, name)
@@ -74,6 +90,12 @@ class MM(AddressSpace):
         self = cls.__new__(cls)
         self._bind(raw, name)
         return self
+
+    @property
+    def lock_backend(self) -> str:
+        """The lock implementation's name."""
+        ident = lib.mmap_lock_backend_id(self._mm)
+        return next(k for k, v in LOCK_BACKENDS.items() if v == ident)
 
     @property
     def mmap_lock(self) -> RWSemaphore:

@@ -81,7 +81,8 @@ def test_cli_json_has_the_machine_and_every_figure(tmp_path):
     """--json writes {"machine": {...}, "results": [...]} with each run's figures."""
     out = tmp_path / "bench.json"
     p = _cli("bench", "--workload", "mmap1", "--workload", "fault_mix", "--threads", "1,2",
-             "--duration", "0.2", "--warmup", "0.05", "--region-mib", "1", "--json", str(out))
+             "--lock", "rwsem", "--duration", "0.2", "--warmup", "0.05", "--region-mib", "1",
+             "--json", str(out))
     assert p.returncode == 0, p.stderr
     data = json.loads(out.read_text())
     assert {"cpus", "cpu_model", "platform", "python", "load_average"} <= set(data["machine"])
@@ -134,8 +135,9 @@ def test_cli_plot_without_matplotlib_says_what_to_install(tmp_path):
 
 
 def test_default_suite_smoke():
-    """The default suite (every workload, 1 and 2 threads) runs end to end."""
+    """The default suite (every workload on every lock, 1 and 2 threads) runs end to end."""
     p = _cli("bench", "--duration", "0.2", "--warmup", "0.05", "--region-mib", "2")
     assert p.returncode == 0, p.stderr
-    for w in bench.WORKLOADS:
-        assert w in p.stdout
+    rows = [line.split() for line in p.stdout.splitlines()[2:] if line and line[0] != "("]
+    assert {(r[0], r[1], r[2]) for r in rows} == {
+        (w, lk, t) for w in bench.WORKLOADS for lk in bench.LOCKS for t in ("1", "2")}

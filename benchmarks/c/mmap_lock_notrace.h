@@ -37,6 +37,8 @@
 #define mmap_lock_destroy notrace_mmap_lock_destroy
 #define mmap_lock_set_class notrace_mmap_lock_set_class
 #define mmap_lock_is_debug notrace_mmap_lock_is_debug
+#define mmap_lock_init_backend notrace_mmap_lock_init_backend
+#define mmap_lock_backend_id notrace_mmap_lock_backend_id
 
 #include "mmap_lock.c"
 
@@ -69,6 +71,8 @@
 #undef mmap_lock_destroy
 #undef mmap_lock_set_class
 #undef mmap_lock_is_debug
+#undef mmap_lock_init_backend
+#undef mmap_lock_backend_id
 
 int notrace_mmap_read_lock(struct mm_struct *mm);
 int notrace_mmap_read_unlock(struct mm_struct *mm);

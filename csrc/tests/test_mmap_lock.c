@@ -788,8 +788,56 @@ static void t_debug_refusal_leaves_lock_alone(void)
 	free_mm(mm);
 }
 
+/* Every lock backend excludes writers (TSan checks the plain counter below). */
+struct backend_hammer {
+	struct mm_struct *mm;
+	long counter;		/* plain: only ever touched under the write lock */
+	_Atomic long reads;
+};
+
+static void *backend_hammer_main(void *arg)
+{
+	struct backend_hammer *h = arg;
+
+	for (int i = 0; i < 2000; i++) {
+		CHECK_EQ(mmap_write_lock(h->mm), 0);
+		h->counter++;
+		CHECK_EQ(mmap_write_unlock(h->mm), 0);
+		CHECK_EQ(mmap_read_lock(h->mm), 0);
+		atomic_fetch_add(&h->reads, 1);
+		CHECK_EQ(mmap_read_unlock(h->mm), 0);
+	}
+	return NULL;
+}
+
+static void t_backends_exclude_writers(void)
+{
+	for (int b = MMAP_LOCK_BACKEND_RWSEM; b <= MMAP_LOCK_BACKEND_MUTEX; b++) {
+		struct backend_hammer h = { .mm = mm_alloc_backend(0, b) };
+		struct mmap_lock_stats_snapshot st;
+		pthread_t th[3];
+
+		CHECK(h.mm != NULL);
+		if (!h.mm)
+			continue;
+		CHECK_EQ(mmap_lock_backend_id(h.mm), b);
+		for (int i = 0; i < 3; i++)
+			tu_create(&th[i], backend_hammer_main, &h);
+		for (int i = 0; i < 3; i++)
+			JOIN(th[i], "backend hammer");
+		CHECK_EQ(h.counter, 6000);
+		CHECK_EQ(mmap_lock_stats_read(h.mm, &st), 0);
+		CHECK_EQ(st.acquisitions[1], 6000u);
+		CHECK_EQ(st.acquisitions[0], 6000u);
+		CHECK_EQ(mmap_lock_check_held(h.mm, 0), MMAP_CHECK_UNLOCKED);
+		free_mm(h.mm);
+	}
+	CHECK_EQ(mm_alloc_backend(0, 99), NULL);
+}
+
 static const struct tu_test tests[] = {
 	TU_TEST(t_static_initializer),
+	TU_TEST(t_backends_exclude_writers),
 	TU_TEST(t_every_name),
 	TU_TEST(t_misuse),
 	TU_TEST(t_killable_killed),

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mmap_lock_backend.c - the glibc lock backends: pthread_rwlock of the
+ * default kind (reader-preferring), pthread_rwlock with
+ * PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP, and a plain mutex (read
+ * locks exclusive too).  They are the baselines the rwsem is compared with.
+ *
+ * What they cannot do like the rwsem: downgrade is an unlock and a re-lock
+ * (not atomic: a writer may get in between); killable and timed waits wait
+ * uninterruptibly; is_contended always says no; a read lock released by
+ * another thread relies on glibc not checking the owner of read locks and
+ * of default mutexes.
+ */
+#include <errno.h>
+#include <pthread.h>
+
+#include "mmap_lock.h"
+#include "mmap_lock_backend.h"
+
+static int rwlock_init_kind(struct mm_struct *mm, int kind)
+{
+	pthread_rwlockattr_t attr;
+	int rc;
+
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, kind);
+	rc = pthread_rwlock_init(&mm->mmap_lock_alt_lock.rw, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	return -rc;
+}
+
+static int rwlock_init(struct mm_struct *mm)
+{
+	return rwlock_init_kind(mm, PTHREAD_RWLOCK_DEFAULT_NP);
+}
+
+static int rwlock_writer_init(struct mm_struct *mm)
+{
+	return rwlock_init_kind(mm, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+}
+
+static void rwlock_destroy(struct mm_struct *mm)
+{
+	pthread_rwlock_destroy(&mm->mmap_lock_alt_lock.rw);
+}
+
+static int rwlock_lock(struct mm_struct *mm, bool write, bool try)
+{
+	pthread_rwlock_t *rw = &mm->mmap_lock_alt_lock.rw;
+	int rc;
+
+	if (try)
+		rc = write ? pthread_rwlock_trywrlock(rw) : pthread_rwlock_tryrdlock(rw);
+	else
+		rc = write ? pthread_rwlock_wrlock(rw) : pthread_rwlock_rdlock(rw);
+	return rc ? -EBUSY : 0;
+}
+
+static void rwlock_unlock(struct mm_struct *mm, bool write)
+{
+	(void)write;
+	pthread_rwlock_unlock(&mm->mmap_lock_alt_lock.rw);
+}
+
+static int mutex_init(struct mm_struct *mm)
+{
+	return -pthread_mutex_init(&mm->mmap_lock_alt_lock.mutex, NULL);
+}
+
+static void mutex_destroy(struct mm_struct *mm)
+{
+	pthread_mutex_destroy(&mm->mmap_lock_alt_lock.mutex);
+}
+
+static int mutex_lock(struct mm_struct *mm, bool write, bool try)
+{
+	pthread_mutex_t *m = &mm->mmap_lock_alt_lock.mutex;
+
+	(void)write;
+	return (try ? pthread_mutex_trylock(m) : pthread_mutex_lock(m)) ? -EBUSY : 0;
+}
+
+static void mutex_unlock(struct mm_struct *mm, bool write)
+{
+	(void)write;
+	pthread_mutex_unlock(&mm->mmap_lock_alt_lock.mutex);
+}
+
+const struct mmap_lock_backend mmap_lock_backend_pthread_rwlock = {
+	.name = "pthread_rwlock", .init = rwlock_init, .destroy = rwlock_destroy,
+	.lock = rwlock_lock, .unlock = rwlock_unlock,
+};
+
+const struct mmap_lock_backend mmap_lock_backend_pthread_rwlock_writer = {
+	.name = "pthread_rwlock_writer", .init = rwlock_writer_init, .destroy = rwlock_destroy,
+	.lock = rwlock_lock, .unlock = rwlock_unlock,
+};
+
+const struct mmap_lock_backend mmap_lock_backend_mutex = {
+	.name = "mutex", .init = mutex_init, .destroy = mutex_destroy,
+	.lock = mutex_lock, .unlock = mutex_unlock,
+};
+
+const struct mmap_lock_backend *mmap_lock_backend_of(int id)
+{
+	switch (id) {
+	case MMAP_LOCK_BACKEND_PTHREAD_RWLOCK:
+		return &mmap_lock_backend_pthread_rwlock;
+	case MMAP_LOCK_BACKEND_PTHREAD_RWLOCK_WRITER:
+		return &mmap_lock_backend_pthread_rwlock_writer;
+	case MMAP_LOCK_BACKEND_MUTEX:
+		return &mmap_lock_backend_mutex;
+	default:
+		return NULL;
+	}
+}
