@@ -149,7 +149,8 @@ def _fmt_ns(ns: float) -> str:
 
 def format_table(results: List[Dict[str, Any]]) -> str:
     """The results as an aligned text table."""
-    head = (f"{'workload':<12} {'lock':<8} {'thr':>3} {'ops/s':>12} {'scaling':>8} "
+    width = max([8] + [len(r["lock"]) for r in results])
+    head = (f"{'workload':<12} {'lock':<{width}} {'thr':>3} {'ops/s':>12} {'scaling':>8} "
             f"{'wait p50':>9} {'p99':>9} {'max':>9} {'cs/kop':>8} {'cpu%':>6}")
     lines = [head, "-" * len(head)]
     for r in results:
@@ -158,7 +159,7 @@ def format_table(results: List[Dict[str, Any]]) -> str:
         cs_text = "n/a" if cs is None else f"{cs:.2f}"     # psutil missing
         cpu_text = "n/a" if cpu is None else f"{cpu:.0f}"
         lines.append(
-            f"{r['workload']:<12} {r['lock']:<8} {r['threads']:>3} {r['ops_per_sec']:>12,.0f} "
+            f"{r['workload']:<12} {r['lock']:<{width}} {r['threads']:>3} {r['ops_per_sec']:>12,.0f} "
             f"{r.get('scaling', float('nan')):>7.2f}x {_fmt_ns(r['wait_p50_ns']):>9} "
             f"{_fmt_ns(r['wait_p99_ns']):>9} {_fmt_ns(r['wait_max_ns']):>9} "
             f"{cs_text:>8} {cpu_text:>6}")
@@ -189,7 +190,9 @@ def _plot(results: List[Dict[str, Any]], path: str) -> None:
         ax.set_title(w)
         ax.set_xlabel("threads")
         ax.set_ylabel("ops/s")
-        ax.legend()
+        ax.set_xticks(sorted({r["threads"] for r in results}))
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
 
