@@ -723,6 +723,15 @@ int mmap_lock_backend_id(struct mm_struct *mm)
 	return MMAP_LOCK_BACKEND_RWSEM;
 }
 
+int mmap_lock_alt_holders(struct mm_struct *mm, uint64_t *writer, uint32_t *readers)
+{
+	if (!mm->mmap_lock_alt)
+		return -EINVAL;
+	*writer = atomic_load_explicit(&mm->mmap_lock_alt_writer, memory_order_relaxed);
+	*readers = atomic_load_explicit(&mm->mmap_lock_alt_readers, memory_order_relaxed);
+	return 0;
+}
+
 int mmap_lock_init_backend(struct mm_struct *mm, unsigned int flags, int backend)
 {
 	const struct mmap_lock_backend *alt = mmap_lock_backend_of(backend);

@@ -48,6 +48,9 @@ int mmap_lock_init(struct mm_struct *mm, unsigned int flags);
 int mmap_lock_init_backend(struct mm_struct *mm, unsigned int flags, int backend);
 /* The backend's number. */
 int mmap_lock_backend_id(struct mm_struct *mm);
+/* Another backend's holders, as the layer tracks them (racy snapshot): the
+ * write owner's task id or 0, and the read holds.  -EINVAL for the rwsem. */
+int mmap_lock_alt_holders(struct mm_struct *mm, uint64_t *writer, uint32_t *readers);
 /* Frees the statistics and any recorder; -EBUSY if locked or awaited. */
 int mmap_lock_destroy(struct mm_struct *mm);
 /* 1 if the lock-order checker tracks @mm (debug mode at init). */

@@ -99,7 +99,8 @@ class MM(AddressSpace):
 
     @property
     def mmap_lock(self) -> RWSemaphore:
-        """The mm's semaphore (direct use bypasses instrumentation)."""
+        """The mm's semaphore (direct use bypasses instrumentation).  With
+        another lock backend it is not the lock in use: see lock_state()."""
         if self._lock_view is None:
             self._lock_view = RWSemaphore._view(ffi.addressof(self._mm, "mmap_lock"), self._owner,
                                                 name=f"{self._label()}.mmap_lock")
@@ -134,8 +135,22 @@ class MM(AddressSpace):
         named = f" {self.name!r}" if self.name else ""
         return f"MM{named} at {self._address:#x}"
 
+    def lock_state(self) -> str:
+        """The lock's state in words, whatever the backend (e.g. ``'read-locked by 2
+        readers'``); for the rwsem, ``mmap_lock.state()``."""
+        writer = ffi.new("uint64_t *")
+        readers = ffi.new("uint32_t *")
+        if lib.mmap_lock_alt_holders(self._mm, writer, readers):
+            return self.mmap_lock.state()
+        if writer[0]:
+            return f"{self.lock_backend}: write-locked by task {writer[0]}"
+        if readers[0]:
+            n = readers[0]
+            return f"{self.lock_backend}: read-locked by {n} reader{'s' if n != 1 else ''}"
+        return f"{self.lock_backend}: unlocked"
+
     def __repr__(self) -> str:
-        return f"<{self._label()}: {self.mmap_lock.state()}>"
+        return f"<{self._label()}: {self.lock_state()}>"
 
 
 def _free(raw: object, _mm_free: Any = lib.mm_free) -> None:

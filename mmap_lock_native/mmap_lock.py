@@ -74,7 +74,7 @@ def _fail(mm: MM, rc: int, op: str) -> NoReturn:
         kind, text = last_report()
         if kind:
             raise LockOrderError(f"{op} on {mm._label()}: {text}", kind=kind, operation=op)
-    raise misuse_error(mm._label(), rc, op, mm.mmap_lock.state())
+    raise misuse_error(mm._label(), rc, op, mm.lock_state())
 
 
 def _acquire_slow(mm: MM, op: int, rc: int, name: str, deadline: int = NO_DEADLINE) -> int:
@@ -205,7 +205,7 @@ def _assert_held(mm: MM, write: int, name: str) -> None:
     r = lib.mmap_lock_check_held(mm._mm, write)
     if r:
         raise AssertionError(f"{name}({mm._label()}): {_CHECK_TEXT[r]}; "
-                             f"state: {mm.mmap_lock.state()}")
+                             f"state: {mm.lock_state()}")
 
 
 def mmap_assert_locked(mm: MM) -> None:
@@ -255,7 +255,7 @@ class _Locked:
             name = "mmap_write_lock" if self._op & _WRITE else "mmap_read_lock"
             if _acquire_slow(mm, self._op, rc, name, deadline):
                 raise TimeoutError(f"{name} on {mm._label()}: not acquired within "
-                                   f"{self._timeout} s; state: {mm.mmap_lock.state()}")
+                                   f"{self._timeout} s; state: {mm.lock_state()}")
         return mm
 
     def __exit__(self, exc_type: Optional[Type[BaseException]],

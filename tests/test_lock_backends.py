@@ -184,3 +184,15 @@ def test_bench_runs_on_every_backend(backend):
                       region_bytes=1 << 20)
     assert r["errors"] == 0 and r["lock"] == backend
     assert r["write_acquisitions"] == 2 * r["ops_all"]
+
+
+def test_errors_name_the_backend_state(mm):
+    """Misuse messages and repr show the state of the lock in use, for every backend."""
+    h = mm_hold(mm, "write")
+    try:
+        with pytest.raises(mln.LockError, match="write-locked by task"):
+            mln.mmap_write_unlock(mm)
+        assert "write-locked" in repr(mm)
+    finally:
+        h.done()
+    assert "unlocked" in mm.lock_state()

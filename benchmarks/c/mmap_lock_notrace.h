@@ -39,6 +39,7 @@
 #define mmap_lock_is_debug notrace_mmap_lock_is_debug
 #define mmap_lock_init_backend notrace_mmap_lock_init_backend
 #define mmap_lock_backend_id notrace_mmap_lock_backend_id
+#define mmap_lock_alt_holders notrace_mmap_lock_alt_holders
 
 #include "mmap_lock.c"
 
@@ -73,6 +74,7 @@
 #undef mmap_lock_is_debug
 #undef mmap_lock_init_backend
 #undef mmap_lock_backend_id
+#undef mmap_lock_alt_holders
 
 int notrace_mmap_read_lock(struct mm_struct *mm);
 int notrace_mmap_read_unlock(struct mm_struct *mm);
