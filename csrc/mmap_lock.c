@@ -239,16 +239,56 @@ static bool alt_write_owner(struct mm_struct *mm)
 	       mln_current_task();
 }
 
-static int alt_acquire(struct mm_struct *mm, unsigned int op, uint32_t instr)
+/* One attempt that never waits (nor for ourselves: that is -EDEADLK later). */
+static bool alt_try(struct mm_struct *mm, unsigned int op)
+{
+	bool write = op & MMAP_OP_WRITE;
+
+	if (alt_write_owner(mm) || mm->mmap_lock_alt->lock(mm, write, true))
+		return false;
+	alt_note_acquired(mm, write);
+	return true;
+}
+
+/*
+ * A backend's wait, in slices of RWSEM_SIGNAL_POLL_NS: between slices it
+ * gives up on a kill (killable waits) or the deadline, and with
+ * RWSEM_WAIT_SIGNALS returns RWSEM_WAIT_INTERRUPTED so that a binding can
+ * run its signal handlers, as rwsem_down_wait() does.  The glibc locks
+ * cannot be woken early, so a kill is noticed within one slice.
+ */
+static int alt_wait(struct mm_struct *mm, unsigned int op, uint64_t deadline_ns,
+		    unsigned int flags)
 {
 	const struct mmap_lock_backend *b = mm->mmap_lock_alt;
 	bool write = op & MMAP_OP_WRITE;
-	uint64_t t0;
 
 	if (alt_write_owner(mm))
 		return -EDEADLK;	/* as the rwsem: we would wait for ourselves */
-	if (b->lock(mm, write, true) == 0) {
-		alt_note_acquired(mm, write);
+	for (;;) {
+		uint64_t now = mln_now_ns(), until = now + RWSEM_SIGNAL_POLL_NS;
+
+		if ((op & MMAP_OP_KILLABLE) && mln_current_task_killed())
+			return -EINTR;
+		if (now >= deadline_ns)
+			return -ETIMEDOUT;
+		if (b->lock_until(mm, write, until < deadline_ns ? until : deadline_ns) == 0) {
+			alt_note_acquired(mm, write);
+			return 0;
+		}
+		if (flags & RWSEM_WAIT_SIGNALS)
+			return RWSEM_WAIT_INTERRUPTED;
+	}
+}
+
+/* The C API's acquisition on a backend: waits for good unless killable. */
+static int alt_acquire(struct mm_struct *mm, unsigned int op, uint32_t instr)
+{
+	bool write = op & MMAP_OP_WRITE;
+	uint64_t t0;
+	int rc;
+
+	if (alt_try(mm, op)) {
 		if (write)
 			seq_write_begin(mm);
 		if (stats_on(instr))
@@ -258,10 +298,9 @@ static int alt_acquire(struct mm_struct *mm, unsigned int op, uint32_t instr)
 	if (op & MMAP_OP_TRY)
 		return trylock_failed(mm, op);
 	t0 = mln_now_ns();
-	b->lock(mm, write, false);	/* killable and timed waits cannot leave it */
-	alt_note_acquired(mm, write);
-	acquire_done(mm, op, 0, mln_now_ns() - t0);
-	return 0;
+	rc = alt_wait(mm, op, MLN_NO_DEADLINE, 0);
+	acquire_done(mm, op, rc, mln_now_ns() - t0);
+	return rc;
 }
 
 static bool alt_release_allowed(struct mm_struct *mm, unsigned int op)
@@ -560,17 +599,9 @@ static always_inline int lock_begin(struct mm_struct *mm, unsigned int op, int s
 				return rc;
 		}
 		trace_event(mm, MMAP_LOCK_EV_START_LOCKING, write, false, op);
-		if (instr & MMAP_LOCK_INSTR_ALT) {
-			/* These backends cannot wait resumably: the whole call happens here. */
-			int rc = alt_acquire(mm, op, instr);
-
-			trace_event(mm, MMAP_LOCK_EV_ACQUIRE_RETURNED, write, rc == 0, op);
-			if (tracked(instr, op))
-				mln_lockdep_acquired(mm, rc == 0);
-			return rc;
-		}
 	}
-	if (mln_likely(try_once(&mm->mmap_lock, op))) {
+	if (mln_likely(mln_unlikely(instr & MMAP_LOCK_INSTR_ALT) ? alt_try(mm, op)
+								: try_once(&mm->mmap_lock, op))) {
 		if (write)
 			seq_write_begin(mm);
 		if (stats_on(instr))
@@ -611,8 +642,14 @@ int mmap_lock_wait(struct mm_struct *mm, struct mmap_lock_waiter *w, unsigned in
 
 	if (!w->start_ns)
 		w->start_ns = mln_now_ns();
-	rc = rwsem_down_wait(&mm->mmap_lock, &w->rw, !!(op & MMAP_OP_WRITE), deadline_ns,
-			     flags | wait_flags(op));
+	if (mm_instr(mm) & MMAP_LOCK_INSTR_ALT) {
+		rc = alt_wait(mm, op, deadline_ns, flags);
+		if (rc == 0)
+			w->rw.acquired = 1;	/* a cancel from now on releases it */
+	} else {
+		rc = rwsem_down_wait(&mm->mmap_lock, &w->rw, !!(op & MMAP_OP_WRITE), deadline_ns,
+				     flags | wait_flags(op));
+	}
 	if (rc == RWSEM_WAIT_INTERRUPTED)
 		return rc;
 	w->done = 1;

@@ -6,14 +6,17 @@
  * locks exclusive too).  They are the baselines the rwsem is compared with.
  *
  * What they cannot do like the rwsem: downgrade is an unlock and a re-lock
- * (not atomic: a writer may get in between); killable and timed waits wait
- * uninterruptibly; is_contended always says no; a read lock released by
- * another thread relies on glibc not checking the owner of read locks and
- * of default mutexes.
+ * (not atomic: a writer may get in between); a killed or signalled waiter
+ * cannot be woken, so mmap_lock.c waits in 50 ms slices (lock_until) and
+ * notices a kill or a signal between them; is_contended always says no; a
+ * read lock released by another thread relies on glibc not checking the
+ * owner of read locks and of default mutexes.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <time.h>
 
+#include "futex.h"
 #include "mmap_lock.h"
 #include "mmap_lock_backend.h"
 
@@ -56,6 +59,33 @@ static int rwlock_lock(struct mm_struct *mm, bool write, bool try)
 	return rc ? -EBUSY : 0;
 }
 
+/*
+ * The CLOCK_REALTIME time of the CLOCK_MONOTONIC @deadline_ns, for the
+ * timed locks POSIX has (ThreadSanitizer does not intercept glibc's
+ * pthread_*_clock*lock, and would then see unlocks of locks it never saw
+ * taken).  The waits are 50 ms slices, so a clock step only moves one slice.
+ */
+static struct timespec realtime_of(uint64_t deadline_ns)
+{
+	uint64_t now = mln_now_ns(), left = deadline_ns > now ? deadline_ns - now : 0;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	left += (uint64_t)ts.tv_nsec;
+	ts.tv_sec += (time_t)(left / MLN_NSEC_PER_SEC);
+	ts.tv_nsec = (long)(left % MLN_NSEC_PER_SEC);
+	return ts;
+}
+
+static int rwlock_lock_until(struct mm_struct *mm, bool write, uint64_t deadline_ns)
+{
+	pthread_rwlock_t *rw = &mm->mmap_lock_alt_lock.rw;
+	struct timespec ts = realtime_of(deadline_ns);
+	int rc = write ? pthread_rwlock_timedwrlock(rw, &ts) : pthread_rwlock_timedrdlock(rw, &ts);
+
+	return rc ? -ETIMEDOUT : 0;
+}
+
 static void rwlock_unlock(struct mm_struct *mm, bool write)
 {
 	(void)write;
@@ -80,6 +110,14 @@ static int mutex_lock(struct mm_struct *mm, bool write, bool try)
 	return (try ? pthread_mutex_trylock(m) : pthread_mutex_lock(m)) ? -EBUSY : 0;
 }
 
+static int mutex_lock_until(struct mm_struct *mm, bool write, uint64_t deadline_ns)
+{
+	struct timespec ts = realtime_of(deadline_ns);
+
+	(void)write;
+	return pthread_mutex_timedlock(&mm->mmap_lock_alt_lock.mutex, &ts) ? -ETIMEDOUT : 0;
+}
+
 static void mutex_unlock(struct mm_struct *mm, bool write)
 {
 	(void)write;
@@ -88,17 +126,17 @@ static void mutex_unlock(struct mm_struct *mm, bool write)
 
 const struct mmap_lock_backend mmap_lock_backend_pthread_rwlock = {
 	.name = "pthread_rwlock", .init = rwlock_init, .destroy = rwlock_destroy,
-	.lock = rwlock_lock, .unlock = rwlock_unlock,
+	.lock = rwlock_lock, .lock_until = rwlock_lock_until, .unlock = rwlock_unlock,
 };
 
 const struct mmap_lock_backend mmap_lock_backend_pthread_rwlock_writer = {
 	.name = "pthread_rwlock_writer", .init = rwlock_writer_init, .destroy = rwlock_destroy,
-	.lock = rwlock_lock, .unlock = rwlock_unlock,
+	.lock = rwlock_lock, .lock_until = rwlock_lock_until, .unlock = rwlock_unlock,
 };
 
 const struct mmap_lock_backend mmap_lock_backend_mutex = {
 	.name = "mutex", .init = mutex_init, .destroy = mutex_destroy,
-	.lock = mutex_lock, .unlock = mutex_unlock,
+	.lock = mutex_lock, .lock_until = mutex_lock_until, .unlock = mutex_unlock,
 };
 
 const struct mmap_lock_backend *mmap_lock_backend_of(int id)

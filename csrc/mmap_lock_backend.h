@@ -17,6 +17,7 @@
 #define MLN_MMAP_LOCK_BACKEND_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "mm_types.h"
 
@@ -26,6 +27,8 @@ struct mmap_lock_backend {
 	void (*destroy)(struct mm_struct *mm);
 	/* 0 when acquired; with @try, -EBUSY when it cannot be taken at once. */
 	int (*lock)(struct mm_struct *mm, bool write, bool try);
+	/* 0 when acquired, or -ETIMEDOUT at the CLOCK_MONOTONIC @deadline_ns. */
+	int (*lock_until)(struct mm_struct *mm, bool write, uint64_t deadline_ns);
 	void (*unlock)(struct mm_struct *mm, bool write);
 };
 

@@ -17,8 +17,8 @@ _by_address: "weakref.WeakValueDictionary[int, MM]" = weakref.WeakValueDictionar
 
 #: ``MM(lock=...)``: the lock implementations behind the same API.  Only
 #: "rwsem" (the default) has the kernel's semantics in full; the glibc ones
-#: downgrade by unlock + relock, wait uninterruptibly (no kill, timeout or
-#: Ctrl-C while blocked) and never report contention.
+#: downgrade by unlock + relock, notice a kill, a timeout or Ctrl-C within
+#: 50 ms (they cannot be woken early) and never report contention.
 LOCK_BACKENDS = {
     "rwsem": lib.MMAP_LOCK_BACKEND_RWSEM,
     "pthread_rwlock": lib.MMAP_LOCK_BACKEND_PTHREAD_RWLOCK,

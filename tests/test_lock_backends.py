@@ -5,13 +5,15 @@ operations on top.  (Kill, timeouts, Ctrl-C while blocked, contention
 reports and an atomic downgrade are the rwsem's alone.)"""
 from __future__ import annotations
 
+import errno
+import signal
 import threading
 from typing import List
 
 import pytest
 
 import mmap_lock_native as mln
-from conftest import Worker, mm_hold
+from conftest import TIMEOUT, Worker, call_while_signalled, mm_hold
 from mmap_lock_native import bench
 from mmap_lock_native.mm import LOCK_BACKENDS
 
@@ -196,3 +198,83 @@ def test_errors_name_the_backend_state(mm):
     finally:
         h.done()
     assert "unlocked" in mm.lock_state()
+
+
+# -- the give-up exits, under contention ------------------------------------------
+
+def _on_start_locking(mm, thread: threading.Thread, event: threading.Event) -> None:
+    """Set ``event`` once ``thread`` starts acquiring ``mm`` (it is about to wait)."""
+    mln.trace.set_hooks(start_locking=lambda m, w: event.set()
+                        if m is mm and threading.current_thread() is thread else None)
+
+
+@pytest.mark.parametrize("mode", ["read", "write"])
+def test_timed_wait_gives_up_under_contention(mm, mode):
+    """A timed wait on a write-held lock raises TimeoutError, counts a timeout,
+    leaves the holder's lock alone; the lock works afterwards."""
+    locked = mln.mmap_read_locked if mode == "read" else mln.mmap_write_locked
+    h = mm_hold(mm, "write")
+    try:
+        with pytest.raises(TimeoutError):
+            with locked(mm, timeout=0.1):
+                pass
+        assert f"write-locked by task {h.task}" in mm.lock_state()
+        assert getattr(mm.lock_stats(), f"{mode}_timeouts") == 1
+    finally:
+        h.done()
+    with locked(mm, timeout=TIMEOUT):
+        pass
+    assert "unlocked" in mm.lock_state()
+
+
+@pytest.mark.parametrize("mode", ["read", "write"])
+def test_killable_wait_returns_eintr_when_killed(mm, mode):
+    """A killable wait behind a writer returns -EINTR once its task is killed."""
+    fn = getattr(mln, f"mmap_{mode}_lock_killable")
+    h = mm_hold(mm, "write")
+    waiting = threading.Event()
+    victim = Worker(lambda: fn(mm), name="victim")
+    _on_start_locking(mm, victim, waiting)
+    try:
+        victim.begin()
+        assert waiting.wait(TIMEOUT)
+        mln.task_kill(victim.task)
+        try:
+            assert victim.finish() == -errno.EINTR
+        finally:
+            mln.task_revive(victim.task)
+    finally:
+        mln.trace.clear_hooks()
+        h.done()
+    assert getattr(mm.lock_stats(), f"{mode}_killable_failures") == 1
+    assert "unlocked" in mm.lock_state()
+
+
+def test_keyboard_interrupt_while_blocked(mm):
+    """Ctrl-C while the main thread waits on a backend's lock: KeyboardInterrupt
+    propagates, nothing is held, and the lock works afterwards."""
+    h = mm_hold(mm, "write")
+    main = threading.main_thread()
+    waiting, returned = threading.Event(), threading.Event()
+
+    def signaller():
+        try:
+            assert waiting.wait(TIMEOUT)
+            signal.pthread_kill(main.ident, signal.SIGINT)
+            assert returned.wait(TIMEOUT), "the main thread did not return"
+        except BaseException:
+            h.unlock()                  # so that the main thread cannot hang
+            raise
+
+    _on_start_locking(mm, main, waiting)
+    try:
+        caught = call_while_signalled(signal.SIGINT, signal.default_int_handler, signaller,
+                                      lambda: mln.mmap_read_lock(mm), returned)
+    finally:
+        mln.trace.clear_hooks()
+    assert isinstance(caught, KeyboardInterrupt), caught
+    assert f"write-locked by task {h.task}" in mm.lock_state()
+    h.done()
+    assert "unlocked" in mm.lock_state()
+    mln.mmap_read_lock(mm)
+    mln.mmap_read_unlock(mm)
