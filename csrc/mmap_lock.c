@@ -443,9 +443,8 @@ int mmap_read_trylock_non_owner(struct mm_struct *mm)
  */
 /*
  * Whether the release may go ahead: the write owner for a write release, a
- * read-held lock for a read release.  Checked before the tracepoint, the
- * statistics and the sequence count, so that a refused misuse changes none
- * of them.  (A read release by a task holding nothing, while others hold it
+ * read-held lock for a read release.  The hooked path checks it before the
+ * tracepoint, so that a refused misuse fires nothing.  (A read release by a task holding nothing, while others hold it
  * for read, cannot be told apart here, as in the rwsem; debug mode can.)
  */
 static always_inline bool release_allowed(struct rw_semaphore *sem, unsigned int op)
@@ -457,17 +456,25 @@ static always_inline bool release_allowed(struct rw_semaphore *sem, unsigned int
 	return (c & RWSEM_READER_MASK) && !(c & RWSEM_WRITER_LOCKED);
 }
 
-/* Release once release_allowed() said yes. */
+/*
+ * Release; a write release's ownership was checked by the caller (it must
+ * be, before the sequence count moves), a read release checks itself in
+ * its compare-exchange, and only a release that happened ends a hold sample.
+ */
 static always_inline int release_plain(struct mm_struct *mm, unsigned int op)
 {
 	struct rw_semaphore *sem = &mm->mmap_lock;
+	int rc;
 
-	mmap_lock_stat_released(mm, !!(op & MMAP_OP_WRITE));
 	if (op & MMAP_OP_WRITE) {
+		mmap_lock_stat_released(mm, true);
 		seq_write_end(mm);
-		return up_write(sem);
+		return rwsem_up_write_owned(sem);
 	}
-	return op & MMAP_OP_NON_OWNER ? up_read_non_owner(sem) : up_read(sem);
+	rc = op & MMAP_OP_NON_OWNER ? up_read_non_owner(sem) : up_read(sem);
+	if (mln_likely(!rc))
+		mmap_lock_stat_released(mm, false);
+	return rc;
 }
 
 static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsigned int op)
@@ -499,7 +506,9 @@ static always_inline int release(struct mm_struct *mm, unsigned int op)
 
 	if (is_hooked(instr))
 		return release_hooked(mm, op);
-	if (mln_unlikely(!release_allowed(&mm->mmap_lock, op)))
+	if ((op & MMAP_OP_WRITE) &&
+	    mln_unlikely(!is_write_owner(&mm->mmap_lock, atomic_load_explicit(
+						     &mm->mmap_lock.count, memory_order_relaxed))))
 		return -EPERM;
 	return release_plain(mm, op);
 }

@@ -735,10 +735,16 @@ int down_write_trylock(struct rw_semaphore *sem)
 
 int up_write(struct rw_semaphore *sem)
 {
-	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
-
-	if (mln_unlikely(!is_write_owner(sem, c)))
+	if (mln_unlikely(!is_write_owner(sem, atomic_load_explicit(&sem->count,
+								    memory_order_relaxed))))
 		return -EPERM;
+	return rwsem_up_write_owned(sem);
+}
+
+int rwsem_up_write_owned(struct rw_semaphore *sem)
+{
+	uint32_t c;
+
 	/* Cleared before the releasing RMW, so the next writer's store wins. */
 	atomic_store_explicit(&sem->owner, 0, memory_order_relaxed);
 	c = atomic_fetch_sub_explicit(&sem->count, RWSEM_WRITER_LOCKED, memory_order_release);

@@ -90,6 +90,9 @@ static inline bool write_fast(struct rw_semaphore *sem)
  * the bias read_fast() added (it backs it out first).  Both return as
  * down_read_timed() / down_write_timed() do, with RWSEM_WAIT_* @flags.
  */
+/* up_write() past its owner check, for a caller that has just made it. */
+int rwsem_up_write_owned(struct rw_semaphore *sem);
+
 int rwsem_down_read_slowpath(struct rw_semaphore *sem, uint64_t deadline_ns, unsigned int flags);
 int rwsem_down_write_slowpath(struct rw_semaphore *sem, uint64_t deadline_ns, unsigned int flags);
 
