@@ -459,22 +459,19 @@ static always_inline bool release_allowed(struct rw_semaphore *sem, unsigned int
 /*
  * Release; a write release's ownership was checked by the caller (it must
  * be, before the sequence count moves), a read release checks itself in
- * its compare-exchange, and only a release that happened ends a hold sample.
+ * up_read()'s compare-exchange.  (A refused read release keeps the hold
+ * sample: the task's sample is then of a write hold, which it keeps.)
  */
 static always_inline int release_plain(struct mm_struct *mm, unsigned int op)
 {
 	struct rw_semaphore *sem = &mm->mmap_lock;
-	int rc;
 
+	mmap_lock_stat_released(mm, !!(op & MMAP_OP_WRITE));
 	if (op & MMAP_OP_WRITE) {
-		mmap_lock_stat_released(mm, true);
 		seq_write_end(mm);
 		return rwsem_up_write_owned(sem);
 	}
-	rc = op & MMAP_OP_NON_OWNER ? up_read_non_owner(sem) : up_read(sem);
-	if (mln_likely(!rc))
-		mmap_lock_stat_released(mm, false);
-	return rc;
+	return op & MMAP_OP_NON_OWNER ? up_read_non_owner(sem) : up_read(sem);
 }
 
 static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsigned int op)

@@ -199,10 +199,13 @@ static bool hold_sample_matches(const struct mm_struct *mm, int write)
 void mmap_lock_stat_hold_end(struct mm_struct *mm, int write)
 {
 	/*
-	 * Dropped, not recorded: a sample of the other mode (a read taken
-	 * inside this one's hold), of another task bound to this thread since,
-	 * of an earlier mm at this address, or released with statistics off.
+	 * Kept: a release in the other mode of the mm this task holds can only
+	 * be a misuse the lock refuses.  Dropped, not recorded: a sample of
+	 * another task bound to this thread since, of an earlier mm at this
+	 * address, or released with statistics off.
 	 */
+	if (hold_sample_matches(mm, !write))
+		return;
 	if (!hold_sample_matches(mm, write) ||
 	    (atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed) &
 	     MMAP_LOCK_INSTR_NOSTATS)) {
