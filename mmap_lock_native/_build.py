@@ -15,10 +15,22 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.normpath(os.path.join(HERE, "..", "csrc"))
 
-# Public headers with a cffi block, in dependency order; every csrc/*.c is core.
+# The C core's layers, one folder each (csrc/Makefile); every .c in them is core.
+LAYERS = ["core", "mmap_lock", "mm", "workload"]
+# Public headers with a cffi block, in dependency order.
 HEADERS = ["task.h", "rwsem.h", "mm.h", "mmap_lock.h", "mmap_lock_stats.h",
            "mmap_lock_trace.h", "lockdep.h", "workload.h"]
-SOURCES = sorted(f for f in os.listdir(CSRC) if f.endswith(".c"))
+SOURCES = sorted(os.path.join(layer, f) for layer in LAYERS
+                 for f in os.listdir(os.path.join(CSRC, layer)) if f.endswith(".c"))
+
+
+def _header_path(name: str) -> str:
+    """The path of a public header, whichever layer's folder holds it."""
+    for layer in LAYERS:
+        path = os.path.join(CSRC, layer, name)
+        if os.path.exists(path):
+            return path
+    raise RuntimeError(f"{name}: not in any of csrc/{{{','.join(LAYERS)}}}")
 # Structures whose layout is the C compiler's business; cffi sees these fields only.
 PARTIAL_STRUCTS = {
     "rw_semaphore": "",
@@ -52,7 +64,7 @@ def cdef_text() -> str:
     """The cffi declarations: partial structs, each header's cffi block, callbacks."""
     parts = [f"struct {name} {{ {fields} ...; }};" for name, fields in PARTIAL_STRUCTS.items()]
     for header in HEADERS:
-        with open(os.path.join(CSRC, header), encoding="utf-8") as f:
+        with open(_header_path(header), encoding="utf-8") as f:
             blocks = _BLOCK.findall(f.read())
         if not blocks:
             raise RuntimeError(f"{header}: no /* cffi:begin */ ... /* cffi:end */ block")
@@ -68,7 +80,7 @@ ffibuilder.set_source(
     "mmap_lock_native._native",
     "#include <stdbool.h>\n" + "\n".join(f'#include "{h}"' for h in HEADERS),
     sources=[os.path.relpath(os.path.join(CSRC, s)) for s in SOURCES],
-    include_dirs=[os.path.relpath(CSRC)],
+    include_dirs=[os.path.relpath(os.path.join(CSRC, layer)) for layer in LAYERS],
     define_macros=[("_GNU_SOURCE", None)],
     extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )

@@ -1,7 +1,7 @@
 """A small pure-Python reference model of the emulated address space.
 
-It mirrors the rules of csrc/mm_mmap.c, csrc/mm_fault.c and csrc/mm.c (the
-contract in csrc/mm.h) so that a test can run the same calls against an
+It mirrors the rules of csrc/mm/mm_mmap.c, mm_fault.c and mm.c (the
+contract in csrc/mm/mm.h) so that a test can run the same calls against an
 ``mln.MM`` and a :class:`ModelMM` and compare the results, the errors, the
 maps and the contents:
 

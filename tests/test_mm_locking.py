@@ -1,4 +1,4 @@
-"""Each mm operation takes the mmap_lock in the mode csrc/mm.h documents, as
+"""Each mm operation takes the mmap_lock in the mode csrc/mm/mm.h documents, as
 the tracepoints show it (start_locking / acquire_returned / released, in
 order), as a concurrent holder of the lock feels it (a reader lets readers
 through and holds writers back), and as the lock-order checker sees fork's

@@ -1,4 +1,4 @@
-"""Debug mode and the lock-order checker (csrc/lockdep.c) through the mmap API:
+"""Debug mode and the lock-order checker (csrc/mmap_lock/lockdep.c) through the mmap API:
 recursion, inversion and bad-unlock reports with their call sites, the
 raise / warn / off modes, debug-mode assertions, trylocks and non-owner
 locks, and how debug mode is switched on (MMAP_LOCK_DEBUG, set_debug)."""

@@ -53,6 +53,9 @@ int mmap_lock_backend_id(struct mm_struct *mm);
 int mmap_lock_alt_holders(struct mm_struct *mm, uint64_t *writer, uint32_t *readers);
 /* Frees the statistics and any recorder; -EBUSY if locked or awaited. */
 int mmap_lock_destroy(struct mm_struct *mm);
+/* 1 while the lock is held or awaited (whatever the backend), else 0: a racy
+ * snapshot, for an owner about to tear down an mm it says nobody else uses. */
+int mmap_lock_is_busy(struct mm_struct *mm);
 /* 1 if the lock-order checker tracks @mm (debug mode at init). */
 int mmap_lock_is_debug(struct mm_struct *mm);
 /* Put @mm's lock in lock-order class @cls (mln_lockdep_class()); while unlocked. */

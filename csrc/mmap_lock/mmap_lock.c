@@ -842,6 +842,14 @@ int mmap_init_lock(struct mm_struct *mm)
 	return mmap_lock_init(mm, 0);
 }
 
+int mmap_lock_is_busy(struct mm_struct *mm)
+{
+	if (mm->mmap_lock_alt)
+		return atomic_load_explicit(&mm->mmap_lock_alt_writer, memory_order_relaxed) ||
+		       atomic_load_explicit(&mm->mmap_lock_alt_readers, memory_order_relaxed);
+	return rwsem_is_locked(&mm->mmap_lock) || rwsem_is_contended(&mm->mmap_lock);
+}
+
 int mmap_lock_destroy(struct mm_struct *mm)
 {
 	int rc;

@@ -323,7 +323,7 @@ int mm_free(struct mm_struct *mm)
 
 	if (!mm)
 		return 0;
-	if (rwsem_is_locked(&mm->mmap_lock) || rwsem_is_contended(&mm->mmap_lock))
+	if (mmap_lock_is_busy(mm))
 		return -EBUSY;
 	/*
 	 * Nobody holds or awaits the lock, and freeing the mm says nobody will:
