@@ -57,6 +57,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -69,12 +70,7 @@
 #define HANDOFF_NONE		0u
 #define HANDOFF_READERS		UINT32_MAX
 
-/*
- * Bounded writer spinning: while another writer holds the lock (critical
- * sections are short), a writer about to sleep spins this long first.  The
- * kernel caps spinning on a reader-owned lock at 25 us; we never spin on
- * readers, nor on one CPU.
- */
+/* Longest spin behind a writer (see spin_budget_ns() for readers). */
 #define RWSEM_SPIN_NS		20000u
 
 /* How often a waiter looks again while another waiter holds the reservation. */
@@ -531,6 +527,135 @@ static int down_slowpath(struct rw_semaphore *sem, bool write, uint64_t deadline
 }
 
 /* ------------------------------------------------------------------------
+ * Spinning.
+ */
+
+/*
+ * Bounded optimistic spinning before queueing (the kernel's, within what
+ * userspace can know): a sleep and a wake-up cost tens of microseconds of
+ * latency and two context switches, while a critical section of the mmap
+ * lock is usually far shorter.  Nobody spins on one CPU (the holder could
+ * not run), on a reserved lock, or past a deadline: RWSEM_SPIN_NS behind a
+ * writer, and behind readers the kernel's rwsem_rspin_threshold(), 10 us
+ * plus 0.5 us per reader, at most 25 us.  The kernel also stops when the
+ * holder is preempted; userspace cannot see that, so the time bound is the
+ * guarantee, and the CPU count comes from the thread's affinity mask (a
+ * process pinned to one CPU must not spin).
+ */
+#define RWSEM_RSPIN_BASE_NS	10000u
+#define RWSEM_RSPIN_PER_READER_NS 500u
+#define RWSEM_RSPIN_MAX_NS	25000u
+
+static MLN_HOT_TLS _Thread_local int spin_cpus;	/* 0: not looked up yet */
+
+/* How many CPUs the calling thread may run on, looked up once per thread. */
+static int allowed_cpus(void)
+{
+	if (mln_unlikely(!spin_cpus)) {
+		cpu_set_t set;
+
+		if (sched_getaffinity(0, sizeof(set), &set) == 0)
+			spin_cpus = CPU_COUNT(&set);
+		else	/* more CPUs than a cpu_set_t holds: there are plenty */
+			spin_cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
+		if (spin_cpus < 1)
+			spin_cpus = 1;
+	}
+	return spin_cpus;
+}
+
+/* The spin budget while @c's holders keep it; 0: do not spin on them. */
+static uint64_t spin_budget_ns(uint32_t c)
+{
+	uint32_t readers = (c & RWSEM_READER_MASK) >> RWSEM_READER_SHIFT;
+	uint64_t ns;
+
+	if (c & RWSEM_WRITER_LOCKED)
+		return RWSEM_SPIN_NS;
+	ns = RWSEM_RSPIN_BASE_NS + (uint64_t)readers * RWSEM_RSPIN_PER_READER_NS;
+	return ns < RWSEM_RSPIN_MAX_NS ? ns : RWSEM_RSPIN_MAX_NS;
+}
+
+/*
+ * Spin while @keep_spinning(count) holds, for at most the budget of the
+ * holders first seen (the clock is read every 64 turns).  Returns the last
+ * count seen, or UINT32_MAX... never: the caller re-tests the count.
+ */
+static uint32_t spin_while(struct rw_semaphore *sem, bool (*keep_spinning)(uint32_t))
+{
+	uint64_t start = 0, budget = 0;
+
+	for (unsigned int i = 0;; i++) {
+		uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+		if (!keep_spinning(c))
+			return c;
+		if ((i & 63) == 0) {
+			uint64_t now = mln_now_ns();
+
+			if (!start) {
+				start = now;
+				budget = spin_budget_ns(c);
+			} else if (now - start > budget) {
+				return c;
+			}
+		}
+		mln_cpu_relax();
+	}
+}
+
+/* A writer spins while someone holds the lock and nobody reserved it. */
+static bool writer_should_spin(uint32_t c)
+{
+	return (c & RWSEM_LOCK_MASK) && !(c & (RWSEM_FLAG_HANDOFF | RWSEM_FLAG_DEAD));
+}
+
+/* Spin, then take the lock if it came free: true if acquired. */
+static bool write_spin(struct rw_semaphore *sem)
+{
+	if (allowed_cpus() < 2)
+		return false;
+	for (int tries = 0; tries < 2; tries++) {
+		uint32_t c = spin_while(sem, writer_should_spin);
+
+		if (c & (RWSEM_LOCK_MASK | RWSEM_FLAG_HANDOFF | RWSEM_FLAG_DEAD))
+			return false;	/* budget spent, or reserved for someone */
+		if (atomic_compare_exchange_strong_explicit(&sem->count, &c,
+							    c | RWSEM_WRITER_LOCKED,
+							    memory_order_acquire,
+							    memory_order_relaxed))
+			return true;
+		/* Lost the race to another acquirer: one more (bounded) round. */
+	}
+	return false;
+}
+
+/*
+ * A reader spins only behind a writer that holds the lock while nobody is
+ * queued: once a task waits, writer preference makes new readers queue.
+ */
+static bool reader_should_spin(uint32_t c)
+{
+	return (c & RWSEM_WRITER_LOCKED) &&
+	       !(c & (RWSEM_FLAG_WAITERS | RWSEM_FLAG_HANDOFF | RWSEM_FLAG_DEAD));
+}
+
+/* Spin behind a writer, then try once to enter as a reader: true if acquired. */
+static bool read_spin(struct rw_semaphore *sem)
+{
+	uint32_t c;
+
+	if (allowed_cpus() < 2 ||
+	    !reader_should_spin(atomic_load_explicit(&sem->count, memory_order_relaxed)))
+		return false;
+	c = spin_while(sem, reader_should_spin);
+	if ((c | (c + RWSEM_READER_BIAS)) & RWSEM_READ_FAILED_MASK)
+		return false;
+	return atomic_compare_exchange_strong_explicit(&sem->count, &c, c + RWSEM_READER_BIAS,
+						       memory_order_acquire, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------
  * Readers.
  */
 
@@ -546,6 +671,10 @@ int rwsem_down_read_slowpath(struct rw_semaphore *sem, uint64_t deadline_ns, uns
 					       memory_order_release);
 
 	reader_left(sem, c - RWSEM_READER_BIAS);
+	if (read_spin(sem)) {
+		set_reader_owned(sem, flags & RWSEM_WAIT_NON_OWNER);
+		return 0;
+	}
 	return down_slowpath(sem, false, deadline_ns, flags);
 }
 
@@ -636,48 +765,6 @@ int up_read_non_owner(struct rw_semaphore *sem)
 /* ------------------------------------------------------------------------
  * Writers.
  */
-
-/*
- * Bounded optimistic spin before queueing: only while a writer holds the
- * lock (it will be quick), never on a reserved lock, never on one CPU.
- */
-static _Atomic int online_cpus;	/* relaxed: any racing initialiser stores the same value */
-
-static bool write_spin(struct rw_semaphore *sem)
-{
-	int ncpu = atomic_load_explicit(&online_cpus, memory_order_relaxed);
-	uint64_t start = 0;
-
-	if (!ncpu) {
-		ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
-		atomic_store_explicit(&online_cpus, ncpu, memory_order_relaxed);
-	}
-	if (ncpu < 2)
-		return false;
-	for (unsigned int i = 0;; i++) {
-		uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
-
-		if (!(c & (RWSEM_LOCK_MASK | RWSEM_FLAG_HANDOFF | RWSEM_FLAG_DEAD))) {
-			if (atomic_compare_exchange_weak_explicit(&sem->count, &c,
-								  c | RWSEM_WRITER_LOCKED,
-								  memory_order_acquire,
-								  memory_order_relaxed))
-				return true;
-			continue;
-		}
-		if (!(c & RWSEM_WRITER_LOCKED) || (c & (RWSEM_FLAG_HANDOFF | RWSEM_FLAG_DEAD)))
-			return false;
-		if ((i & 63) == 0) {
-			uint64_t now = mln_now_ns();
-
-			if (!start)
-				start = now;
-			else if (now - start > RWSEM_SPIN_NS)
-				return false;
-		}
-		mln_cpu_relax();
-	}
-}
 
 int rwsem_down_write_slowpath(struct rw_semaphore *sem, uint64_t deadline_ns, unsigned int flags)
 {

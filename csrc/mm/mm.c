@@ -249,15 +249,15 @@ static void free_notifiers(struct mm_struct *mm)
 /* ------------------------------------------------------------------------
  * Life cycle.
  */
-static void mm_space_init(struct mm_struct *mm)
+static int mm_space_init(struct mm_struct *mm)
 {
 	vma_tree_init(&mm->mm_vmas);
-	pgtable_init(&mm->pgt);
 	mm->mmap_base = MM_MMAP_BASE;
 	mm->start_brk = mm->brk = MM_START_BRK;
 	mm->max_map_count = 0;
 	mm->mm_closed = 0;
 	mm->notifiers = NULL;
+	return pgtable_init(&mm->pgt);
 }
 
 struct mm_struct *mm_alloc(unsigned int lock_flags)
@@ -276,7 +276,11 @@ struct mm_struct *mm_alloc_backend(unsigned int lock_flags, int backend)
 		free(mm);
 		return NULL;
 	}
-	mm_space_init(mm);
+	if (mm_space_init(mm)) {
+		mmap_lock_destroy(mm);
+		free(mm);
+		return NULL;
+	}
 	return mm;
 }
 

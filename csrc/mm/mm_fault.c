@@ -96,6 +96,8 @@ int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t a
 	leaf = pgtable_leaf(&mm->pgt, addr, 1);
 	if (!leaf)
 		return -ENOMEM;
+	if (pte_present_for(leaf, addr, write))
+		return 0;	/* mapped already: no lock, no shared write */
 	for (;;) {
 		struct page *page;
 		pte_t pte;

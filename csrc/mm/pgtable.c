@@ -21,6 +21,11 @@
  * pages and descriptors are poisoned, so a use after the last page_put()
  * still traps.  -DMLN_PAGE_MALLOC selects posix_memalign() instead.
  *
+ * In front of the slab, each thread keeps up to PCP_HIGH free pages of its
+ * own (the kernel's per-CPU page lists): faults and zaps on different
+ * threads then take no common lock, and the slab lock is taken once per
+ * PCP_BATCH pages.  A thread's pages go back to the slab when it exits.
+ *
  * Refcounts follow the kernel's refcount_t/put_page(): an increment is
  * relaxed (whoever increments already holds a reference, or the PT lock that
  * keeps a PTE's reference), a decrement is a release, and the decrement that
@@ -46,11 +51,13 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include "futex.h"
 #include "pgtable.h"
+#include "thread_index.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define PGTABLE_ASAN 1
@@ -283,29 +290,26 @@ static struct slab *slab_give(struct page *p)
 	return s;
 }
 
-static struct page *page_mem_alloc(bool *zeroed)
+/* Under the lock: take a page, mapping a new slab if none has one; NULL on ENOMEM. */
+static struct page *slab_take_any(bool *zeroed)
 {
 	struct slab *s;
-	struct page *p;
 
-	mln_mutex_lock(&slab_cache.lock, 0);
 	if (mln_unlikely(!slab_cache.partial)) {
 		/* mmap() outside the lock; a racing thread's extra slab is used too. */
 		mln_mutex_unlock(&slab_cache.lock, 0);
 		s = slab_new();
-		if (!s)
-			return NULL;
 		mln_mutex_lock(&slab_cache.lock, 0);
+		if (!s)
+			return slab_cache.partial ? slab_take_any(zeroed) : NULL;
 		slab_cache.nr_empty++;
 		slab_link(s);
 	}
-	p = slab_take(slab_cache.partial, zeroed);
-	mln_mutex_unlock(&slab_cache.lock, 0);
-	return p;
+	return slab_take(slab_cache.partial, zeroed);
 }
 
-/* Free pages whose refcount reached zero: one lock round trip for the batch. */
-static void pages_free(struct page **v, size_t n)
+/* Give @n pages back under one lock round trip; release slabs that emptied. */
+static void slab_give_many(struct page **v, size_t n)
 {
 	struct slab *dead = NULL, *s;
 
@@ -325,14 +329,175 @@ static void pages_free(struct page **v, size_t n)
 	}
 }
 
+/* ------------------------------------------------------------------------
+ * Per-thread page caches.
+ */
+#define PCP_HIGH	64	/* most free pages a thread keeps */
+#define PCP_BATCH	16	/* pages moved between a cache and the slab at once */
+
+struct page_pcp {
+	struct page *pages[PCP_HIGH];	/* [0, count): free, poisoned under ASan */
+	_Atomic unsigned int count;	/* written by the owner; read by page_nr_live() */
+	struct page_pcp *next, *prev;	/* every live cache, under slab_cache.lock */
+};
+
+/*
+ * A cached page's descriptor keeps whether its data are still all zero (a
+ * fresh slab page never written) in pincount, unused while the page is free.
+ */
+#define PCP_ZEROED 1u
+
+static MLN_HOT_TLS _Thread_local struct page_pcp *pcp_self;
+static struct page_pcp *pcp_list;	/* under slab_cache.lock */
+static pthread_key_t pcp_key;
+static pthread_once_t pcp_once = PTHREAD_ONCE_INIT;
+
+/* The exiting thread's cache goes back to the slab. */
+static void pcp_destroy(void *arg)
+{
+	struct page_pcp *c = arg;
+	unsigned int n = atomic_load_explicit(&c->count, memory_order_relaxed);
+
+	for (unsigned int i = 0; i < n; i++) {
+		san_unpoison(c->pages[i], sizeof(*c->pages[i]));
+		san_unpoison(c->pages[i]->data, MLN_PAGE_SIZE);
+	}
+	mln_mutex_lock(&slab_cache.lock, 0);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		pcp_list = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	mln_mutex_unlock(&slab_cache.lock, 0);
+	slab_give_many(c->pages, n);
+	if (pcp_self == c)
+		pcp_self = NULL;
+	free(c);
+}
+
+static void pcp_key_init(void)
+{
+	pthread_key_create(&pcp_key, pcp_destroy);
+}
+
+/* The calling thread's cache, made on first use; NULL if out of memory. */
+static struct page_pcp *pcp_get(void)
+{
+	struct page_pcp *c = pcp_self;
+
+	if (mln_likely(c))
+		return c;
+	pthread_once(&pcp_once, pcp_key_init);
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	mln_mutex_lock(&slab_cache.lock, 0);
+	c->next = pcp_list;
+	if (pcp_list)
+		pcp_list->prev = c;
+	pcp_list = c;
+	mln_mutex_unlock(&slab_cache.lock, 0);
+	pthread_setspecific(pcp_key, c);
+	return pcp_self = c;
+}
+
+/* Only the owner writes count: a load and a store, no read-modify-write. */
+static inline void pcp_set_count(struct page_pcp *c, unsigned int n)
+{
+	atomic_store_explicit(&c->count, n, memory_order_relaxed);
+}
+
+static void pcp_push(struct page_pcp *c, struct page *p, bool zeroed)
+{
+	unsigned int n = atomic_load_explicit(&c->count, memory_order_relaxed);
+
+	atomic_store_explicit(&p->pincount, zeroed ? PCP_ZEROED : 0, memory_order_relaxed);
+	san_poison(p->data, MLN_PAGE_SIZE);
+	san_poison(p, sizeof(*p));
+	c->pages[n] = p;
+	pcp_set_count(c, n + 1);
+}
+
+/* Refill an empty cache with up to PCP_BATCH pages; false if none could be had. */
+static bool pcp_refill(struct page_pcp *c)
+{
+	struct page *got[PCP_BATCH];
+	bool zeroed[PCP_BATCH];
+	unsigned int n = 0;
+
+	mln_mutex_lock(&slab_cache.lock, 0);
+	while (n < PCP_BATCH && (got[n] = slab_take_any(&zeroed[n])))
+		n++;
+	mln_mutex_unlock(&slab_cache.lock, 0);
+	/* Taken oldest last, so that the first page handed out is the one just taken. */
+	while (n--)
+		pcp_push(c, got[n], zeroed[n]);
+	return atomic_load_explicit(&c->count, memory_order_relaxed) != 0;
+}
+
+static struct page *page_mem_alloc(bool *zeroed)
+{
+	struct page_pcp *c = pcp_get();
+	struct page *p;
+	unsigned int n;
+
+	if (mln_unlikely(!c)) {		/* no cache: straight from the slab */
+		mln_mutex_lock(&slab_cache.lock, 0);
+		p = slab_take_any(zeroed);
+		mln_mutex_unlock(&slab_cache.lock, 0);
+		return p;
+	}
+	if (mln_unlikely(!atomic_load_explicit(&c->count, memory_order_relaxed)) &&
+	    !pcp_refill(c))
+		return NULL;
+	n = atomic_load_explicit(&c->count, memory_order_relaxed) - 1;
+	p = c->pages[n];
+	pcp_set_count(c, n);
+	san_unpoison(p, sizeof(*p));
+	san_unpoison(p->data, MLN_PAGE_SIZE);
+	*zeroed = atomic_load_explicit(&p->pincount, memory_order_relaxed) == PCP_ZEROED;
+	return p;
+}
+
+/* Free pages whose refcount reached zero: into the cache, overflow to the slab. */
+static void pages_free(struct page **v, size_t n)
+{
+	struct page_pcp *c = pcp_get();
+	struct page *spill[PCP_BATCH];
+
+	for (size_t i = 0; i < n; i++) {
+		if (mln_unlikely(!c)) {
+			slab_give_many(&v[i], 1);
+			continue;
+		}
+		if (atomic_load_explicit(&c->count, memory_order_relaxed) == PCP_HIGH) {
+			/* Full: the oldest PCP_BATCH go back, keeping the recent (cache-warm) ones. */
+			unsigned int keep = PCP_HIGH - PCP_BATCH;
+
+			for (unsigned int j = 0; j < PCP_BATCH; j++) {
+				spill[j] = c->pages[j];
+				san_unpoison(spill[j], sizeof(*spill[j]));
+				san_unpoison(spill[j]->data, MLN_PAGE_SIZE);
+			}
+			memmove(c->pages, c->pages + PCP_BATCH, keep * sizeof(c->pages[0]));
+			pcp_set_count(c, keep);
+			slab_give_many(spill, PCP_BATCH);
+		}
+		pcp_push(c, v[i], false);
+	}
+}
+
 size_t page_nr_live(void)
 {
-	size_t n;
+	size_t n, cached = 0;
 
 	mln_mutex_lock(&slab_cache.lock, 0);
 	n = slab_cache.nr_live;
+	for (struct page_pcp *c = pcp_list; c; c = c->next)
+		cached += atomic_load_explicit(&c->count, memory_order_relaxed);
 	mln_mutex_unlock(&slab_cache.lock, 0);
-	return n;
+	return n - cached;
 }
 
 #else /* MLN_PAGE_MALLOC: the plain allocator, for comparison and exact LSan reports */
@@ -505,8 +670,24 @@ int pgtable_init(struct pgtable *pt)
 	for (int i = 0; i < MLN_PTRS_PER_TABLE; i++)
 		atomic_init(&pt->top[i], NULL);
 	atomic_init(&pt->nr_tables, 0);
-	atomic_init(&pt->nr_pages, 0);
+	if (posix_memalign((void **)&pt->nr_pages, 64,
+			   (MLN_THREAD_OVERFLOW + 1) * sizeof(*pt->nr_pages)))
+		return -ENOMEM;
+	memset(pt->nr_pages, 0, (MLN_THREAD_OVERFLOW + 1) * sizeof(*pt->nr_pages));
 	return 0;
+}
+
+/* Add @n to the calling thread's count of @pt's pages. */
+static void nr_pages_add(struct pgtable *pt, int64_t n)
+{
+	unsigned int t = mln_thread_index();
+	_Atomic int64_t *c = &pt->nr_pages[t].pages;
+
+	if (mln_unlikely(t == MLN_THREAD_OVERFLOW))
+		atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+	else	/* its only writer: no read-modify-write */
+		atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+				      memory_order_relaxed);
 }
 
 struct pte_table *pgtable_leaf(struct pgtable *pt, uint64_t addr, int alloc)
@@ -550,7 +731,7 @@ void pte_install_locked(struct pgtable *pt, struct pte_table *t, uint64_t addr, 
 		pgtable_bug("pte_install_locked: no page, or the PTE is in use", (void *)pte);
 	atomic_store_explicit(slot, pte, memory_order_release);
 	t->nr_present++;
-	atomic_fetch_add_explicit(&pt->nr_pages, 1, memory_order_relaxed);
+	nr_pages_add(pt, 1);
 }
 
 pte_t pte_replace_locked(struct pte_table *t, uint64_t addr, pte_t pte)
@@ -573,7 +754,7 @@ pte_t pte_clear_locked(struct pgtable *pt, struct pte_table *t, uint64_t addr)
 	if (old) {
 		atomic_store_explicit(slot, 0, memory_order_relaxed);
 		t->nr_present--;
-		atomic_fetch_sub_explicit(&pt->nr_pages, 1, memory_order_relaxed);
+		nr_pages_add(pt, -1);
 	}
 	return old;
 }
@@ -661,7 +842,7 @@ static long zap_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsigne
 	pte_table_unlock(t);
 	w->slots += i - lo;
 	if (n) {
-		atomic_fetch_sub_explicit(&w->pt->nr_pages, n, memory_order_relaxed);
+		nr_pages_add(w->pt, -(int64_t)n);
 		pages_put(put, n);	/* after the unlock: freeing need not hold up faults */
 	}
 	return (long)n;
@@ -798,7 +979,7 @@ nomem:
 	d->nr_present += (uint32_t)added;
 	pte_table_unlock(d);
 	if (added)
-		atomic_fetch_add_explicit(&w->dst->nr_pages, added, memory_order_relaxed);
+		nr_pages_add(w->dst, (int64_t)added);
 	if (nput)
 		pages_put(put, nput);
 	return 0;
@@ -863,7 +1044,8 @@ void pgtable_destroy(struct pgtable *pt)
 		atomic_store_explicit(&pt->top[i], NULL, memory_order_relaxed);
 	}
 	atomic_store_explicit(&pt->nr_tables, 0, memory_order_relaxed);
-	atomic_store_explicit(&pt->nr_pages, 0, memory_order_relaxed);
+	free(pt->nr_pages);
+	pt->nr_pages = NULL;
 }
 
 size_t pgtable_bytes(const struct pgtable *pt)
@@ -874,5 +1056,11 @@ size_t pgtable_bytes(const struct pgtable *pt)
 
 size_t pgtable_nr_pages(const struct pgtable *pt)
 {
-	return atomic_load_explicit(&pt->nr_pages, memory_order_relaxed);
+	int64_t sum = 0;
+
+	if (!pt->nr_pages)
+		return 0;
+	for (unsigned int t = 0; t <= MLN_THREAD_OVERFLOW; t++)
+		sum += atomic_load_explicit(&pt->nr_pages[t].pages, memory_order_relaxed);
+	return sum > 0 ? (size_t)sum : 0;	/* a racing reader may see a transient negative */
 }

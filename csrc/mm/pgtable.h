@@ -56,14 +56,26 @@ struct pte_table {
 	_Atomic pte_t pte[MLN_PTRS_PER_TABLE];
 };
 
+/*
+ * PTEs in use, counted per thread (thread_index.h) and summed when read, as
+ * the kernel's per-CPU rss counters are: a fault writes only its own
+ * thread's line.  A thread's count may go negative (it zapped pages another
+ * thread faulted in); the sum cannot.
+ */
+struct pgtable_count {
+	_Atomic int64_t pages;
+} __attribute__((aligned(64)));
+
 struct pgtable {
 	void *_Atomic top[MLN_PTRS_PER_TABLE];	/* level 4 */
 	_Atomic size_t nr_tables;		/* tables of every level, for accounting */
-	_Atomic size_t nr_pages;		/* PTEs in use */
+	struct pgtable_count *nr_pages;		/* by thread number; [0] unused */
 };
 
+/* 0, or -ENOMEM. */
 int pgtable_init(struct pgtable *pt);
-/* Drop every PTE's page reference and free every table. */
+/* Drop every PTE's page reference and free every table and counter
+ * (pgtable_init() makes it usable again). */
 void pgtable_destroy(struct pgtable *pt);
 
 /*
@@ -80,6 +92,21 @@ static inline _Atomic pte_t *pte_slot(struct pte_table *t, uint64_t addr)
 
 void pte_table_lock(struct pte_table *t);
 void pte_table_unlock(struct pte_table *t);
+
+/*
+ * Whether the PTE of @addr is present, and writable if @write, read without
+ * the leaf lock: a fault on a page mapped already writes nothing.  The
+ * answer is true at some instant of the call; the caller's mmap or VMA read
+ * lock keeps what the VMA allows from changing (docs/mm.md gives the
+ * argument).
+ */
+static inline int pte_present_for(struct pte_table *t, uint64_t addr, int write)
+{
+	/* Acquire: pairs with the PTE store's release, as a locked reader would. */
+	pte_t pte = atomic_load_explicit(pte_slot(t, addr), memory_order_acquire);
+
+	return pte && (!write || (pte & PTE_WRITE));
+}
 
 /*
  * Under the leaf's lock: set an empty PTE (taking over one reference of the

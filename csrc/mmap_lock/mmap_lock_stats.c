@@ -5,7 +5,6 @@
  * resetting.  The storage scheme is explained in mmap_lock_stats_impl.h.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,69 +17,7 @@
 
 _Static_assert(MMAP_LOCK_HIST_BUCKETS == 40, "the cffi declaration spells the bucket count out");
 
-MLN_HOT_TLS _Thread_local unsigned int mln_stat_thread;
 MLN_HOT_TLS _Thread_local struct mln_hold_sample mln_hold_sample;
-
-/* ------------------------------------------------------------------------
- * Thread indexes: a bitmap of MLN_STAT_THREADS, a thread's bit freed when it
- * exits (pthread key destructor), so live threads never share a block.
- */
-static _Atomic uint32_t index_lock;
-static uint64_t index_used[MLN_STAT_THREADS / 64];
-static pthread_key_t index_key;
-static pthread_once_t index_once = PTHREAD_ONCE_INIT;
-
-static void index_release(void *arg)
-{
-	unsigned int t = (unsigned int)(uintptr_t)arg;	/* index + 1 */
-
-	/*
-	 * Destructors of keys made after ours may still lock mms on this
-	 * thread: from now on it counts in the shared overflow block, since
-	 * its number may go to a new thread at once.
-	 */
-	mln_stat_thread = MLN_STAT_OVERFLOW;
-	mln_mutex_lock(&index_lock, 0);
-	index_used[(t - 1) / 64] &= ~(1ull << ((t - 1) % 64));
-	mln_mutex_unlock(&index_lock, 0);
-}
-
-/* In a forked child only the forking thread lives: only its index is taken. */
-static void index_atfork_child(void)
-{
-	atomic_store_explicit(&index_lock, 0, memory_order_relaxed);
-	memset(index_used, 0, sizeof(index_used));
-	if (mln_stat_thread && mln_stat_thread <= MLN_STAT_THREADS)
-		index_used[(mln_stat_thread - 1) / 64] |= 1ull << ((mln_stat_thread - 1) % 64);
-}
-
-static void index_init(void)
-{
-	pthread_key_create(&index_key, index_release);
-	pthread_atfork(NULL, NULL, index_atfork_child);
-}
-
-/* Index + 1 for the calling thread: 1..MLN_STAT_THREADS, or the overflow's. */
-static unsigned int index_assign(void)
-{
-	unsigned int t = MLN_STAT_OVERFLOW;
-
-	pthread_once(&index_once, index_init);
-	mln_mutex_lock(&index_lock, 0);
-	for (unsigned int w = 0; w < MLN_STAT_THREADS / 64; w++) {
-		if (~index_used[w]) {
-			unsigned int b = (unsigned int)__builtin_ctzll(~index_used[w]);
-
-			index_used[w] |= 1ull << b;
-			t = w * 64 + b + 1;
-			break;
-		}
-	}
-	mln_mutex_unlock(&index_lock, 0);
-	if (t <= MLN_STAT_THREADS)
-		pthread_setspecific(index_key, (void *)(uintptr_t)t);
-	return t;
-}
 
 /* ------------------------------------------------------------------------
  * Allocation on first use.
@@ -124,19 +61,18 @@ struct mmap_lock_stat_slot *mmap_lock_stat_slot_slow(struct mm_struct *mm)
 {
 	struct mmap_lock_stats *st = stats_get(mm);
 	struct mmap_lock_stat_slot *s, *expected;
-	unsigned int t = mln_stat_thread;
+	unsigned int t;
 
 	if (!st)
 		return NULL;
-	if (!t)
-		t = mln_stat_thread = index_assign();
+	t = mln_thread_index();
 	s = atomic_load_explicit(&st->slot[t], memory_order_acquire);
 	if (s)
 		return s;
 	if (posix_memalign((void **)&s, 64, sizeof(*s)))
 		return NULL;
 	memset(s, 0, sizeof(*s));
-	s->shared = t == MLN_STAT_OVERFLOW;
+	s->shared = t == MLN_THREAD_OVERFLOW;
 	/* Under the lock, so that a concurrent change of sampling reaches this block too. */
 	mln_mutex_lock(&st->lock, 0);
 	expected = atomic_load_explicit(&st->slot[t], memory_order_relaxed);
@@ -300,7 +236,7 @@ static void stats_sum(struct mmap_lock_stats *st, struct mmap_lock_stats_snapsho
 {
 #define SUM(field) out->field += atomic_load_explicit(&s->field, memory_order_relaxed);
 	memset(out, 0, sizeof(*out));
-	for (unsigned int i = 0; i <= MLN_STAT_OVERFLOW; i++) {
+	for (unsigned int i = 0; i <= MLN_THREAD_OVERFLOW; i++) {
 		struct mmap_lock_stat_slot *s = atomic_load_explicit(&st->slot[i],
 								     memory_order_acquire);
 
@@ -436,7 +372,7 @@ int mmap_lock_stats_set_hold_sampling(struct mm_struct *mm, unsigned int shift)
 		return stats_unavailable(mm);
 	mln_mutex_lock(&st->lock, 0);
 	atomic_store_explicit(&st->hold_shift, shift, memory_order_relaxed);
-	for (unsigned int i = 0; i <= MLN_STAT_OVERFLOW; i++) {
+	for (unsigned int i = 0; i <= MLN_THREAD_OVERFLOW; i++) {
 		struct mmap_lock_stat_slot *s = atomic_load_explicit(&st->slot[i],
 								     memory_order_acquire);
 
@@ -464,7 +400,7 @@ void mmap_lock_stats_free(struct mm_struct *mm)
 
 	if (!st)
 		return;
-	for (unsigned int i = 0; i <= MLN_STAT_OVERFLOW; i++)
+	for (unsigned int i = 0; i <= MLN_THREAD_OVERFLOW; i++)
 		free(atomic_load_explicit(&st->slot[i], memory_order_relaxed));
 	free(st);
 }

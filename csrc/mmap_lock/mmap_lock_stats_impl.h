@@ -4,14 +4,15 @@
  * the lock fast paths make.  Not a public header (mmap_lock_stats.h is).
  *
  * Each thread that uses an mm gets its own block of counters in that mm
- * (struct mmap_lock_stat_slot), found through a small per-thread index, and
+ * (struct mmap_lock_stat_slot), found through its thread number
+ * (thread_index.h), and
  * is the only writer of that block: an update is a relaxed load and a
  * relaxed store, no read-modify-write, and no cache line written by two
  * threads.  Readers (mmap_lock_stats_read) sum the blocks with relaxed
  * loads; a value read while its thread updates it is the old or the new one.
- * A thread index outlives nothing: it returns to the pool when its thread
+ * A thread number outlives nothing: it returns to the pool when its thread
  * exits and the next thread to take it keeps adding to the same blocks,
- * which is right for cumulative counters.  Threads beyond MLN_STAT_THREADS
+ * which is right for cumulative counters.  Threads beyond MLN_THREAD_SLOTS
  * share one overflow block, updated with atomic read-modify-writes.
  *
  * Reset does not write the blocks (their owners do, without RMW, so a
@@ -29,9 +30,8 @@
 #include "futex.h"
 #include "mm_types.h"
 #include "mmap_lock_stats.h"
+#include "thread_index.h"
 
-#define MLN_STAT_THREADS 128		/* private blocks per mm; then the overflow block */
-#define MLN_STAT_OVERFLOW (MLN_STAT_THREADS + 1)	/* its thread number */
 #define MLN_STAT_SHARED (1ull << 63)
 
 struct mmap_lock_stat_slot {
@@ -65,11 +65,8 @@ struct mmap_lock_stats {
 	_Atomic uint32_t lock;		/* futex mutex: base, slot creation */
 	struct mmap_lock_stats_snapshot base;	/* raw sums at the last reset */
 	/* By thread number: [0] stays NULL (no number yet), then the private blocks, then the overflow. */
-	struct mmap_lock_stat_slot *_Atomic slot[MLN_STAT_OVERFLOW + 1];
+	struct mmap_lock_stat_slot *_Atomic slot[MLN_THREAD_OVERFLOW + 1];
 };
-
-/* The calling thread's number, 1..MLN_STAT_OVERFLOW (0: none yet). */
-extern MLN_HOT_TLS _Thread_local unsigned int mln_stat_thread;
 
 /* The calling thread's one hold-time sample in progress. */
 struct mln_hold_sample {
@@ -94,7 +91,7 @@ void mmap_lock_stats_atfork_child(struct mm_struct *mm);
 
 static inline struct mmap_lock_stat_slot *mmap_lock_stat_slot(struct mm_struct *mm)
 {
-	unsigned int t = mln_stat_thread;
+	unsigned int t = mln_thread_index_tls;	/* 0 (no number yet) finds NULL */
 	/* Acquire: the block was zeroed before its pointer was published. */
 	struct mmap_lock_stats *st = atomic_load_explicit(&mm->mmap_lock_stats,
 							  memory_order_acquire);

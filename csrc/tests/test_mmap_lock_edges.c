@@ -26,7 +26,7 @@
 #include "mm_types.h"
 #include "mmap_lock.h"
 #include "mmap_lock_stats.h"
-#include "mmap_lock_stats_impl.h"	/* mln_stat_thread: the statistics' thread number */
+#include "thread_index.h"	/* mln_thread_index(): the statistics' thread number */
 #include "mmap_lock_trace.h"
 #include "rwsem.h"
 #include "task.h"
@@ -611,7 +611,7 @@ static void *reuse_x(void *arg)
 	(void)arg;
 	CHECK_EQ(mmap_read_lock(reuse.mm), 0);	/* takes a statistics number */
 	CHECK_EQ(mmap_read_unlock(reuse.mm), 0);
-	atomic_store(&reuse.x_number, mln_stat_thread);
+	atomic_store(&reuse.x_number, mln_thread_index());
 	pthread_setspecific(reuse.late_key, (void *)1);
 	return NULL;
 }
@@ -621,7 +621,7 @@ static void *reuse_y(void *arg)
 	(void)arg;
 	CHECK_EQ(mmap_read_lock(reuse.mm), 0);	/* gets the number x gave back */
 	CHECK_EQ(mmap_read_unlock(reuse.mm), 0);
-	atomic_store(&reuse.y_number, mln_stat_thread);
+	atomic_store(&reuse.y_number, mln_thread_index());
 	reuse_meet(1);
 	reuse_hammer();
 	return NULL;

@@ -555,7 +555,8 @@ static void t_destroy_and_accounting(void)
 	atomic_fetch_sub(&pinned->pincount, 1);
 	page_put(pinned);
 	CHECK_EQ(page_nr_live(), base);
-	/* A destroyed table is empty and usable again. */
+	/* A destroyed table is empty, and usable again once initialised. */
+	CHECK_EQ(pgtable_init(&pt), 0);
 	map(&pt, VA_END - PG, 0, 0);
 	CHECK_EQ(nr_tables(&pt), 3);
 	pgtable_destroy(&pt);
