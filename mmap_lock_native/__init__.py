@@ -13,7 +13,7 @@ from . import trace
 from .debug import (LockOrderWarning, get_debug, lockdep_mode, lockdep_reset, set_debug,
                     set_lockdep_mode)
 from .errors import LockError, LockOrderError
-from .mm import MM
+from .mm import DEFAULT_LOCK, LOCK_BACKENDS, MM
 from .mmap_lock import (mmap_assert_locked, mmap_assert_write_locked, mmap_init_lock,
                         mmap_lock_is_contended, mmap_lock_speculate_retry,
                         mmap_lock_speculate_try_begin, mmap_read_lock, mmap_read_lock_killable,
@@ -32,6 +32,7 @@ from .vm import (MADV_DONTNEED, MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_
                  SEGV_MAPERR, TASK_SIZE, VMA, SegmentationFault)
 
 __all__ = [
+    "DEFAULT_LOCK", "LOCK_BACKENDS",
     "MADV_DONTNEED",
     "MADV_NORMAL",
     "MADV_RANDOM",

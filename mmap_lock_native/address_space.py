@@ -205,8 +205,10 @@ class AddressSpace:
                     f"mprotect({addr:#x}, {length:#x}, {prot})")
 
     def brk(self, addr: int) -> int:
-        """Set the program break; return the new one (the old one if refused)."""
-        return int(lib.mm_brk(self._mm, addr))
+        """Set the program break; return the new one (the old one if refused,
+        as brk(2) does).  OSError only if the mm's lock was refused (EDEADLK:
+        this task holds it already)."""
+        return int(self._check(lib.mm_brk(self._mm, addr), f"brk({addr:#x})"))
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """``MADV_DONTNEED`` drops the pages (private ones come back zeroed)."""
@@ -342,12 +344,12 @@ class AddressSpace:
     @property
     def brk_value(self) -> int:
         """The current program break."""
-        return int(lib.mm_get_brk(self._mm))
+        return int(self._check(lib.mm_get_brk(self._mm), "brk_value"))
 
     @property
     def map_count(self) -> int:
         """Number of VMAs."""
-        return int(lib.mm_map_count(self._mm))
+        return int(self._check(lib.mm_map_count(self._mm), "map_count"))
 
     def set_max_map_count(self, n: int) -> None:
         """Change this mm's vm.max_map_count (default 65530)."""

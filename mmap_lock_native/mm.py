@@ -3,7 +3,7 @@ instrumentation keeps about it)."""
 from __future__ import annotations
 
 import weakref
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from ._ffi import ffi, lib
 from .address_space import AddressSpace
@@ -15,16 +15,22 @@ __all__ = ["MM"]
 # mm address -> MM, so that C callbacks (trace hooks) can hand Python the object.
 _by_address: "weakref.WeakValueDictionary[int, MM]" = weakref.WeakValueDictionary()
 
-#: ``MM(lock=...)``: the lock implementations behind the same API.  Only
-#: "rwsem" (the default) has the kernel's semantics in full; the glibc ones
-#: downgrade by unlock + relock, notice a kill, a timeout or Ctrl-C within
-#: 50 ms (they cannot be woken early) and never report contention.
-LOCK_BACKENDS = {
-    "rwsem": lib.MMAP_LOCK_BACKEND_RWSEM,
-    "pthread_rwlock": lib.MMAP_LOCK_BACKEND_PTHREAD_RWLOCK,
-    "pthread_rwlock_writer": lib.MMAP_LOCK_BACKEND_PTHREAD_RWLOCK_WRITER,
-    "mutex": lib.MMAP_LOCK_BACKEND_MUTEX,
-}
+#: ``MM(lock=...)``: the lock designs behind the same API, by the one name
+#: each has everywhere (the C core's ``mmap_lock_backend_name``).
+#:
+#: - ``"rwsem"``: the 5.8 design, our rw_semaphore (the default);
+#: - ``"per_vma"``: the rwsem, and faults that find their VMA without it and
+#:   read-lock only that VMA (Linux 6.4+); falls back to the rwsem;
+#: - ``"bravo"``: the rwsem with a reader bias (Dice & Kogan 2019): reads
+#:   write no shared line until a writer revokes the bias;
+#: - ``"pthread_rwlock"``, ``"pthread_rwlock_writer"``, ``"mutex"``: glibc's
+#:   locks, the baselines.  They downgrade by unlock + relock, notice a kill,
+#:   a timeout or Ctrl-C within 50 ms (they cannot be woken early) and never
+#:   report contention.
+LOCK_BACKENDS = {ffi.string(lib.mmap_lock_backend_name(i)).decode(): i
+                 for i in range(lib.MMAP_LOCK_NR_BACKENDS)}
+#: The design an ``MM()`` gets when ``lock`` is not given.
+DEFAULT_LOCK = "rwsem"
 
 
 def mm_from_address(address: int) -> "Optional[MM]":
@@ -44,9 +50,9 @@ class MM(AddressSpace):
     ``stats=False`` turns the statistics off; ``debug`` overrides
     :func:`set_debug` for this mm; ``lock_class`` puts its lock in a named
     class of the lock-order checker (all mms share one class by default);
-    ``name`` labels messages.  ``lock`` chooses the lock implementation
+    ``name`` labels messages.  ``lock`` chooses the lock design
     (:data:`LOCK_BACKENDS`): the same API, statistics and tracepoints over
-    the rwsem (default) or a glibc lock, for comparison.
+    each (default :data:`DEFAULT_LOCK`).
     """
 
     __slots__ = ("_mm", "_owner", "name", "_lock_view", "_address", "_read_locked",
@@ -54,11 +60,11 @@ class MM(AddressSpace):
 
     def __init__(self, *, stats: bool = True, debug: Optional[bool] = None,
                  lock_class: Optional[str] = None, name: Optional[str] = None,
-                 lock: str = "rwsem") -> None:
+                 lock: str = DEFAULT_LOCK) -> None:
         flags = 0 if stats else lib.MMAP_LOCK_NOSTATS
         if debug is not None:
             flags |= lib.MMAP_LOCK_DEBUG if debug else lib.MMAP_LOCK_NODEBUG
-        if lock not in LOCK_BACKENDS:
+        if not isinstance(lock, str) or lock not in LOCK_BACKENDS:
             raise ValueError(f"MM(lock={lock!r}): choose one of {', '.join(LOCK_BACKENDS)}")
         raw = lib.mm_alloc_backend(flags, LOCK_BACKENDS[lock])
         if raw == ffi.NULL:
@@ -110,6 +116,17 @@ class MM(AddressSpace):
         """A snapshot of this mm's lock statistics since the last reset."""
         return LockStats(self)
 
+    def vma_lock_stats(self) -> Dict[str, int]:
+        """How faults fared with the per-VMA lock since the last statistics
+        reset (``lock="per_vma"``; all zero for other designs), as the
+        kernel's vmstat counts them: ``success`` (handled under the VMA
+        lock), ``abort`` (the VMA was being changed, or had gone), ``retry``
+        (the fault needed the mmap lock after all), ``miss`` (no VMA found
+        without the lock).  All but ``success`` fell back to the mmap lock."""
+        st = self.lock_stats()
+        return {"success": st.vma_lock_success, "abort": st.vma_lock_abort,
+                "retry": st.vma_lock_retry, "miss": st.vma_lock_miss}
+
     def reset_lock_stats(self) -> None:
         """Zero this mm's lock statistics."""
         lib.mmap_lock_stats_reset(self._mm)
@@ -141,7 +158,9 @@ class MM(AddressSpace):
         writer = ffi.new("uint64_t *")
         readers = ffi.new("uint32_t *")
         if lib.mmap_lock_alt_holders(self._mm, writer, readers):
-            return self.mmap_lock.state()
+            fast = lib.mmap_lock_fast_readers(self._mm)
+            state = self.mmap_lock.state()
+            return f"{state} (+{fast} on bravo's fast path)" if fast else state
         if writer[0]:
             return f"{self.lock_backend}: write-locked by task {writer[0]}"
         if readers[0]:

@@ -53,7 +53,9 @@ class LockStats:
                  "write_timeouts", "downgrades", "handoffs", "max_wait_ns",
                  "read_wait_ns_total", "write_wait_ns_total", "read_hold_ns_total",
                  "write_hold_ns_total", "read_hold_samples", "write_hold_samples",
-                 "wait_histogram", "hold_histogram", "hold_sampling_period", "enabled")
+                 "wait_histogram", "hold_histogram", "hold_sampling_period", "enabled",
+                 "vma_lock_success", "vma_lock_abort", "vma_lock_retry", "vma_lock_miss",
+                 "bravo_fast_reads", "bravo_revocations", "bravo_inhibit_ns")
 
     #: Successful acquisitions, and those of them that had to wait.
     read_acquisitions: int
@@ -86,6 +88,18 @@ class LockStats:
     hold_sampling_period: int
     #: Whether the mm keeps statistics now.
     enabled: bool
+    #: per_vma: faults handled under the VMA lock alone, and those that fell
+    #: back to the mmap lock because the VMA was being changed (abort), the
+    #: fault needed more (retry), or no VMA was found without the lock (miss).
+    vma_lock_success: int
+    vma_lock_abort: int
+    vma_lock_retry: int
+    vma_lock_miss: int
+    #: bravo: reads on the biased fast path (also in ``read_acquisitions``),
+    #: writers that revoked the bias, and the time re-biasing was inhibited.
+    bravo_fast_reads: int
+    bravo_revocations: int
+    bravo_inhibit_ns: int
 
     def __init__(self, mm: "MM") -> None:
         snap = ffi.new("struct mmap_lock_stats_snapshot *")
@@ -108,6 +122,14 @@ class LockStats:
         self.hold_histogram = {m: list(snap.hold_hist[i]) for i, m in enumerate(_MODES)}
         self.hold_sampling_period = 1 << snap.hold_sampling
         self.enabled = bool(snap.enabled)
+        (self.vma_lock_success, self.vma_lock_abort, self.vma_lock_retry,
+         self.vma_lock_miss) = (snap.vma_lock[lib.MMAP_VMA_LOCK_SUCCESS],
+                                snap.vma_lock[lib.MMAP_VMA_LOCK_ABORT],
+                                snap.vma_lock[lib.MMAP_VMA_LOCK_RETRY],
+                                snap.vma_lock[lib.MMAP_VMA_LOCK_MISS])
+        self.bravo_fast_reads = snap.bravo_fast_reads
+        self.bravo_revocations = snap.bravo_revocations
+        self.bravo_inhibit_ns = snap.bravo_inhibit_ns
 
     @property
     def trylock_failures(self) -> int:
@@ -169,6 +191,14 @@ class LockStats:
                 self.hold_histogram[mode])
         lines.append(f" downgrades {self.downgrades}, handoffs {self.handoffs}, "
                      f"max wait {_ns(self.max_wait_ns)}")
+        vma = (self.vma_lock_success, self.vma_lock_abort, self.vma_lock_retry,
+               self.vma_lock_miss)
+        if any(vma):
+            lines.append(" per-VMA lock: {} success, {} abort, {} retry, {} miss".format(*vma))
+        if self.bravo_fast_reads or self.bravo_revocations:
+            lines.append(f" bravo: {self.bravo_fast_reads} fast reads, "
+                         f"{self.bravo_revocations} revocations, "
+                         f"{_ns(self.bravo_inhibit_ns)} inhibited")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

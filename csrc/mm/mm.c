@@ -70,38 +70,6 @@ struct page *anon_shared_page(struct anon_shared *s, uint64_t index)
 }
 
 /* ------------------------------------------------------------------------
- * VMAs.
- */
-struct vm_area_struct *vma_alloc(void)
-{
-	return calloc(1, sizeof(struct vm_area_struct));
-}
-
-struct vm_area_struct *vma_dup(const struct vm_area_struct *v)
-{
-	struct vm_area_struct *n = vma_alloc();
-
-	if (!n)
-		return NULL;
-	n->vm_start = v->vm_start;
-	n->vm_end = v->vm_end;
-	n->vm_prot = v->vm_prot;
-	n->vm_flags = v->vm_flags;
-	n->vm_pgoff = v->vm_pgoff;
-	n->vm_shared = v->vm_shared;
-	if (n->vm_shared)
-		anon_shared_get(n->vm_shared);
-	return n;
-}
-
-void vma_free(struct vm_area_struct *v)
-{
-	if (v->vm_shared)
-		anon_shared_put(v->vm_shared);
-	free(v);
-}
-
-/* ------------------------------------------------------------------------
  * MMU notifiers.  The list changes only under the write lock; every caller
  * of the notify functions holds the lock in some mode, so it is stable.
  */
@@ -137,7 +105,7 @@ int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *op
 {
 	static _Atomic int next_id = 1;
 	struct mmu_notifier *n;
-	int id;
+	int id, rc;
 
 	if (!ops)
 		return -EINVAL;
@@ -147,11 +115,12 @@ int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *op
 	n->ops = ops;
 	n->arg = arg;
 	n->id = id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
-	mmap_write_lock(mm);
-	if (mm->mm_closed) {
-		mmap_write_unlock(mm);
+	rc = mmap_write_lock(mm);
+	if (rc || mm->mm_closed) {
+		if (!rc)
+			mmap_write_unlock(mm);
 		free(n);
-		return -EINVAL;
+		return rc ? rc : -EINVAL;
 	}
 	/* Appended, so notifiers run in registration order. */
 	{
@@ -168,8 +137,10 @@ int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *op
 int mm_unregister_notifier(struct mm_struct *mm, int id)
 {
 	struct mmu_notifier **pp, *n = NULL;
+	int rc = mmap_write_lock(mm);
 
-	mmap_write_lock(mm);
+	if (rc)
+		return rc;
 	for (pp = &mm->notifiers; *pp; pp = &(*pp)->next) {
 		if ((*pp)->id == id) {
 			n = *pp;
@@ -293,8 +264,8 @@ void mm_unmap_all(struct mm_struct *mm)
 	if (any)
 		mm_notify_start(mm, 0, MM_TASK_SIZE);
 	while ((v = vma_first(&mm->mm_vmas))) {
+		mm_vma_unlink(mm, v);
 		pgtable_zap(&mm->pgt, v->vm_start, v->vm_end);
-		vma_tree_erase(&mm->mm_vmas, v);
 		vma_free(v);
 	}
 	if (any)
@@ -311,7 +282,10 @@ static void exit_mmap_locked(struct mm_struct *mm)
 
 int mm_exit_mmap(struct mm_struct *mm)
 {
-	mmap_write_lock(mm);
+	int rc = mmap_write_lock(mm);
+
+	if (rc)
+		return rc;
 	if (mm->mm_closed) {
 		mmap_write_unlock(mm);
 		return -EINVAL;
@@ -356,20 +330,28 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 {
 	unsigned int flags = mmap_lock_is_debug(mm) ? MMAP_LOCK_DEBUG : MMAP_LOCK_NODEBUG;
 	struct mm_struct *child = mm_alloc_backend(flags, mmap_lock_backend_id(mm));
-	int rc = 0;
+	int rc;
 
 	if (!child) {
 		*err = -ENOMEM;
 		return NULL;
 	}
-	mmap_write_lock(mm);
-	if (mm->mm_closed) {
-		mmap_write_unlock(mm);
+	rc = mmap_write_lock(mm);
+	if (rc || mm->mm_closed) {
+		if (!rc)
+			mmap_write_unlock(mm);
 		mm_free(child);
-		*err = -EINVAL;
+		*err = rc ? rc : -EINVAL;
 		return NULL;
 	}
-	mmap_write_lock_nested(child, SINGLE_DEPTH_NESTING);
+	/* Nobody else knows the child yet: only the checker could refuse. */
+	rc = mmap_write_lock_nested(child, SINGLE_DEPTH_NESTING);
+	if (rc) {
+		mmap_write_unlock(mm);
+		mm_free(child);
+		*err = rc;
+		return NULL;
+	}
 	child->mmap_base = mm->mmap_base;
 	child->start_brk = mm->start_brk;
 	child->brk = mm->brk;
@@ -382,7 +364,9 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 			rc = -ENOMEM;
 			break;
 		}
-		vma_tree_insert(&child->mm_vmas, n);
+		mm_vma_link(child, n);
+		/* Its PTEs become read-only: no fault may work on it meanwhile. */
+		mm_vma_lock(mm, v);
 		if (cow)
 			mm_notify_start(mm, v->vm_start, v->vm_end);
 		rc = pgtable_copy(&child->pgt, &mm->pgt, v->vm_start, v->vm_end, cow);
@@ -406,8 +390,10 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 int mm_maps(struct mm_struct *mm, struct mm_vma_info *out, size_t cap, size_t *count)
 {
 	size_t n = 0;
+	int rc = mmap_read_lock(mm);
 
-	mmap_read_lock(mm);
+	if (rc)
+		return rc;
 	for (struct vm_area_struct *v = vma_first(&mm->mm_vmas); v; v = vma_next(v), n++) {
 		if (n < cap) {
 			out[n] = (struct mm_vma_info){
@@ -425,30 +411,36 @@ int mm_maps(struct mm_struct *mm, struct mm_vma_info *out, size_t cap, size_t *c
 
 int mm_set_max_map_count(struct mm_struct *mm, uint32_t count)
 {
+	int rc;
+
 	if (count == 0)
 		return -EINVAL;
-	mmap_write_lock(mm);
+	rc = mmap_write_lock(mm);
+	if (rc)
+		return rc;
 	mm->max_map_count = count;
 	mmap_write_unlock(mm);
 	return 0;
 }
 
-size_t mm_map_count(struct mm_struct *mm)
+int64_t mm_map_count(struct mm_struct *mm)
 {
-	size_t n;
+	int64_t n = mmap_read_lock(mm);
 
-	mmap_read_lock(mm);
-	n = mm->mm_vmas.count;
+	if (n)
+		return n;
+	n = (int64_t)mm->mm_vmas.count;
 	mmap_read_unlock(mm);
 	return n;
 }
 
-uint64_t mm_get_brk(struct mm_struct *mm)
+int64_t mm_get_brk(struct mm_struct *mm)
 {
-	uint64_t b;
+	int64_t b = mmap_read_lock(mm);
 
-	mmap_read_lock(mm);
-	b = mm->brk;
+	if (b)
+		return b;
+	b = (int64_t)mm->brk;
 	mmap_read_unlock(mm);
 	return b;
 }

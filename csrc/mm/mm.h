@@ -17,6 +17,13 @@
  * Errors are the kernel's: a negative errno where the system call fails
  * (EINVAL, ENOMEM, EEXIST, EBADF), and for bad accesses the si_code a
  * SIGSEGV would carry (SEGV_MAPERR: no VMA; SEGV_ACCERR: the VMA forbids it).
+ * An operation whose lock acquisition is refused (-EDEADLK: the caller holds
+ * the lock already, or the lock-order checker refused it) fails with that
+ * errno, changes nothing and leaves the caller's holds as they were.
+ *
+ * With the per_vma design, faults and guest accesses read-lock only the VMA
+ * they touch (vma_lock.h), found without the mmap lock, and fall back to
+ * the read lock when that fails.
  * Addresses are below MM_TASK_SIZE; pages are 4 KiB.
  */
 #ifndef MLN_MM_H
@@ -56,8 +63,9 @@ int mm_exit_mmap(struct mm_struct *mm);
 int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, int flags);
 int mm_munmap(struct mm_struct *mm, uint64_t addr, uint64_t length);
 int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot);
-/* brk(2): the new break, or the current one when the request fails (as the syscall). */
-uint64_t mm_brk(struct mm_struct *mm, uint64_t brk);
+/* brk(2): the new break, or the current one when the request fails (as the
+ * syscall); a negative errno only when the mm's lock was refused. */
+int64_t mm_brk(struct mm_struct *mm, uint64_t brk);
 int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice);
 /* fork's address-space copy: the child, or NULL with *@err set. */
 struct mm_struct *mm_fork(struct mm_struct *mm, int *err);
@@ -120,8 +128,9 @@ struct mm_vma_info {
 int mm_maps(struct mm_struct *mm, struct mm_vma_info *out, size_t cap, size_t *count);
 
 int mm_set_max_map_count(struct mm_struct *mm, uint32_t count);
-size_t mm_map_count(struct mm_struct *mm);
-uint64_t mm_get_brk(struct mm_struct *mm);
+/* The VMA count and the break; a negative errno when the lock was refused. */
+int64_t mm_map_count(struct mm_struct *mm);
+int64_t mm_get_brk(struct mm_struct *mm);
 /* Page-table bytes and mapped pages, for accounting. */
 size_t mm_pgtable_bytes(struct mm_struct *mm);
 size_t mm_nr_pages(struct mm_struct *mm);

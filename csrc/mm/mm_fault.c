@@ -7,6 +7,13 @@
  * concurrent faults on one page install exactly one page.  Pages are
  * allocated and copied outside that lock, and the PTE re-checked after.
  *
+ * With the per_vma design, faults and accesses first try the kernel's
+ * lock_vma_under_rcu(): the VMA found without the mmap lock and only it
+ * read-locked (vma_lock.h).  Whatever cannot be done under that lock alone
+ * (a copy-on-write copy, which calls the MMU notifiers, who are promised the
+ * mmap lock) returns MM_FAULT_RETRY and is redone under mmap_read_lock, as
+ * the kernel retries a VM_FAULT_RETRY.
+ *
  * Copy-on-write: a private page shared with a fork is mapped read-only; a
  * write fault copies it, unless this mm holds its only references (its PTE
  * and its pins), in which case the PTE is simply made writable again.
@@ -17,6 +24,8 @@
 #include "mm.h"
 #include "mm_internal.h"
 #include "mmap_lock.h"
+#include "mmap_lock_stats.h"
+#include "vma_lock.h"
 
 static struct page *new_page_for(struct vm_area_struct *vma, uint64_t addr)
 {
@@ -75,7 +84,7 @@ static int copy_page_locked(struct mm_struct *mm, struct pte_table *leaf, uint64
 
 /* A write to a present read-only PTE of a writable VMA.  Unlocks @leaf. */
 static int wp_fault(struct mm_struct *mm, struct vm_area_struct *vma, struct pte_table *leaf,
-		    uint64_t addr, pte_t pte)
+		    uint64_t addr, pte_t pte, bool vma_locked)
 {
 	/* Shared mappings' pages are never copied; a page of ours alone is reused. */
 	if (vma->vm_shared || page_exclusive(pte_page(pte))) {
@@ -83,11 +92,15 @@ static int wp_fault(struct mm_struct *mm, struct vm_area_struct *vma, struct pte
 		pte_table_unlock(leaf);
 		return 0;
 	}
+	if (vma_locked) {
+		pte_table_unlock(leaf);
+		return MM_FAULT_RETRY;	/* the copy calls notifiers: needs the mmap lock */
+	}
 	return copy_page_locked(mm, leaf, addr, pte, PTE_WRITE);
 }
 
 int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t addr,
-		    bool write)
+		    bool write, bool vma_locked)
 {
 	struct pte_table *leaf;
 
@@ -109,7 +122,7 @@ int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t a
 				pte_table_unlock(leaf);	/* present already (a racing fault) */
 				return 0;
 			}
-			return wp_fault(mm, vma, leaf, addr, pte);	/* unlocks */
+			return wp_fault(mm, vma, leaf, addr, pte, vma_locked);	/* unlocks */
 		}
 		pte_table_unlock(leaf);
 		page = new_page_for(vma, addr);
@@ -128,21 +141,120 @@ int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t a
 	}
 }
 
+/*
+ * The kernel's lock_vma_under_rcu() (declared in mm_internal.h).  A VMA
+ * found may have been freed and reused since (VMA memory is type-stable):
+ * once read-locked, it must still be this mm's and still cover @addr.
+ */
+struct vm_area_struct *mm_lock_vma_under_rcu(struct mm_struct *mm, uint64_t addr)
+{
+	struct vm_area_struct *v = vma_lookup_lockless(&mm->mm_vmas, addr);
+
+	if (!v) {
+		mmap_vma_lock_event(mm, MMAP_VMA_LOCK_MISS);
+		return NULL;
+	}
+	if (!vma_start_read(mm, &v->vm_lock)) {
+		mmap_vma_lock_event(mm, MMAP_VMA_LOCK_ABORT);
+		return NULL;
+	}
+	if (v->vm_mm != mm || addr < v->vm_start || addr >= v->vm_end) {
+		vma_end_read(&v->vm_lock);
+		mmap_vma_lock_event(mm, MMAP_VMA_LOCK_ABORT);
+		return NULL;
+	}
+	return v;
+}
+
+/* End a VMA read lock taken by mm_lock_vma_under_rcu(), counting how it went. */
+static void unlock_vma(struct mm_struct *mm, struct vm_area_struct *v, bool retry)
+{
+	vma_end_read(&v->vm_lock);
+	mmap_vma_lock_event(mm, retry ? MMAP_VMA_LOCK_RETRY : MMAP_VMA_LOCK_SUCCESS);
+}
+
 int mm_fault(struct mm_struct *mm, uint64_t addr, int write)
 {
 	struct vm_area_struct *vma;
 	int rc;
 
-	mmap_read_lock(mm);
+	if (mmap_lock_has_vma_locks(mm) && (vma = mm_lock_vma_under_rcu(mm, addr))) {
+		rc = mm_handle_fault(mm, vma, addr, write, true);
+		unlock_vma(mm, vma, rc == MM_FAULT_RETRY);
+		if (rc != MM_FAULT_RETRY)
+			return rc;
+	}
+	rc = mmap_read_lock(mm);
+	if (rc)
+		return rc;
 	vma = mm->mm_closed ? NULL : vma_lookup(&mm->mm_vmas, addr);
-	rc = vma ? mm_handle_fault(mm, vma, addr, write) : SEGV_MAPERR;
+	rc = vma ? mm_handle_fault(mm, vma, addr, write, false) : SEGV_MAPERR;
 	mmap_read_unlock(mm);
 	return rc;
 }
 
 /*
+ * What an access or a pin holds while it walks its pages: the mmap read
+ * lock, or (per_vma) a read lock on one VMA, given up for the next VMA's.
+ */
+struct fault_lock {
+	struct vm_area_struct *vma;	/* the VMA last used (read-locked if vma_locked) */
+	bool vma_locked;
+	bool mmap_locked;
+};
+
+/* Take the mmap read lock: 0, or its refusal. */
+static int fault_lock_mmap(struct mm_struct *mm, struct fault_lock *fl)
+{
+	int rc = mmap_read_lock(mm);
+
+	fl->mmap_locked = rc == 0;
+	return rc;
+}
+
+/* Make @fl cover @addr: 0, or the mmap lock's refusal. */
+static int fault_lock_cover(struct mm_struct *mm, struct fault_lock *fl, uint64_t addr)
+{
+	if (fl->mmap_locked)
+		return 0;
+	if (fl->vma_locked) {
+		if (addr >= fl->vma->vm_start && addr < fl->vma->vm_end)
+			return 0;
+		unlock_vma(mm, fl->vma, false);
+		fl->vma_locked = false;
+		fl->vma = NULL;
+	}
+	if (mmap_lock_has_vma_locks(mm) && (fl->vma = mm_lock_vma_under_rcu(mm, addr))) {
+		fl->vma_locked = true;
+		return 0;
+	}
+	fl->vma = NULL;
+	return fault_lock_mmap(mm, fl);
+}
+
+/* Give the VMA lock up for the mmap read lock (a MM_FAULT_RETRY): 0 or refused. */
+static int fault_lock_upgrade(struct mm_struct *mm, struct fault_lock *fl)
+{
+	unlock_vma(mm, fl->vma, true);
+	fl->vma_locked = false;
+	fl->vma = NULL;
+	return fault_lock_mmap(mm, fl);
+}
+
+static void fault_lock_release(struct mm_struct *mm, struct fault_lock *fl)
+{
+	if (fl->vma_locked)
+		unlock_vma(mm, fl->vma, false);
+	if (fl->mmap_locked)
+		mmap_read_unlock(mm);
+	fl->vma_locked = fl->mmap_locked = false;
+}
+
+/*
  * The page at @addr with a reference for the caller, faulting it in as
- * needed: 0, a SEGV_* code, or -ENOMEM.  @vma caches the last VMA.
+ * needed: 0, a SEGV_* code, -ENOMEM, or MM_FAULT_RETRY (only with @vma
+ * read-locked alone: @vma_locked).  @vma caches the last VMA; with
+ * @vma_locked it is the locked one, which covers @addr.
  *
  * With @pin (get_user_pages), the reference is a pin, taken under the leaf
  * lock, and a private page still shared copy-on-write with a fork is first
@@ -150,7 +262,7 @@ int mm_fault(struct mm_struct *mm, uint64_t addr, int write)
  * follows this mm's writes and never sees the fork's.
  */
 static int page_at(struct mm_struct *mm, struct vm_area_struct **vma, uint64_t addr,
-		   bool write, bool pin, struct page **out)
+		   bool write, bool pin, bool vma_locked, struct page **out)
 {
 	struct vm_area_struct *v = *vma;
 
@@ -175,6 +287,10 @@ static int page_at(struct mm_struct *mm, struct vm_area_struct **vma, uint64_t a
 
 				if (pin && !v->vm_shared && !(pte & PTE_WRITE) &&
 				    !page_exclusive(page)) {
+					if (vma_locked) {
+						pte_table_unlock(leaf);
+						return MM_FAULT_RETRY;
+					}
 					rc = copy_page_locked(mm, leaf, addr, pte,
 							      v->vm_prot & PROT_WRITE ? PTE_WRITE : 0);
 					if (rc)
@@ -191,7 +307,7 @@ static int page_at(struct mm_struct *mm, struct vm_area_struct **vma, uint64_t a
 			}
 			pte_table_unlock(leaf);
 		}
-		rc = mm_handle_fault(mm, v, addr, write);
+		rc = mm_handle_fault(mm, v, addr, write, vma_locked);
 		if (rc)
 			return rc;
 	}
@@ -208,23 +324,31 @@ uint64_t mm_access_fault_addr(void)
 int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int write,
 	      uint64_t *fault_addr)
 {
-	if (!fault_addr)
-		fault_addr = &last_fault_addr;
-	struct vm_area_struct *vma = NULL;
+	struct fault_lock fl = { 0 };
 	uint8_t *p = buf;
 	int rc = 0;
 
+	if (!fault_addr)
+		fault_addr = &last_fault_addr;
 	if (addr + n < addr) {
 		*fault_addr = addr;
 		return SEGV_MAPERR;
 	}
-	mmap_read_lock(mm);
 	while (n) {
 		size_t off = addr & (MLN_PAGE_SIZE - 1);
 		size_t chunk = MLN_PAGE_SIZE - off < n ? MLN_PAGE_SIZE - off : n;
 		struct page *page;
 
-		rc = page_at(mm, &vma, addr, write, false, &page);
+		rc = fault_lock_cover(mm, &fl, addr);
+		if (rc)
+			break;		/* the lock was refused: nothing more copied */
+		rc = page_at(mm, &fl.vma, addr, write, false, fl.vma_locked, &page);
+		if (rc == MM_FAULT_RETRY) {
+			rc = fault_lock_upgrade(mm, &fl);
+			if (rc)
+				break;
+			continue;
+		}
 		if (rc) {
 			*fault_addr = addr;
 			break;
@@ -238,7 +362,7 @@ int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int writ
 		p += chunk;
 		n -= chunk;
 	}
-	mmap_read_unlock(mm);
+	fault_lock_release(mm, &fl);
 	return rc;
 }
 
@@ -251,11 +375,14 @@ int mm_get_user_pages(struct mm_struct *mm, uint64_t addr, size_t npages, int wr
 
 	if (addr & (MLN_PAGE_SIZE - 1))
 		return -EINVAL;
-	mmap_read_lock(mm);
+	/* As the kernel's get_user_pages(): under the mmap read lock, whatever the design. */
+	rc = mmap_read_lock(mm);
+	if (rc)
+		return rc;
 	for (i = 0; i < npages; i++) {
 		uint64_t a = addr + i * MLN_PAGE_SIZE;
 
-		rc = page_at(mm, &vma, a, write, true, &pages[i]);
+		rc = page_at(mm, &vma, a, write, true, false, &pages[i]);
 		if (rc) {
 			*fault_addr = a;
 			break;

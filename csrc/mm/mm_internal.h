@@ -37,10 +37,20 @@ void anon_shared_put(struct anon_shared *s);
 /* The page at @index with a reference for the caller, created if absent; NULL on ENOMEM. */
 struct page *anon_shared_page(struct anon_shared *s, uint64_t index);
 
-/* A zeroed VMA; its copy for a split or a fork (shared backing referenced). */
+/* A zeroed, detached VMA; its copy for a split or a fork (shared backing
+ * referenced); back to the pool (mm_vma.c: VMA memory is type-stable). */
 struct vm_area_struct *vma_alloc(void);
 struct vm_area_struct *vma_dup(const struct vm_area_struct *v);
 void vma_free(struct vm_area_struct *v);
+
+/*
+ * Every change of an mm's VMAs goes through these, with the mm write-locked
+ * (mm_vma.c): write-lock @v before changing any of its fields; link a new
+ * VMA into @mm's tree (0, or -EEXIST if it overlaps); unlink one from it.
+ */
+void mm_vma_lock(struct mm_struct *mm, struct vm_area_struct *v);
+int mm_vma_link(struct mm_struct *mm, struct vm_area_struct *v);
+void mm_vma_unlink(struct mm_struct *mm, struct vm_area_struct *v);
 
 /* Notifier calls; the caller holds the mmap_lock in either mode. */
 void mm_notify_start(struct mm_struct *mm, uint64_t start, uint64_t end);
@@ -49,9 +59,22 @@ void mm_notify_end(struct mm_struct *mm, uint64_t start, uint64_t end);
 /* Remove every mapping (exit_mmap's work); write lock held. */
 void mm_unmap_all(struct mm_struct *mm);
 
-/* The fault handler proper, with the read (or write) lock held. */
+/*
+ * The fault handler proper, with the mmap lock held (either mode), or with
+ * only @vma read-locked (@vma_locked): then a fault that needs more than the
+ * VMA (a copy-on-write copy, which calls the MMU notifiers) returns
+ * MM_FAULT_RETRY, to be retried under the mmap lock.
+ */
+#define MM_FAULT_RETRY 0x1000
+
+/*
+ * The kernel's lock_vma_under_rcu(): the VMA of @mm containing @addr, found
+ * without the mmap lock and read-locked (vma_end_read() when done), or NULL
+ * (the outcome is counted in the statistics: MISS or ABORT).  Per_vma only.
+ */
+struct vm_area_struct *mm_lock_vma_under_rcu(struct mm_struct *mm, uint64_t addr);
 int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t addr,
-		    bool write);
+		    bool write, bool vma_locked);
 /* Whether @vma permits the access (read: any protection but PROT_NONE). */
 static inline bool vma_permits(const struct vm_area_struct *vma, bool write)
 {

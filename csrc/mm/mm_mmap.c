@@ -56,15 +56,21 @@ static struct vm_area_struct *merge_around(struct mm_struct *mm, struct vm_area_
 	struct vm_area_struct *prev = vma_prev(v), *next;
 
 	if (mergeable(prev, v)) {
-		vma_tree_erase(&mm->mm_vmas, v);
-		prev->vm_end = v->vm_end;	/* in place: the order is unchanged */
+		uint64_t end = v->vm_end;
+
+		mm_vma_lock(mm, prev);
+		mm_vma_unlink(mm, v);
+		prev->vm_end = end;	/* in place: the order is unchanged */
 		vma_free(v);
 		v = prev;
 	}
 	next = vma_next(v);
 	if (mergeable(v, next)) {
-		vma_tree_erase(&mm->mm_vmas, next);
-		v->vm_end = next->vm_end;
+		uint64_t end = next->vm_end;
+
+		mm_vma_lock(mm, v);
+		mm_vma_unlink(mm, next);
+		v->vm_end = end;
 		vma_free(next);
 	}
 	return v;
@@ -79,8 +85,9 @@ static int split_at(struct mm_struct *mm, struct vm_area_struct *v, uint64_t add
 		return -ENOMEM;
 	hi->vm_start = addr;
 	hi->vm_pgoff = v->vm_pgoff + ((addr - v->vm_start) >> MLN_PAGE_SHIFT);
+	mm_vma_lock(mm, v);
 	v->vm_end = addr;
-	vma_tree_insert(&mm->mm_vmas, hi);	/* cannot overlap: it is @v's old upper part */
+	mm_vma_link(mm, hi);	/* cannot overlap: it is @v's old upper part */
 	return 0;
 }
 
@@ -221,7 +228,7 @@ static struct vm_area_struct **detach_range(struct mm_struct *mm, uint64_t start
 		return NULL;
 	}
 	while ((v = vma_find(&mm->mm_vmas, start)) && v->vm_start < end) {
-		vma_tree_erase(&mm->mm_vmas, v);
+		mm_vma_unlink(mm, v);
 		list[n++] = v;
 	}
 	*count = n;
@@ -245,8 +252,9 @@ static int unmap_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool 
 		return err;
 	if (n)
 		mm_notify_start(mm, start, end);
+	/* Cannot be refused: we hold the write lock (and asked for it ourselves). */
 	if (downgrade)
-		mmap_write_downgrade(mm);
+		(void)mmap_write_downgrade(mm);
 	for (size_t i = 0; i < n; i++) {
 		pgtable_zap(&mm->pgt, list[i]->vm_start, list[i]->vm_end);
 		vma_free(list[i]);
@@ -357,7 +365,7 @@ static int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, int pr
 			return err;
 		}
 	}
-	vma_tree_insert(&mm->mm_vmas, v);	/* the range is free now */
+	mm_vma_link(mm, v);	/* the range is free now */
 	merge_around(mm, v);
 	return (int64_t)addr;
 }
@@ -385,7 +393,9 @@ int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, 
 			return -EPERM;
 	}
 	prot &= PROT_ALL;	/* mmap ignores unknown protection bits; mprotect does not */
-	mmap_write_lock(mm);
+	ret = mmap_write_lock(mm);
+	if (ret)
+		return ret;	/* refused (we hold it already, or the checker said no) */
 	ret = mm->mm_closed ? -EINVAL : do_mmap(mm, addr, len, prot, flags);
 	mmap_write_unlock(mm);
 	return ret;
@@ -401,7 +411,9 @@ int mm_munmap(struct mm_struct *mm, uint64_t addr, uint64_t length)
 
 	if (!page_aligned(addr) || !len || end > MM_TASK_SIZE)
 		return -EINVAL;
-	mmap_write_lock(mm);
+	err = mmap_write_lock(mm);
+	if (err)
+		return err;
 	if (mm->mm_closed) {
 		mmap_write_unlock(mm);
 		return -EINVAL;
@@ -484,6 +496,7 @@ static int protect_range(struct mm_struct *mm, uint64_t start, uint64_t end, int
 	/* The emulator's translations of the range are stale from here. */
 	mm_notify_start(mm, start, end);
 	for (v = vma_find(&mm->mm_vmas, start); v && v->vm_start < end; v = vma_next(v)) {
+		mm_vma_lock(mm, v);
 		if ((v->vm_prot & PROT_WRITE) && !(prot & PROT_WRITE))
 			pgtable_wrprotect(&mm->pgt, v->vm_start, v->vm_end);
 		v->vm_prot = (uint32_t)prot;
@@ -513,7 +526,9 @@ int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot)
 	if (prot & ~(PROT_ALL | PROT_SEM))
 		return -EINVAL;
 	prot &= PROT_ALL;	/* PROT_SEM is valid and means nothing here (as on x86) */
-	mmap_write_lock(mm);
+	err = mmap_write_lock(mm);
+	if (err)
+		return err;
 	err = mm->mm_closed ? -EINVAL : do_mprotect(mm, addr, end, prot);
 	mmap_write_unlock(mm);
 	return err;
@@ -532,6 +547,7 @@ static bool brk_grow(struct mm_struct *mm, uint64_t oldbrk, uint64_t newbrk)
 	prev = oldbrk > MM_MMAP_MIN_ADDR ? vma_lookup(&mm->mm_vmas, oldbrk - 1) : NULL;
 	if (prev && !(prev->vm_flags & VM_SHARED) && prev->vm_prot == (PROT_READ | PROT_WRITE) &&
 	    prev->vm_end == oldbrk) {
+		mm_vma_lock(mm, prev);
 		prev->vm_end = newbrk;		/* the heap VMA grows in place */
 		merge_around(mm, prev);
 		return true;
@@ -544,32 +560,35 @@ static bool brk_grow(struct mm_struct *mm, uint64_t oldbrk, uint64_t newbrk)
 	v->vm_start = oldbrk;
 	v->vm_end = newbrk;
 	v->vm_prot = PROT_READ | PROT_WRITE;
-	vma_tree_insert(&mm->mm_vmas, v);
+	mm_vma_link(mm, v);
 	merge_around(mm, v);
 	return true;
 }
 
-uint64_t mm_brk(struct mm_struct *mm, uint64_t brk)
+int64_t mm_brk(struct mm_struct *mm, uint64_t brk)
 {
-	uint64_t oldbrk, newbrk, ret;
+	uint64_t oldbrk, newbrk;
+	int64_t ret = mmap_write_lock(mm);
 
-	mmap_write_lock(mm);
-	ret = mm->brk;
+	if (ret)
+		return ret;
+	ret = (int64_t)mm->brk;
 	if (mm->mm_closed || brk < mm->start_brk || brk > MM_TASK_SIZE)
 		goto out;
 	oldbrk = PAGE_ALIGN(mm->brk);
 	newbrk = PAGE_ALIGN(brk);
 	if (newbrk == oldbrk) {
-		ret = mm->brk = brk;
+		mm->brk = brk;
 	} else if (brk < mm->brk) {
 		/* Shrinking: the freed pages go as by munmap (a split may be needed). */
 		if (over_limit(mm, newbrk, oldbrk, CHANGE_UNMAP, 0, 0) ||
 		    unmap_range(mm, newbrk, oldbrk, false))
 			goto out;
-		ret = mm->brk = brk;
+		mm->brk = brk;
 	} else if (brk_grow(mm, oldbrk, newbrk)) {
-		ret = mm->brk = brk;
+		mm->brk = brk;
 	}
+	ret = (int64_t)mm->brk;
 out:
 	mmap_write_unlock(mm);
 	return ret;
@@ -612,9 +631,11 @@ int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
 	end = addr + len;
 	if (!len)
 		return -EINVAL;		/* the range wraps */
+	err = mmap_read_lock(mm);
+	if (err)
+		return err;
 	if (advice != MADV_DONTNEED) {
 		/* Hints: nothing to do here but the range check the kernel makes. */
-		mmap_read_lock(mm);
 		if (mm->mm_closed)
 			err = -EINVAL;
 		else if (!fully_mapped(mm, addr, end))
@@ -622,7 +643,6 @@ int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
 		mmap_read_unlock(mm);
 		return err;
 	}
-	mmap_read_lock(mm);
 	err = mm->mm_closed ? -EINVAL : dontneed(mm, addr, end);
 	mmap_read_unlock(mm);
 	return err;

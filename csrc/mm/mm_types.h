@@ -26,6 +26,31 @@ struct mmap_lock_stats;		/* mmap_lock_stats.c: per-thread counters */
 struct mmu_notifier;		/* mm.c: registered notifiers */
 struct mmap_lock_backend;	/* mmap_lock_backend.h: a lock other than the rwsem */
 struct mmap_lock_recorder;	/* mmap_lock_recorder.c: event buffer */
+struct mmap_lock_alt_reads;	/* mmap_lock.c: per-thread read holds of a glibc design */
+
+/*
+ * The state of the lock designs other than the rwsem (mmap_lock_backend.h),
+ * on cache lines of their own: what every call of the mm's lock reads
+ * (the read-mostly line before it) is not written with it.
+ */
+struct mmap_lock_alt_state {
+	/* glibc designs: the layer tracks their holders itself. */
+	_Atomic uint64_t writer;		/* task holding it for write, or 0 */
+	struct mmap_lock_alt_reads *reads;	/* read holds by thread number, summed */
+	union {
+		pthread_rwlock_t rw;
+		pthread_mutex_t mutex;
+	} lock;
+} __attribute__((aligned(64)));
+
+/* bravo: the reader bias (mmap_lock_bravo.c). */
+struct mmap_lock_bravo_state {
+	_Atomic uint32_t rbias;		/* readers may take the fast path */
+	_Atomic uint32_t revoking;	/* a writer waits for fast readers to leave */
+	_Atomic uint32_t wake_seq;	/* the futex word it sleeps on */
+	uint32_t reserved;
+	_Atomic uint64_t inhibit_until;	/* no re-biasing before this time (ns) */
+} __attribute__((aligned(64)));
 
 struct mm_struct {
 	struct rw_semaphore mmap_lock;
@@ -34,7 +59,9 @@ struct mm_struct {
 	 * Odd while a writer holds mmap_lock (bumped after down_write, and
 	 * before up_write / downgrade_write), so a reader can speculate
 	 * without the lock: mmap_lock_speculate_try_begin/retry.  Written only
-	 * by the write holder.
+	 * by the write holder.  A VMA write-locked during a write section
+	 * carries the section's count (vma_lock.h): moving it on ends every
+	 * VMA write lock at once.
 	 */
 	_Atomic uint32_t mm_lock_seq;
 
@@ -57,22 +84,18 @@ struct mm_struct {
 	/* Unique per registration: tells this mm from a later one at the same address. */
 	uint64_t mmap_lock_id;
 
-	/*
-	 * Another lock than the rwsem behind the same API (mmap_lock_backend.h),
-	 * or NULL.  The layer tracks its holders itself, for the misuse checks
-	 * and assertions the rwsem makes from its own state.
-	 */
+	/* Another lock than the rwsem behind the same API, or NULL. */
 	const struct mmap_lock_backend *mmap_lock_alt;
-	_Atomic uint64_t mmap_lock_alt_writer;		/* task holding it for write, or 0 */
-	_Atomic uint32_t mmap_lock_alt_readers;		/* read holds */
-	union {
-		pthread_rwlock_t rw;
-		pthread_mutex_t mutex;
-	} mmap_lock_alt_lock;
 
 	/* Allocated on first use; freed by mmap_lock_destroy(). */
 	struct mmap_lock_stats *_Atomic mmap_lock_stats;
 	struct mmap_lock_recorder *_Atomic mmap_lock_recorder;
+
+	/* The design's own state (only that of the mm's design is used). */
+	union {
+		struct mmap_lock_alt_state mmap_lock_alt_state;
+		struct mmap_lock_bravo_state mmap_lock_bravo;
+	};
 
 	/*
 	 * The address space (mm.c, mm_mmap.c, mm_fault.c).  The VMA tree and

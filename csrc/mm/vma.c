@@ -162,7 +162,7 @@ void vma_tree_init(struct vma_tree *t)
 int vma_tree_insert(struct vma_tree *t, struct vm_area_struct *v)
 {
 	struct vm_area_struct *parent = NULL, *pred = NULL, *succ = NULL;
-	struct vm_area_struct **link = &t->root;
+	struct vm_area_struct *_Atomic *link = &t->root;
 
 	/* An empty or inverted interval would break the order vma_find() relies on. */
 	if (v->vm_start >= v->vm_end)
@@ -272,6 +272,22 @@ struct vm_area_struct *vma_lookup(const struct vma_tree *t, uint64_t addr)
 			return n;
 	}
 	return NULL;
+}
+
+struct vm_area_struct *vma_lookup_lockless(const struct vma_tree *t, uint64_t addr)
+{
+	/* Relaxed: the nodes are type-stable, and what is found gets validated. */
+	struct vm_area_struct *n = atomic_load_explicit(&t->root, memory_order_relaxed);
+
+	for (int steps = 0; n && steps < VMA_LOCKLESS_MAX_STEPS; steps++) {
+		if (addr < atomic_load_explicit(&n->vm_start, memory_order_relaxed))
+			n = atomic_load_explicit(&n->vt_left, memory_order_relaxed);
+		else if (addr >= atomic_load_explicit(&n->vm_end, memory_order_relaxed))
+			n = atomic_load_explicit(&n->vt_right, memory_order_relaxed);
+		else
+			return n;
+	}
+	return NULL;	/* not found, or a walk sent astray by a rotation */
 }
 
 struct vm_area_struct *vma_first(const struct vma_tree *t)

@@ -8,34 +8,49 @@
  * itself: the mm's mmap_lock serialises writers (write mode) against readers
  * (read mode), as in the kernel.  A writer may move a VMA's bounds in place
  * (split, merge, brk) as long as the order and disjointness stay intact.
+ *
+ * One reader needs no lock: vma_lookup_lockless(), the per-VMA lock's
+ * lookup (the kernel's maple tree walk under RCU).  For it, the fields it
+ * reads (the root, the child links, the bounds) are atomics, every store to
+ * them is atomic, and VMA memory is never returned to the system (mm.c's
+ * pool), so a stale pointer still points at a VMA.  Its answer may be wrong
+ * while a writer works; the per-VMA lock's validation catches that.
  */
 #ifndef MLN_VMA_H
 #define MLN_VMA_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "vma_lock_types.h"
 
 /* vm_flags */
 #define VM_SHARED 1u	/* MAP_SHARED: pages shared with forks, never copied on write */
 #define VM_HEAP 2u	/* the brk area ("[heap]" in maps) */
 
 struct anon_shared;	/* mm.c: the backing of a shared anonymous mapping */
+struct mm_struct;
 
 struct vm_area_struct {
-	uint64_t vm_start;	/* first byte, page aligned */
-	uint64_t vm_end;	/* one past the last byte, page aligned */
+	_Atomic uint64_t vm_start;	/* first byte, page aligned */
+	_Atomic uint64_t vm_end;	/* one past the last byte, page aligned */
 	uint32_t vm_prot;	/* PROT_READ | PROT_WRITE | PROT_EXEC */
 	uint32_t vm_flags;	/* VM_* */
 	uint64_t vm_pgoff;	/* page index of vm_start in vm_shared */
 	struct anon_shared *vm_shared;	/* VM_SHARED: the pages' owner; else NULL */
+	struct mm_struct *vm_mm;	/* the mm whose tree holds it (set before attaching) */
+	struct vma_lock vm_lock;	/* the per-VMA lock (vma_lock.h) */
 
 	/* The tree's links: vma.c's business only. */
-	struct vm_area_struct *vt_left, *vt_right, *vt_parent;
+	struct vm_area_struct *_Atomic vt_left, *_Atomic vt_right;
+	struct vm_area_struct *vt_parent;	/* (not read by the lockless lookup) */
 	int vt_height;
+	struct vm_area_struct *vm_pool_next;	/* mm.c's free pool */
 };
 
 struct vma_tree {
-	struct vm_area_struct *root;
+	struct vm_area_struct *_Atomic root;
 	size_t count;
 };
 
@@ -49,6 +64,14 @@ void vma_tree_erase(struct vma_tree *t, struct vm_area_struct *v);
 struct vm_area_struct *vma_find(const struct vma_tree *t, uint64_t addr);
 /* The VMA containing @addr, or NULL. */
 struct vm_area_struct *vma_lookup(const struct vma_tree *t, uint64_t addr);
+/*
+ * vma_lookup() without the mmap lock, racing writers: the VMA that seemed
+ * to contain @addr on the way down, or NULL.  Either may be wrong while a
+ * writer changes the tree; the caller validates (lock_vma_under_rcu).
+ * At most VMA_LOCKLESS_MAX_STEPS nodes are visited.
+ */
+#define VMA_LOCKLESS_MAX_STEPS 96
+struct vm_area_struct *vma_lookup_lockless(const struct vma_tree *t, uint64_t addr);
 /* In address order; NULL past either end. */
 struct vm_area_struct *vma_first(const struct vma_tree *t);
 struct vm_area_struct *vma_last(const struct vma_tree *t);

@@ -29,15 +29,18 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lockdep.h"
 #include "mmap_lock.h"
 #include "mmap_lock_backend.h"
+#include "mmap_lock_bravo.h"
 #include "mmap_lock_internal.h"
 #include "mmap_lock_stats.h"
 #include "mmap_lock_stats_impl.h"
 #include "mmap_lock_trace.h"
 #include "rwsem_internal.h"
+#include "thread_index.h"
 
 #define always_inline inline __attribute__((always_inline))
 
@@ -221,22 +224,60 @@ static int mm_class(struct mm_struct *mm)
 
 /* ------------------------------------------------------------------------
  * Another lock backend (mmap_lock_backend.h), always on the hooked path.
- * The layer tracks the holders (the write owner's task, the read count) for
+ * The layer tracks the holders (the write owner's task, the read holds) for
  * the misuse checks and assertions that the rwsem answers from its state.
+ * Read holds are counted per thread (thread_index.h) and summed when asked,
+ * so that tracking them writes no line another reader writes; a thread that
+ * releases a hold another took goes negative, the sum stays right.
  */
+struct mmap_lock_alt_reads {
+	_Atomic int64_t n;
+} __attribute__((aligned(64)));
+
+static void alt_reads_add(struct mm_struct *mm, int64_t d)
+{
+	unsigned int t = mln_thread_index();
+	_Atomic int64_t *c = &mm->mmap_lock_alt_state.reads[t].n;
+
+	if (mln_unlikely(t == MLN_THREAD_OVERFLOW))
+		atomic_fetch_add_explicit(c, d, memory_order_relaxed);
+	else	/* its only writer */
+		atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
+				      memory_order_relaxed);
+}
+
+/* Read holds, all threads: a racy sum, exact while nobody locks or unlocks. */
+static int64_t alt_reads(struct mm_struct *mm)
+{
+	int64_t sum = 0;
+
+	for (unsigned int t = 0; t <= MLN_THREAD_OVERFLOW; t++)
+		sum += atomic_load_explicit(&mm->mmap_lock_alt_state.reads[t].n,
+					    memory_order_relaxed);
+	return sum;
+}
+
+static uint64_t alt_writer(struct mm_struct *mm)
+{
+	return atomic_load_explicit(&mm->mmap_lock_alt_state.writer, memory_order_relaxed);
+}
+
+static void alt_set_writer(struct mm_struct *mm, uint64_t task)
+{
+	atomic_store_explicit(&mm->mmap_lock_alt_state.writer, task, memory_order_relaxed);
+}
+
 static void alt_note_acquired(struct mm_struct *mm, bool write)
 {
 	if (write)
-		atomic_store_explicit(&mm->mmap_lock_alt_writer, mln_current_task(),
-				      memory_order_relaxed);
+		alt_set_writer(mm, mln_current_task());
 	else
-		atomic_fetch_add_explicit(&mm->mmap_lock_alt_readers, 1, memory_order_relaxed);
+		alt_reads_add(mm, 1);
 }
 
 static bool alt_write_owner(struct mm_struct *mm)
 {
-	return atomic_load_explicit(&mm->mmap_lock_alt_writer, memory_order_relaxed) ==
-	       mln_current_task();
+	return alt_writer(mm) == mln_current_task();
 }
 
 /* One attempt that never waits (nor for ourselves: that is -EDEADLK later). */
@@ -305,9 +346,13 @@ static int alt_acquire(struct mm_struct *mm, unsigned int op, uint32_t instr)
 
 static bool alt_release_allowed(struct mm_struct *mm, unsigned int op)
 {
+	unsigned int t = mln_thread_index();
+
 	if (op & MMAP_OP_WRITE)
 		return alt_write_owner(mm);
-	return atomic_load_explicit(&mm->mmap_lock_alt_readers, memory_order_relaxed) != 0;
+	/* Our own hold is the common case, and one load; else sum them all. */
+	return atomic_load_explicit(&mm->mmap_lock_alt_state.reads[t].n,
+				    memory_order_relaxed) > 0 || alt_reads(mm) > 0;
 }
 
 static int alt_release(struct mm_struct *mm, unsigned int op)
@@ -317,11 +362,100 @@ static int alt_release(struct mm_struct *mm, unsigned int op)
 	mmap_lock_stat_released(mm, write);
 	if (write) {
 		seq_write_end(mm);
-		atomic_store_explicit(&mm->mmap_lock_alt_writer, 0, memory_order_relaxed);
+		alt_set_writer(mm, 0);
 	} else {
-		atomic_fetch_sub_explicit(&mm->mmap_lock_alt_readers, 1, memory_order_relaxed);
+		alt_reads_add(mm, -1);
 	}
 	mm->mmap_lock_alt->unlock(mm, write);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The bravo design (mmap_lock_bravo.h), on the hooked path: the rwsem with
+ * a reader bias.  The rwsem paths above do the work; bravo adds the fast
+ * read path and, once a writer holds the rwsem, the revocation.
+ */
+static void stat_fast_read(struct mm_struct *mm, uint32_t instr)
+{
+	struct mmap_lock_stat_slot *s;
+
+	if (!stats_on(instr))
+		return;
+	s = mmap_lock_stat_slot(mm);
+	mmap_lock_stat_acquired_in(mm, s, 0, true);
+	if (s)
+		mmap_lock_stat_add(s, &s->bravo_fast_reads, 1);
+}
+
+/* A write trylock on bravo: the rwsem's, then a revocation that must not wait. */
+static bool bravo_try_write(struct mm_struct *mm)
+{
+	uint64_t waited;
+
+	if (!try_once(&mm->mmap_lock, MMAP_OP_WRITE))
+		return false;
+	if (bravo_revoke(mm, 0, 0, &waited) == 0)
+		return true;
+	rwsem_up_write_owned(&mm->mmap_lock);
+	return false;
+}
+
+/* One non-blocking attempt on bravo (side effects as try_once()'s). */
+static bool bravo_try(struct mm_struct *mm, unsigned int op)
+{
+	if (op & MMAP_OP_WRITE)
+		return bravo_try_write(mm);
+	if (!(op & MMAP_OP_NON_OWNER) && bravo_read_fast(mm))
+		return true;
+	if (!try_once(&mm->mmap_lock, op))
+		return false;
+	bravo_after_slow_read(mm);
+	return true;
+}
+
+static int bravo_acquire(struct mm_struct *mm, unsigned int op, uint32_t instr)
+{
+	struct rw_semaphore *sem = &mm->mmap_lock;
+	uint64_t t0 = 0, waited;
+	int rc;
+
+	if (!(op & MMAP_OP_WRITE)) {
+		if (!(op & MMAP_OP_NON_OWNER) && bravo_read_fast(mm)) {
+			stat_fast_read(mm, instr);
+			return 0;
+		}
+		rc = acquire_plain(mm, op, instr);
+		if (rc == 0)
+			bravo_after_slow_read(mm);
+		return rc;
+	}
+	if (op & MMAP_OP_TRY) {
+		if (!bravo_try_write(mm))
+			return trylock_failed(mm, op);
+		goto uncontended;
+	}
+	if (!write_fast(sem)) {
+		t0 = mln_now_ns();
+		bravo_writer_waits(mm);
+		rc = rwsem_down_write_slowpath(sem, MLN_NO_DEADLINE, wait_flags(op));
+		if (rc) {
+			acquire_done(mm, op, rc, mln_now_ns() - t0);
+			return rc;
+		}
+	} else {
+		set_writer_owned(sem);
+	}
+	rc = bravo_revoke(mm, MLN_NO_DEADLINE, wait_flags(op), &waited);
+	if (rc)
+		rwsem_up_write_owned(sem);
+	if (rc || t0 || waited) {
+		acquire_done(mm, op, rc, t0 ? mln_now_ns() - t0 : waited);
+		return rc;
+	}
+uncontended:
+	seq_write_begin(mm);
+	if (stats_on(instr))
+		mmap_lock_stat_acquired(mm, 1, true);
 	return 0;
 }
 
@@ -379,7 +513,12 @@ static __attribute__((noinline)) int acquire_hooked(struct mm_struct *mm, unsign
 			return result(op, rc);
 	}
 	trace_event(mm, MMAP_LOCK_EV_START_LOCKING, write, false, op);
-	rc = instr & MMAP_LOCK_INSTR_ALT ? alt_acquire(mm, op, instr) : acquire_plain(mm, op, instr);
+	if (instr & MMAP_LOCK_INSTR_ALT)
+		rc = alt_acquire(mm, op, instr);
+	else if (instr & MMAP_LOCK_INSTR_BRAVO)
+		rc = bravo_acquire(mm, op, instr);
+	else
+		rc = acquire_plain(mm, op, instr);
 	trace_event(mm, MMAP_LOCK_EV_ACQUIRE_RETURNED, write, rc == 0, op);
 	if (tracked(instr, op))
 		mln_lockdep_acquired(mm, rc == 0);
@@ -477,7 +616,7 @@ static always_inline int release_plain(struct mm_struct *mm, unsigned int op)
 static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsigned int op)
 {
 	uint32_t instr = hooked_instr(mm);
-	bool untracked_release = false;
+	bool untracked_release = false, fast;
 	int rc;
 
 	if (tracked(instr, op) && !mln_lockdep_held(mm, 0)) {
@@ -487,11 +626,19 @@ static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsign
 			return rc;
 		untracked_release = true;
 	}
-	if (!(instr & MMAP_LOCK_INSTR_ALT ? alt_release_allowed(mm, op)
-					   : release_allowed(&mm->mmap_lock, op)))
+	fast = (instr & MMAP_LOCK_INSTR_BRAVO) && !(op & (MMAP_OP_WRITE | MMAP_OP_NON_OWNER)) &&
+	       bravo_holds_fast(mm);
+	if (!fast && !(instr & MMAP_LOCK_INSTR_ALT ? alt_release_allowed(mm, op)
+						   : release_allowed(&mm->mmap_lock, op)))
 		return -EPERM;
 	trace_event(mm, MMAP_LOCK_EV_RELEASED, op & MMAP_OP_WRITE, false, op);
-	rc = instr & MMAP_LOCK_INSTR_ALT ? alt_release(mm, op) : release_plain(mm, op);
+	if (fast) {
+		mmap_lock_stat_released(mm, 0);
+		bravo_read_release(mm);
+		rc = 0;
+	} else {
+		rc = instr & MMAP_LOCK_INSTR_ALT ? alt_release(mm, op) : release_plain(mm, op);
+	}
 	if (rc == 0 && tracked(instr, op) && !untracked_release)
 		mln_lockdep_release(mm, CALLER);
 	return rc;
@@ -540,7 +687,7 @@ int mmap_write_downgrade(struct mm_struct *mm)
 	seq_write_end(mm);
 	if (instr & MMAP_LOCK_INSTR_ALT) {
 		/* Not atomic for these backends: a writer may get in between. */
-		atomic_store_explicit(&mm->mmap_lock_alt_writer, 0, memory_order_relaxed);
+		alt_set_writer(mm, 0);
 		mm->mmap_lock_alt->unlock(mm, true);
 		mm->mmap_lock_alt->lock(mm, false, false);
 		alt_note_acquired(mm, false);
@@ -587,6 +734,16 @@ static void binding_finish(struct mm_struct *mm, unsigned int op, int rc, uint64
 	}
 }
 
+/* One non-blocking attempt on whatever lock the mm's design is. */
+static always_inline bool design_try(struct mm_struct *mm, unsigned int op, uint32_t instr)
+{
+	if (mln_unlikely(instr & MMAP_LOCK_INSTR_ALT))
+		return alt_try(mm, op);
+	if (mln_unlikely(instr & MMAP_LOCK_INSTR_BRAVO))
+		return bravo_try(mm, op);
+	return try_once(&mm->mmap_lock, op);
+}
+
 static always_inline int lock_begin(struct mm_struct *mm, unsigned int op, int subclass)
 {
 	uint32_t instr = mm_instr(mm);
@@ -606,8 +763,7 @@ static always_inline int lock_begin(struct mm_struct *mm, unsigned int op, int s
 		}
 		trace_event(mm, MMAP_LOCK_EV_START_LOCKING, write, false, op);
 	}
-	if (mln_likely(mln_unlikely(instr & MMAP_LOCK_INSTR_ALT) ? alt_try(mm, op)
-								: try_once(&mm->mmap_lock, op))) {
+	if (mln_likely(design_try(mm, op, instr))) {
 		if (write)
 			seq_write_begin(mm);
 		if (stats_on(instr))
@@ -641,17 +797,56 @@ int mmap_write_lock_begin(struct mm_struct *mm)
 	return lock_begin(mm, MMAP_OP_WRITE, 0);
 }
 
+/* The waiter's phase on bravo (mmap_lock_waiter.reserved). */
+#define WAIT_PHASE_RWSEM 0	/* waiting for the rwsem (rw) */
+#define WAIT_PHASE_REVOKE 1	/* holding it for write, revoking the bias */
+
+/* bravo's resumable wait: the rwsem's, then (writers) the revocation. */
+static int bravo_wait(struct mm_struct *mm, struct mmap_lock_waiter *w, unsigned int op,
+		      uint64_t deadline_ns, unsigned int flags)
+{
+	struct rw_semaphore *sem = &mm->mmap_lock;
+	uint64_t waited;
+	int rc;
+
+	if (w->reserved == WAIT_PHASE_RWSEM) {
+		if ((op & MMAP_OP_WRITE) && !w->rw.queued)
+			bravo_writer_waits(mm);
+		rc = rwsem_down_wait(sem, &w->rw, !!(op & MMAP_OP_WRITE), deadline_ns, flags);
+		if (rc || !(op & MMAP_OP_WRITE)) {
+			if (rc == 0)
+				bravo_after_slow_read(mm);
+			return rc;
+		}
+		/* Held for write, not yet ours to report: a cancel now releases it. */
+		w->rw.acquired = 0;
+		w->reserved = WAIT_PHASE_REVOKE;
+	}
+	rc = bravo_revoke(mm, deadline_ns, flags, &waited);
+	if (rc == RWSEM_WAIT_INTERRUPTED)
+		return rc;
+	w->reserved = WAIT_PHASE_RWSEM;
+	if (rc)
+		rwsem_up_write_owned(sem);
+	else
+		w->rw.acquired = 1;
+	return rc;
+}
+
 int mmap_lock_wait(struct mm_struct *mm, struct mmap_lock_waiter *w, unsigned int op,
 		   uint64_t deadline_ns, unsigned int flags)
 {
+	uint32_t instr = mm_instr(mm);
 	int rc;
 
 	if (!w->start_ns)
 		w->start_ns = mln_now_ns();
-	if (mm_instr(mm) & MMAP_LOCK_INSTR_ALT) {
+	if (instr & MMAP_LOCK_INSTR_ALT) {
 		rc = alt_wait(mm, op, deadline_ns, flags);
 		if (rc == 0)
 			w->rw.acquired = 1;	/* a cancel from now on releases it */
+	} else if (instr & MMAP_LOCK_INSTR_BRAVO) {
+		rc = bravo_wait(mm, w, op, deadline_ns, flags | wait_flags(op));
 	} else {
 		rc = rwsem_down_wait(&mm->mmap_lock, &w->rw, !!(op & MMAP_OP_WRITE), deadline_ns,
 				     flags | wait_flags(op));
@@ -681,6 +876,10 @@ int mmap_lock_cancel(struct mm_struct *mm, struct mmap_lock_waiter *w, unsigned 
 	if (w->done)		/* it failed and was reported: nothing to undo */
 		return 0;
 	w->done = 1;
+	if (w->reserved == WAIT_PHASE_REVOKE) {	/* bravo: held for write, revoking */
+		w->reserved = WAIT_PHASE_RWSEM;
+		rwsem_up_write_owned(&mm->mmap_lock);
+	}
 	rc = rwsem_down_cancel(&mm->mmap_lock, &w->rw);
 
 	/* Not a kill nor a timeout: only the tracepoint and the checker hear of it. */
@@ -707,17 +906,22 @@ int mmap_lock_check_held(struct mm_struct *mm, int write)
 		return rwsem_is_locked(sem) ? MMAP_CHECK_NOT_HELD : MMAP_CHECK_UNLOCKED;
 	}
 	if (mm_instr(mm) & MMAP_LOCK_INSTR_ALT) {
-		bool w = atomic_load_explicit(&mm->mmap_lock_alt_writer, memory_order_relaxed);
+		bool w = alt_writer(mm);
 
-		if (!w && !atomic_load_explicit(&mm->mmap_lock_alt_readers, memory_order_relaxed))
+		if (!w && alt_reads(mm) <= 0)
 			return MMAP_CHECK_UNLOCKED;
 		return write && !w ? MMAP_CHECK_NOT_WRITE : MMAP_CHECK_OK;
 	}
-	if (!rwsem_is_locked(sem))
+	if (!rwsem_is_locked(sem) && !mmap_lock_fast_readers(mm))
 		return MMAP_CHECK_UNLOCKED;
 	if (write && !rwsem_is_write_locked(sem))
 		return MMAP_CHECK_NOT_WRITE;
 	return MMAP_CHECK_OK;
+}
+
+uint32_t mmap_lock_fast_readers(struct mm_struct *mm)
+{
+	return mm_instr(mm) & MMAP_LOCK_INSTR_BRAVO ? bravo_fast_readers(mm) : 0;
 }
 
 static const char *const check_text[] = {
@@ -752,6 +956,8 @@ void mmap_assert_write_locked(struct mm_struct *mm)
 
 int mmap_lock_is_contended(struct mm_struct *mm)
 {
+	if ((mm_instr(mm) & MMAP_LOCK_INSTR_BRAVO) && bravo_revoking(mm))
+		return 1;	/* a writer waits for fast readers */
 	return rwsem_is_contended(&mm->mmap_lock);
 }
 
@@ -760,6 +966,10 @@ int mmap_lock_is_contended(struct mm_struct *mm)
  */
 int mmap_lock_backend_id(struct mm_struct *mm)
 {
+	if (mm_instr(mm) & MMAP_LOCK_INSTR_PER_VMA)
+		return MMAP_LOCK_BACKEND_PER_VMA;
+	if (mm_instr(mm) & MMAP_LOCK_INSTR_BRAVO)
+		return MMAP_LOCK_BACKEND_BRAVO;
 	for (int id = MMAP_LOCK_BACKEND_PTHREAD_RWLOCK; id <= MMAP_LOCK_BACKEND_MUTEX; id++)
 		if (mm->mmap_lock_alt && mm->mmap_lock_alt == mmap_lock_backend_of(id))
 			return id;
@@ -770,8 +980,10 @@ int mmap_lock_alt_holders(struct mm_struct *mm, uint64_t *writer, uint32_t *read
 {
 	if (!mm->mmap_lock_alt)
 		return -EINVAL;
-	*writer = atomic_load_explicit(&mm->mmap_lock_alt_writer, memory_order_relaxed);
-	*readers = atomic_load_explicit(&mm->mmap_lock_alt_readers, memory_order_relaxed);
+	int64_t r = alt_reads(mm);
+
+	*writer = alt_writer(mm);
+	*readers = r > 0 ? (uint32_t)r : 0;
 	return 0;
 }
 
@@ -781,7 +993,9 @@ int mmap_lock_init_backend(struct mm_struct *mm, unsigned int flags, int backend
 	uint32_t instr = 0;
 	int rc;
 
-	if (backend != MMAP_LOCK_BACKEND_RWSEM && (!alt || flags & MMAP_LOCK_SHARED))
+	/* The other designs keep process-local state (pointers, reader lines). */
+	if (backend != MMAP_LOCK_BACKEND_RWSEM &&
+	    (!mmap_lock_backend_name(backend) || flags & MMAP_LOCK_SHARED))
 		return -EINVAL;
 
 	if (flags & ~(unsigned int)(MMAP_LOCK_SHARED | MMAP_LOCK_NOSTATS | MMAP_LOCK_DEBUG |
@@ -797,13 +1011,24 @@ int mmap_lock_init_backend(struct mm_struct *mm, unsigned int flags, int backend
 	if ((flags & MMAP_LOCK_DEBUG) || (mln_get_debug() && !(flags & MMAP_LOCK_NODEBUG)))
 		instr |= MMAP_LOCK_INSTR_DEBUG;
 	mm->mmap_lock_alt = alt;
-	atomic_store_explicit(&mm->mmap_lock_alt_writer, 0, memory_order_relaxed);
-	atomic_store_explicit(&mm->mmap_lock_alt_readers, 0, memory_order_relaxed);
 	if (alt) {
+		size_t bytes = (MLN_THREAD_OVERFLOW + 1) * sizeof(struct mmap_lock_alt_reads);
+
+		alt_set_writer(mm, 0);
+		if (posix_memalign((void **)&mm->mmap_lock_alt_state.reads, 64, bytes))
+			return -ENOMEM;
+		memset(mm->mmap_lock_alt_state.reads, 0, bytes);
 		rc = alt->init(mm);
-		if (rc)
+		if (rc) {
+			free(mm->mmap_lock_alt_state.reads);
 			return rc;
+		}
 		instr |= MMAP_LOCK_INSTR_ALT;
+	} else if (backend == MMAP_LOCK_BACKEND_BRAVO) {
+		bravo_init(mm);
+		instr |= MMAP_LOCK_INSTR_BRAVO;
+	} else if (backend == MMAP_LOCK_BACKEND_PER_VMA) {
+		instr |= MMAP_LOCK_INSTR_PER_VMA;
 	}
 	atomic_store_explicit(&mm->mm_lock_seq, 0, memory_order_relaxed);
 	atomic_store_explicit(&mm->mmap_lock_instr, instr, memory_order_relaxed);
@@ -826,7 +1051,7 @@ int mmap_lock_set_class(struct mm_struct *mm, int cls)
 {
 	if (cls < 0 || cls >= MLN_LOCKDEP_MAX_CLASSES || !mln_lockdep_class_name(cls))
 		return -EINVAL;
-	if (rwsem_is_locked(&mm->mmap_lock))
+	if (rwsem_is_locked(&mm->mmap_lock) || mmap_lock_fast_readers(mm))
 		return -EBUSY;
 	atomic_store_explicit(&mm->mmap_lock_class, (uint32_t)cls, memory_order_relaxed);
 	return 0;
@@ -845,25 +1070,26 @@ int mmap_init_lock(struct mm_struct *mm)
 int mmap_lock_is_busy(struct mm_struct *mm)
 {
 	if (mm->mmap_lock_alt)
-		return atomic_load_explicit(&mm->mmap_lock_alt_writer, memory_order_relaxed) ||
-		       atomic_load_explicit(&mm->mmap_lock_alt_readers, memory_order_relaxed);
-	return rwsem_is_locked(&mm->mmap_lock) || rwsem_is_contended(&mm->mmap_lock);
+		return alt_writer(mm) || alt_reads(mm) > 0;
+	return rwsem_is_locked(&mm->mmap_lock) || rwsem_is_contended(&mm->mmap_lock) ||
+	       mmap_lock_fast_readers(mm);
 }
 
 int mmap_lock_destroy(struct mm_struct *mm)
 {
 	int rc;
 
-	if (mm->mmap_lock_alt && (atomic_load_explicit(&mm->mmap_lock_alt_writer,
-						       memory_order_relaxed) ||
-				  atomic_load_explicit(&mm->mmap_lock_alt_readers,
-						       memory_order_relaxed)))
+	if ((mm->mmap_lock_alt && (alt_writer(mm) || alt_reads(mm) > 0)) ||
+	    mmap_lock_fast_readers(mm))
 		return -EBUSY;
 	rc = rwsem_destroy(&mm->mmap_lock);
 	if (rc)
 		return rc;
-	if (mm->mmap_lock_alt)
+	if (mm->mmap_lock_alt) {
 		mm->mmap_lock_alt->destroy(mm);
+		free(mm->mmap_lock_alt_state.reads);
+		mm->mmap_lock_alt_state.reads = NULL;
+	}
 	mmap_lock_unregister(mm);
 	mmap_lock_recorder_release_mm(mm);
 	mmap_lock_stats_free(mm);

@@ -38,16 +38,27 @@
 int mmap_init_lock(struct mm_struct *mm);
 int mmap_lock_init(struct mm_struct *mm, unsigned int flags);
 /*
- * Lock backends (mmap_lock_backend.h): the same API, statistics and
- * tracepoints over another lock, for comparison.  0 is the rwsem.
+ * Lock designs (mmap_lock_backend.h): the same API, statistics and
+ * tracepoints over another lock.  Each has one name, used everywhere (the C
+ * init by name, MM(lock=...), the benchmark's --lock and JSON).
  */
-#define MMAP_LOCK_BACKEND_RWSEM 0
+#define MMAP_LOCK_BACKEND_RWSEM 0			/* "rwsem": the 5.8 design */
 #define MMAP_LOCK_BACKEND_PTHREAD_RWLOCK 1		/* glibc default (reader-preferring) */
 #define MMAP_LOCK_BACKEND_PTHREAD_RWLOCK_WRITER 2	/* PREFER_WRITER_NONRECURSIVE */
 #define MMAP_LOCK_BACKEND_MUTEX 3			/* read locks exclusive too */
+#define MMAP_LOCK_BACKEND_PER_VMA 4			/* the rwsem + per-VMA locks for faults */
+#define MMAP_LOCK_BACKEND_BRAVO 5			/* the rwsem with a reader bias */
+#define MMAP_LOCK_NR_BACKENDS 6
 int mmap_lock_init_backend(struct mm_struct *mm, unsigned int flags, int backend);
-/* The backend's number. */
+/* The design's number. */
 int mmap_lock_backend_id(struct mm_struct *mm);
+/* A design's name ("rwsem", "per_vma", ...), or NULL for a bad number. */
+const char *mmap_lock_backend_name(int backend);
+/* The number of the design called @name, or -EINVAL. */
+int mmap_lock_backend_by_name(const char *name);
+/* bravo: read holds on the fast path, not seen by the rwsem (racy count);
+ * 0 for other designs. */
+uint32_t mmap_lock_fast_readers(struct mm_struct *mm);
 /* Another backend's holders, as the layer tracks them (racy snapshot): the
  * write owner's task id or 0, and the read holds.  -EINVAL for the rwsem. */
 int mmap_lock_alt_holders(struct mm_struct *mm, uint64_t *writer, uint32_t *readers);

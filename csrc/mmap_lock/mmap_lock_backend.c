@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * mmap_lock_backend.c - the glibc lock backends: pthread_rwlock of the
- * default kind (reader-preferring), pthread_rwlock with
- * PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP, and a plain mutex (read
- * locks exclusive too).  They are the baselines the rwsem is compared with.
+ * mmap_lock_backend.c - the designs' names, and the glibc lock backends:
+ * pthread_rwlock of the default kind (reader-preferring), pthread_rwlock
+ * with PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP, and a plain mutex
+ * (read locks exclusive too).  They are the baselines the rwsem is compared
+ * with.  (The rwsem-based designs live in mmap_lock.c, mmap_lock_bravo.c
+ * and vma_lock.c.)
  *
  * What they cannot do like the rwsem: downgrade is an unlock and a re-lock
  * (not atomic: a writer may get in between); a killed or signalled waiter
@@ -14,6 +16,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <string.h>
 #include <time.h>
 
 #include "futex.h"
@@ -27,7 +30,7 @@ static int rwlock_init_kind(struct mm_struct *mm, int kind)
 
 	pthread_rwlockattr_init(&attr);
 	pthread_rwlockattr_setkind_np(&attr, kind);
-	rc = pthread_rwlock_init(&mm->mmap_lock_alt_lock.rw, &attr);
+	rc = pthread_rwlock_init(&mm->mmap_lock_alt_state.lock.rw, &attr);
 	pthread_rwlockattr_destroy(&attr);
 	return -rc;
 }
@@ -44,12 +47,12 @@ static int rwlock_writer_init(struct mm_struct *mm)
 
 static void rwlock_destroy(struct mm_struct *mm)
 {
-	pthread_rwlock_destroy(&mm->mmap_lock_alt_lock.rw);
+	pthread_rwlock_destroy(&mm->mmap_lock_alt_state.lock.rw);
 }
 
 static int rwlock_lock(struct mm_struct *mm, bool write, bool try)
 {
-	pthread_rwlock_t *rw = &mm->mmap_lock_alt_lock.rw;
+	pthread_rwlock_t *rw = &mm->mmap_lock_alt_state.lock.rw;
 	int rc;
 
 	if (try)
@@ -79,7 +82,7 @@ static struct timespec realtime_of(uint64_t deadline_ns)
 
 static int rwlock_lock_until(struct mm_struct *mm, bool write, uint64_t deadline_ns)
 {
-	pthread_rwlock_t *rw = &mm->mmap_lock_alt_lock.rw;
+	pthread_rwlock_t *rw = &mm->mmap_lock_alt_state.lock.rw;
 	struct timespec ts = realtime_of(deadline_ns);
 	int rc = write ? pthread_rwlock_timedwrlock(rw, &ts) : pthread_rwlock_timedrdlock(rw, &ts);
 
@@ -89,22 +92,22 @@ static int rwlock_lock_until(struct mm_struct *mm, bool write, uint64_t deadline
 static void rwlock_unlock(struct mm_struct *mm, bool write)
 {
 	(void)write;
-	pthread_rwlock_unlock(&mm->mmap_lock_alt_lock.rw);
+	pthread_rwlock_unlock(&mm->mmap_lock_alt_state.lock.rw);
 }
 
 static int mutex_init(struct mm_struct *mm)
 {
-	return -pthread_mutex_init(&mm->mmap_lock_alt_lock.mutex, NULL);
+	return -pthread_mutex_init(&mm->mmap_lock_alt_state.lock.mutex, NULL);
 }
 
 static void mutex_destroy(struct mm_struct *mm)
 {
-	pthread_mutex_destroy(&mm->mmap_lock_alt_lock.mutex);
+	pthread_mutex_destroy(&mm->mmap_lock_alt_state.lock.mutex);
 }
 
 static int mutex_lock(struct mm_struct *mm, bool write, bool try)
 {
-	pthread_mutex_t *m = &mm->mmap_lock_alt_lock.mutex;
+	pthread_mutex_t *m = &mm->mmap_lock_alt_state.lock.mutex;
 
 	(void)write;
 	return (try ? pthread_mutex_trylock(m) : pthread_mutex_lock(m)) ? -EBUSY : 0;
@@ -115,13 +118,13 @@ static int mutex_lock_until(struct mm_struct *mm, bool write, uint64_t deadline_
 	struct timespec ts = realtime_of(deadline_ns);
 
 	(void)write;
-	return pthread_mutex_timedlock(&mm->mmap_lock_alt_lock.mutex, &ts) ? -ETIMEDOUT : 0;
+	return pthread_mutex_timedlock(&mm->mmap_lock_alt_state.lock.mutex, &ts) ? -ETIMEDOUT : 0;
 }
 
 static void mutex_unlock(struct mm_struct *mm, bool write)
 {
 	(void)write;
-	pthread_mutex_unlock(&mm->mmap_lock_alt_lock.mutex);
+	pthread_mutex_unlock(&mm->mmap_lock_alt_state.lock.mutex);
 }
 
 const struct mmap_lock_backend mmap_lock_backend_pthread_rwlock = {
@@ -138,6 +141,30 @@ const struct mmap_lock_backend mmap_lock_backend_mutex = {
 	.name = "mutex", .init = mutex_init, .destroy = mutex_destroy,
 	.lock = mutex_lock, .lock_until = mutex_lock_until, .unlock = mutex_unlock,
 };
+
+static const char *const design_names[MMAP_LOCK_NR_BACKENDS] = {
+	[MMAP_LOCK_BACKEND_RWSEM] = "rwsem",
+	[MMAP_LOCK_BACKEND_PTHREAD_RWLOCK] = "pthread_rwlock",
+	[MMAP_LOCK_BACKEND_PTHREAD_RWLOCK_WRITER] = "pthread_rwlock_writer",
+	[MMAP_LOCK_BACKEND_MUTEX] = "mutex",
+	[MMAP_LOCK_BACKEND_PER_VMA] = "per_vma",
+	[MMAP_LOCK_BACKEND_BRAVO] = "bravo",
+};
+
+const char *mmap_lock_backend_name(int backend)
+{
+	if (backend < 0 || backend >= MMAP_LOCK_NR_BACKENDS)
+		return NULL;
+	return design_names[backend];
+}
+
+int mmap_lock_backend_by_name(const char *name)
+{
+	for (int id = 0; name && id < MMAP_LOCK_NR_BACKENDS; id++)
+		if (strcmp(name, design_names[id]) == 0)
+			return id;
+	return -EINVAL;
+}
 
 const struct mmap_lock_backend *mmap_lock_backend_of(int id)
 {

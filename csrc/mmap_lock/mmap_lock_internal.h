@@ -25,9 +25,13 @@
  *                                         registered mm, under the list mutex
  *   4    UNREGISTERED: not on the list    MMAP_LOCK_INITIALIZER; cleared by the
  *                                         first call (mmap_lock_register)
- *   5    ALT: another lock backend        init (mmap_lock_init_backend); fixed
+ *   5    ALT: a glibc lock design         init (mmap_lock_init_backend); fixed
+ *   6    BRAVO: the bravo design          init; fixed
+ *   7    PER_VMA: the per_vma design      init; fixed (its mmap lock is the
+ *                                         plain rwsem: not hooked)
  *
- * All but NOSTATS send every call through the hooked (out-of-line) path.
+ * All but NOSTATS and PER_VMA send every call through the hooked
+ * (out-of-line) path.
  * Relaxed loads: each bit is a switch; what it guards is reached through
  * pointers published with their own release/acquire or SC operations.
  */
@@ -37,9 +41,11 @@
 #define MMAP_LOCK_INSTR_TRACE	8u
 /* MMAP_LOCK_INSTR_UNREGISTERED (16) is in mm_types.h, for MMAP_LOCK_INITIALIZER. */
 #define MMAP_LOCK_INSTR_ALT	32u
+#define MMAP_LOCK_INSTR_BRAVO	64u
+#define MMAP_LOCK_INSTR_PER_VMA	128u
 #define MMAP_LOCK_INSTR_HOOKED	(MMAP_LOCK_INSTR_DEBUG | MMAP_LOCK_INSTR_RECORD | \
 				 MMAP_LOCK_INSTR_TRACE | MMAP_LOCK_INSTR_UNREGISTERED | \
-				 MMAP_LOCK_INSTR_ALT)
+				 MMAP_LOCK_INSTR_ALT | MMAP_LOCK_INSTR_BRAVO)
 
 /* Nonzero while trace hooks are set (mmap_lock_trace.c). */
 extern _Atomic uint32_t mmap_lock_hooks_on;

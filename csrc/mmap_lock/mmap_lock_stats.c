@@ -252,6 +252,11 @@ static void stats_sum(struct mmap_lock_stats *st, struct mmap_lock_stats_snapsho
 			}
 		}
 		SUM(downgrades);
+		for (int e = 0; e < 4; e++)
+			SUM(vma_lock[e]);
+		SUM(bravo_fast_reads);
+		SUM(bravo_revocations);
+		SUM(bravo_inhibit_ns);
 		/* Acquire: the max was stored before the epoch that vouches for it. */
 		if (atomic_load_explicit(&s->max_wait_epoch, memory_order_acquire) == epoch) {
 			uint64_t m = atomic_load_explicit(&s->max_wait_ns, memory_order_relaxed);
@@ -287,6 +292,11 @@ static void snapshot_subtract(struct mmap_lock_stats_snapshot *out,
 	}
 	out->downgrades -= base->downgrades;
 	out->handoffs -= base->handoffs;
+	for (int e = 0; e < 4; e++)
+		out->vma_lock[e] -= base->vma_lock[e];
+	out->bravo_fast_reads -= base->bravo_fast_reads;
+	out->bravo_revocations -= base->bravo_revocations;
+	out->bravo_inhibit_ns -= base->bravo_inhibit_ns;
 }
 
 int mmap_lock_stats_read(struct mm_struct *mm, struct mmap_lock_stats_snapshot *out)

@@ -24,6 +24,15 @@
 #define MMAP_LOCK_HIST_BUCKETS 40
 #define MMAP_LOCK_HOLD_SAMPLING_DEFAULT 6
 
+/* Outcomes of a fault's try of the per-VMA lock (the kernel's vmstat names):
+ * handled under it; it could not be taken (write-locked, detached, moved);
+ * the fault needed the mmap lock after all; no VMA found without the lock.
+ * Every outcome but SUCCESS falls back to mmap_read_lock. */
+#define MMAP_VMA_LOCK_SUCCESS 0
+#define MMAP_VMA_LOCK_ABORT 1
+#define MMAP_VMA_LOCK_RETRY 2
+#define MMAP_VMA_LOCK_MISS 3
+
 /* Index 0 = read, 1 = write, for every [2] below. */
 struct mmap_lock_stats_snapshot {
 	uint64_t acquisitions[2];	/* successful acquisitions */
@@ -42,6 +51,11 @@ struct mmap_lock_stats_snapshot {
 	uint64_t hold_samples[2];
 	uint64_t wait_hist[2][40];	/* contended acquisitions by wait time */
 	uint64_t hold_hist[2][40];	/* hold samples by hold time */
+	uint64_t vma_lock[4];		/* per_vma: faults by MMAP_VMA_LOCK_* outcome */
+	uint64_t bravo_fast_reads;	/* bravo: read acquisitions on the biased fast path
+					 * (also counted in acquisitions[0]) */
+	uint64_t bravo_revocations;	/* bravo: writers that revoked the bias */
+	uint64_t bravo_inhibit_ns;	/* bravo: time re-biasing was inhibited after them */
 	uint32_t hold_sampling;		/* log2 of the sampling period */
 	uint32_t enabled;
 };

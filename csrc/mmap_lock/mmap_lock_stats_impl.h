@@ -29,6 +29,7 @@
 
 #include "futex.h"
 #include "mm_types.h"
+#include "mmap_lock_internal.h"
 #include "mmap_lock_stats.h"
 #include "thread_index.h"
 
@@ -57,6 +58,11 @@ struct mmap_lock_stat_slot {
 	_Atomic uint64_t max_wait_epoch;
 	_Atomic uint64_t wait_hist[2][MMAP_LOCK_HIST_BUCKETS];
 	_Atomic uint64_t hold_hist[2][MMAP_LOCK_HIST_BUCKETS];
+	/* The designs' own counters (see mmap_lock_stats_snapshot). */
+	_Atomic uint64_t vma_lock[4];
+	_Atomic uint64_t bravo_fast_reads;
+	_Atomic uint64_t bravo_revocations;
+	_Atomic uint64_t bravo_inhibit_ns;
 } __attribute__((aligned(64)));
 
 struct mmap_lock_stats {
@@ -154,6 +160,15 @@ static inline void mmap_lock_stat_released(struct mm_struct *mm, int write)
 {
 	if (mln_unlikely(mln_hold_sample.mm == mm))
 		mmap_lock_stat_hold_end(mm, write);
+}
+
+/* The calling thread's block when @mm's statistics are on, else NULL. */
+static inline struct mmap_lock_stat_slot *mmap_lock_stat_slot_if_on(struct mm_struct *mm)
+{
+	if (atomic_load_explicit(&mm->mmap_lock_instr, memory_order_relaxed) &
+	    MMAP_LOCK_INSTR_NOSTATS)
+		return NULL;
+	return mmap_lock_stat_slot(mm);
 }
 
 static inline unsigned int mmap_lock_hist_bucket(uint64_t ns)

@@ -35,6 +35,7 @@
 #include "mmap_lock.h"
 #include "pgtable.h"
 #include "vma.h"
+#include "test_designs.h"
 #include "test_util.h"
 
 /* Test hook of pgtable.c: pages allocated and not yet freed (process-wide). */
@@ -50,7 +51,7 @@ size_t page_nr_live(void);
 
 static struct mm_struct *new_mm_flags(unsigned int flags)
 {
-	struct mm_struct *mm = mm_alloc(flags);
+	struct mm_struct *mm = tu_mm_alloc(flags);
 
 	if (!mm) {
 		fprintf(stderr, "mm_alloc failed\n");
@@ -878,19 +879,19 @@ static void nlog_add(char kind, void *arg, uint64_t start, uint64_t end)
 
 static void n_start(struct mm_struct *mm, uint64_t start, uint64_t end, void *arg)
 {
-	CHECK(rwsem_is_locked(&mm->mmap_lock));
+	CHECK_EQ(mmap_lock_check_held(mm, 0), MMAP_CHECK_OK);	/* whatever the design */
 	nlog_add('s', arg, start, end);
 }
 
 static void n_end(struct mm_struct *mm, uint64_t start, uint64_t end, void *arg)
 {
-	CHECK(rwsem_is_locked(&mm->mmap_lock));
+	CHECK_EQ(mmap_lock_check_held(mm, 0), MMAP_CHECK_OK);	/* whatever the design */
 	nlog_add('e', arg, start, end);
 }
 
 static void n_release(struct mm_struct *mm, void *arg)
 {
-	CHECK(rwsem_is_locked(&mm->mmap_lock));
+	CHECK_EQ(mmap_lock_check_held(mm, 0), MMAP_CHECK_OK);	/* whatever the design */
 	nlog_add('r', arg, 0, 0);
 }
 
@@ -2056,5 +2057,6 @@ static const struct tu_test tests[] = {
 
 int main(int argc, char **argv)
 {
-	return tu_run("test_mm", tests, (int)(sizeof(tests) / sizeof(tests[0])), argc, argv, NULL);
+	return tu_run_designs("test_mm", tests, (int)(sizeof(tests) / sizeof(tests[0])), argc, argv,
+			      NULL);
 }

@@ -788,7 +788,7 @@ static void t_debug_refusal_leaves_lock_alone(void)
 	free_mm(mm);
 }
 
-/* Every lock backend excludes writers (TSan checks the plain counter below). */
+/* Every lock design excludes writers (TSan checks the plain counter below). */
 struct backend_hammer {
 	struct mm_struct *mm;
 	long counter;		/* plain: only ever touched under the write lock */
@@ -812,7 +812,7 @@ static void *backend_hammer_main(void *arg)
 
 static void t_backends_exclude_writers(void)
 {
-	for (int b = MMAP_LOCK_BACKEND_RWSEM; b <= MMAP_LOCK_BACKEND_MUTEX; b++) {
+	for (int b = MMAP_LOCK_BACKEND_RWSEM; b < MMAP_LOCK_NR_BACKENDS; b++) {
 		struct backend_hammer h = { .mm = mm_alloc_backend(0, b) };
 		struct mmap_lock_stats_snapshot st;
 		pthread_t th[3];
@@ -833,11 +833,40 @@ static void t_backends_exclude_writers(void)
 		free_mm(h.mm);
 	}
 	CHECK_EQ(mm_alloc_backend(0, 99), NULL);
+	CHECK_EQ(mm_alloc_backend(0, -1), NULL);
+	CHECK_EQ(mm_alloc_backend(0, MMAP_LOCK_NR_BACKENDS), NULL);
+}
+
+/* One name per design: the C init by name, and back. */
+static void t_design_names(void)
+{
+	static const char *const names[] = { "rwsem", "pthread_rwlock", "pthread_rwlock_writer",
+					      "mutex", "per_vma", "bravo" };
+
+	CHECK_EQ(sizeof(names) / sizeof(names[0]), MMAP_LOCK_NR_BACKENDS);
+	for (int b = 0; b < MMAP_LOCK_NR_BACKENDS; b++) {
+		struct mm_struct *mm;
+
+		CHECK(strcmp(mmap_lock_backend_name(b), names[b]) == 0);
+		CHECK_EQ(mmap_lock_backend_by_name(names[b]), b);
+		mm = mm_alloc_backend(0, mmap_lock_backend_by_name(names[b]));
+		CHECK(mm != NULL);
+		if (mm) {
+			CHECK_EQ(mmap_lock_backend_id(mm), b);
+			free_mm(mm);
+		}
+	}
+	CHECK(mmap_lock_backend_name(-1) == NULL);
+	CHECK(mmap_lock_backend_name(MMAP_LOCK_NR_BACKENDS) == NULL);
+	CHECK_EQ(mmap_lock_backend_by_name("rwsem "), -EINVAL);
+	CHECK_EQ(mmap_lock_backend_by_name(""), -EINVAL);
+	CHECK_EQ(mmap_lock_backend_by_name(NULL), -EINVAL);
 }
 
 static const struct tu_test tests[] = {
 	TU_TEST(t_static_initializer),
 	TU_TEST(t_backends_exclude_writers),
+	TU_TEST(t_design_names),
 	TU_TEST(t_every_name),
 	TU_TEST(t_misuse),
 	TU_TEST(t_killable_killed),
