@@ -1,4 +1,4 @@
-"""``python -m mmap_lock_native bench ...``: see :mod:`mmap_lock_native.bench`."""
+"""``python -m mmap_lock_native bench ...``: see :mod:`mmap_lock_native.bench_cli`."""
 from __future__ import annotations
 
 import sys
@@ -12,7 +12,7 @@ def _main(argv: "list[str]") -> int:
         print(f"python -m mmap_lock_native: unknown command {argv[0]!r}; the command is "
               "'bench'", file=sys.stderr)
         return 2
-    from .bench import main
+    from .bench_cli import main
     return main(argv[1:])
 
 

@@ -29,6 +29,8 @@ _by_address: "weakref.WeakValueDictionary[int, MM]" = weakref.WeakValueDictionar
 #:   report contention.
 LOCK_BACKENDS = {ffi.string(lib.mmap_lock_backend_name(i)).decode(): i
                  for i in range(lib.MMAP_LOCK_NR_BACKENDS)}
+# The designs whose mmap lock is our rwsem (mm.mmap_lock is the lock in use).
+_RWSEM_DESIGNS = {LOCK_BACKENDS[d] for d in ("rwsem", "per_vma", "bravo")}
 #: The design an ``MM()`` gets when ``lock`` is not given.
 DEFAULT_LOCK = "rwsem"
 
@@ -52,7 +54,7 @@ class MM(AddressSpace):
     class of the lock-order checker (all mms share one class by default);
     ``name`` labels messages.  ``lock`` chooses the lock design
     (:data:`LOCK_BACKENDS`): the same API, statistics and tracepoints over
-    each (default :data:`DEFAULT_LOCK`).
+    each (``None``: :data:`DEFAULT_LOCK`).
     """
 
     __slots__ = ("_mm", "_owner", "name", "_lock_view", "_address", "_read_locked",
@@ -60,10 +62,12 @@ class MM(AddressSpace):
 
     def __init__(self, *, stats: bool = True, debug: Optional[bool] = None,
                  lock_class: Optional[str] = None, name: Optional[str] = None,
-                 lock: str = DEFAULT_LOCK) -> None:
+                 lock: Optional[str] = None) -> None:
         flags = 0 if stats else lib.MMAP_LOCK_NOSTATS
         if debug is not None:
             flags |= lib.MMAP_LOCK_DEBUG if debug else lib.MMAP_LOCK_NODEBUG
+        if lock is None:
+            lock = DEFAULT_LOCK     # read now: the module's default may be changed
         if not isinstance(lock, str) or lock not in LOCK_BACKENDS:
             raise ValueError(f"MM(lock={lock!r}): choose one of {', '.join(LOCK_BACKENDS)}")
         raw = lib.mm_alloc_backend(flags, LOCK_BACKENDS[lock])
@@ -152,20 +156,26 @@ class MM(AddressSpace):
         named = f" {self.name!r}" if self.name else ""
         return f"MM{named} at {self._address:#x}"
 
-    def lock_state(self) -> str:
-        """The lock's state in words, whatever the backend (e.g. ``'read-locked by 2
-        readers'``); for the rwsem, ``mmap_lock.state()``."""
+    def lock_holders(self) -> "tuple[Optional[int], int]":
+        """(task id of the write holder or None, number of read holds), whatever
+        the design (bravo's fast-path readers included): a racy snapshot."""
         writer = ffi.new("uint64_t *")
         readers = ffi.new("uint32_t *")
-        if lib.mmap_lock_alt_holders(self._mm, writer, readers):
+        lib.mmap_lock_holders(self._mm, writer, readers)
+        return (writer[0] or None, readers[0])
+
+    def lock_state(self) -> str:
+        """The lock's state in words, whatever the design (e.g. ``'read-locked by
+        2 readers'``); for the rwsem designs, ``mmap_lock.state()``."""
+        if lib.mmap_lock_backend_id(self._mm) in _RWSEM_DESIGNS:
             fast = lib.mmap_lock_fast_readers(self._mm)
             state = self.mmap_lock.state()
             return f"{state} (+{fast} on bravo's fast path)" if fast else state
-        if writer[0]:
-            return f"{self.lock_backend}: write-locked by task {writer[0]}"
-        if readers[0]:
-            n = readers[0]
-            return f"{self.lock_backend}: read-locked by {n} reader{'s' if n != 1 else ''}"
+        writer, readers = self.lock_holders()
+        if writer:
+            return f"{self.lock_backend}: write-locked by task {writer}"
+        if readers:
+            return f"{self.lock_backend}: read-locked by {readers} reader{'s' if readers != 1 else ''}"
         return f"{self.lock_backend}: unlocked"
 
     def __repr__(self) -> str:

@@ -26,6 +26,33 @@ import mmap_lock_native as mln
 TIMEOUT = 10.0
 
 
+#: Every lock design (MM(lock=...)), and those whose mmap lock is our rwsem
+#: (its queue can be watched: sem.queue()); the glibc ones expose nothing.
+DESIGNS = list(mln.LOCK_BACKENDS)
+RWSEM_DESIGNS = ["rwsem", "per_vma", "bravo"]
+
+
+@pytest.fixture(params=DESIGNS)
+def every_design(request, monkeypatch):
+    """Run the test once per lock design: every MM() it makes without a
+    ``lock`` argument gets that design.  A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("every_design")``."""
+    import mmap_lock_native.mm as mm_module
+    monkeypatch.setattr(mm_module, "DEFAULT_LOCK", request.param)
+    return request.param
+
+
+def wait_blocked(mm: mln.MM, worker: "Worker", readers: int, writers: int,
+                 timeout: float = TIMEOUT) -> None:
+    """Wait until ``worker`` is blocked on ``mm``'s lock: queued as
+    (``readers``, ``writers``) on the rwsem where the design has one, else
+    (glibc designs, which show no queue) still running after a short look."""
+    if mm.lock_backend in RWSEM_DESIGNS:
+        wait_queued(mm.mmap_lock, readers, writers, timeout, workers=(worker,))
+    else:
+        assert not worker.finished.wait(0.1), f"{worker.name} was not blocked: {worker.outcome()}"
+
+
 @pytest.fixture
 def lockdep_clean():
     """A clean lock-order checker in raise mode, debug mode off, before and after."""

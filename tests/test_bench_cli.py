@@ -12,9 +12,16 @@ from typing import Any, Dict, List
 
 import pytest
 
-from mmap_lock_native import bench
+from mmap_lock_native import bench, bench_cli
 
 SHORT = dict(duration=0.2, warmup=0.05)
+
+
+def reads(r: Dict[str, Any]) -> int:
+    """Read-side acquisitions: of the mmap lock, and (per_vma) faults done
+    under a VMA lock alone; every other per-VMA outcome fell back to the
+    mmap lock and is counted there."""
+    return r["read_acquisitions"] + r["vma_lock_success"]
 
 
 def _run(workload: str, threads: int = 2, **kw: Any) -> Dict[str, Any]:
@@ -25,10 +32,15 @@ def _run(workload: str, threads: int = 2, **kw: Any) -> Dict[str, Any]:
     return r
 
 
-def test_page_fault1_counts_one_op_per_page_written():
-    """Each op is one guest write, so one read-lock acquisition."""
-    r = _run("page_fault1", region_bytes=1 << 20)
-    assert r["read_acquisitions"] == r["ops_all"]
+@pytest.fixture(params=bench.LOCKS)
+def lock(request):
+    return request.param
+
+
+def test_page_fault1_counts_one_op_per_page_written(lock):
+    """Each op is one guest write, so one read-side acquisition."""
+    r = _run("page_fault1", region_bytes=1 << 20, lock=lock)
+    assert reads(r) == r["ops_all"]
     # Each mapping takes the write lock twice (mmap, munmap), and mapping
     # stops only between pages: at most one unfinished mapping per thread.
     mappings = r["write_acquisitions"] // 2
@@ -43,28 +55,68 @@ def test_mmap1_counts_one_op_per_map_unmap_pair():
     assert r["read_acquisitions"] == 0
 
 
-def test_fault_mix_counts_faults_and_remaps():
-    """Ops are faults (read lock) or re-maps (munmap + mmap: two write locks);
-    the set-up maps each VMA once and the clean-up unmaps them together."""
-    vmas = 8
-    r = _run("fault_mix", mix_vmas=vmas, mix_pages=16, remap_share=0.01)
+@pytest.mark.parametrize("workload,vmas", [("fault_mix", 8), ("fault_private", 2 * 8)])
+def test_fault_workloads_count_faults_and_remaps(lock, workload, vmas):
+    """Ops are faults (read side) or re-maps (munmap + mmap: two write locks);
+    the set-up maps each VMA once (fault_private: 8 per thread) and the
+    clean-up unmaps them together."""
+    r = _run(workload, mix_vmas=8, mix_pages=16, remap_share=0.01, lock=lock)
     remaps, rest = divmod(r["write_acquisitions"] - vmas - 1, 2)
     assert rest == 0
-    assert r["read_acquisitions"] + remaps == r["ops_all"]
+    assert reads(r) + remaps == r["ops_all"]
     assert remaps > 0
+    if workload == "fault_private":
+        assert r["segv"] == 0          # nobody re-maps another thread's VMAs
 
 
-def test_maps_reader_counts_the_reader_apart():
+def test_fault_read_never_remaps(lock):
+    """fault_read takes the write lock only to set up and to clean up."""
+    r = _run("fault_read", mix_vmas=8, mix_pages=16, remap_share=0.5, lock=lock)
+    assert r["write_acquisitions"] == 8 + 1
+    assert reads(r) == r["ops_all"]
+    assert r["segv"] == 0
+
+
+def test_design_figures_say_what_the_design_did():
+    """per_vma reports its fallbacks, bravo its fast reads and revocations."""
+    r = _run("fault_mix", mix_vmas=8, mix_pages=16, remap_share=0.01, lock="per_vma")
+    assert r["vma_lock_success"] > 0 and 0 <= r["vma_lock_fallback_share"] < 1
+    r = _run("fault_mix", mix_vmas=8, mix_pages=16, remap_share=0.01, lock="bravo")
+    assert r["bravo_fast_reads"] > 0 and r["bravo_revocations"] > 0
+    assert 0 < r["bravo_fast_share"] <= 1
+    r = _run("fault_mix", mix_vmas=8, mix_pages=16, remap_share=0.01, lock="rwsem")
+    assert r["vma_lock_fallback_share"] is None and r["bravo_fast_share"] is None
+
+
+def test_context_switches_and_cpu_count_every_thread():
+    """getrusage(RUSAGE_SELF) covers all the runner's threads: two busy
+    threads use more than one CPU's worth only if both are counted (the
+    main thread, asleep meanwhile, adds almost nothing)."""
+    r = _run("fault_read", threads=2, mix_vmas=8, mix_pages=16)
+    assert r["cpu_percent"] is not None and r["cpu_percent"] > 20
+    assert r["ctx_switches"] >= 0 and r["ctx_switches_per_kop"] is not None
+
+
+def test_the_control_computes_without_a_lock():
+    """The pure-compute control counts ops and takes no lock."""
+    c = bench.run_control(2, duration=0.2, warmup=0.05)
+    assert c["workload"] == bench.CONTROL and c["lock"] is None
+    assert c["ops_per_sec"] > 0 and c["errors"] == 0
+
+
+def test_maps_reader_counts_the_reader_apart(lock):
     """The extra thread's maps reads are counted apart from the faults."""
-    r = _run("maps_reader", region_bytes=1 << 20)
-    assert r["maps_reads"] > 0
-    assert r["read_acquisitions"] == r["ops_all"] + r["maps_reads"]
+    r = _run("maps_reader", region_bytes=1 << 20, lock=lock)
+    assert r["maps_reads"] > 0 and r["extra_threads"] == 1
+    assert reads(r) == r["ops_all"] + r["maps_reads"]
 
 
 @pytest.mark.parametrize("kw,msg", [
     (dict(workload="nope", threads=1), "unknown workload"),
     (dict(workload="mmap1", threads=0), "threads must be"),
     (dict(workload="mmap1", threads=1, lock="nope"), "unknown lock"),
+    (dict(workload="mmap1", threads=1, duration=0), "duration"),
+    (dict(workload="fault_mix", threads=1, remap_share=2), "remap_share"),
 ])
 def test_run_one_rejects_bad_arguments(kw, msg):
     """Bad arguments are refused with a message naming the problem."""
@@ -82,7 +134,7 @@ def test_cli_json_has_the_machine_and_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     p = _cli("bench", "--workload", "mmap1", "--workload", "fault_mix", "--threads", "1,2",
              "--lock", "rwsem", "--duration", "0.2", "--warmup", "0.05", "--region-mib", "1",
-             "--json", str(out))
+             "--no-control", "--json", str(out))
     assert p.returncode == 0, p.stderr
     data = json.loads(out.read_text())
     assert {"cpus", "cpu_model", "platform", "python", "load_average"} <= set(data["machine"])
@@ -101,43 +153,80 @@ def test_cli_json_has_the_machine_and_every_figure(tmp_path):
     assert "[1/4]" in p.stderr
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["bench", "--threads", "0"], "--threads"),
-    (["bench", "--threads", "a,b"], "--threads"),
-    (["bench", "--workload", "nope"], "invalid choice"),
-    (["bench", "--lock", "nope"], "invalid choice"),
-    (["bench", "--duration", "-1"], "must be > 0"),
-    (["bench", "--region-mib", "0.0001"], "smaller than a page"),
-    (["frobnicate"], "unknown command"),
-])
-def test_cli_bad_arguments_exit_2_with_a_message(args, msg):
-    """Bad arguments: exit status 2 and a message saying what is wrong."""
-    p = _cli(*args)
-    assert p.returncode == 2
-    assert msg in p.stderr
-
-
-def test_cli_plot_without_matplotlib_says_what_to_install(tmp_path):
-    """--plot draws with matplotlib, or says clearly how to get it."""
-    try:
-        import matplotlib  # noqa: F401
-        have = True
-    except ImportError:
-        have = False
-    png = tmp_path / "p.png"
-    p = _cli("bench", "--workload", "mmap1", "--threads", "1", "--duration", "0.1",
-             "--warmup", "0.05", "--region-mib", "1", "--plot", str(png))
-    if have:
-        assert p.returncode == 0 and png.stat().st_size > 0
-    else:
-        assert p.returncode != 0
-        assert "matplotlib" in p.stderr and "pip install" in p.stderr
-
-
-def test_default_suite_smoke():
-    """The default suite (every workload on every lock, 1 and 2 threads) runs end to end."""
-    p = _cli("bench", "--duration", "0.2", "--warmup", "0.05", "--region-mib", "2")
+def test_cli_takes_comma_lists_and_runs_the_control(tmp_path):
+    """--workload and --lock take comma lists (as --threads does); the compute
+    control runs at each thread count and is reported above the table."""
+    out = tmp_path / "b.json"
+    p = _cli("bench", "--workload", "fault_read,mmap1", "--lock", "per_vma,bravo",
+             "--threads", "2,1", "--duration", "0.2", "--warmup", "0.05", "--region-mib", "1",
+             "--json", str(out))
     assert p.returncode == 0, p.stderr
-    rows = [line.split() for line in p.stdout.splitlines()[2:] if line and line[0] != "("]
-    assert {(r[0], r[1], r[2]) for r in rows} == {
-        (w, lk, t) for w in bench.WORKLOADS for lk in bench.LOCKS for t in ("1", "2")}
+    data = json.loads(out.read_text())
+    assert [(c["threads"], c["workload"]) for c in data["controls"]] == [(1, "compute"),
+                                                                          (2, "compute")]
+    assert {(r["workload"], r["lock"], r["threads"]) for r in data["results"]} == {
+        (w, lk, t) for w in ("fault_read", "mmap1") for lk in ("per_vma", "bravo")
+        for t in (1, 2)}
+    assert "control (pure compute" in p.stdout
+
+
+def test_cli_scaling_is_null_without_a_one_thread_run(tmp_path):
+    """Without 1 in --threads there is nothing to scale against: null, and said."""
+    out = tmp_path / "b.json"
+    p = _cli("bench", "--workload", "mmap1", "--lock", "rwsem", "--threads", "2",
+             "--duration", "0.2", "--warmup", "0.05", "--region-mib", "1", "--no-control",
+             "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    assert json.loads(out.read_text())["results"][0]["scaling"] is None
+    assert "add 1 to --threads" in p.stdout
+
+
+def test_cli_maps_reader_row_names_its_extra_thread():
+    """maps_reader's row shows the counted threads and the reader: 1+1."""
+    p = _cli("bench", "--workload", "maps_reader", "--lock", "rwsem", "--threads", "1",
+             "--duration", "0.2", "--warmup", "0.05", "--region-mib", "1", "--no-control")
+    assert p.returncode == 0, p.stderr
+    assert " 1+1 " in p.stdout
+
+
+def test_a_run_with_failed_operations_says_so_and_exits_1(monkeypatch, capsys):
+    """Failed operations are never throughput: the errors column shows them and
+    the command exits 1 with a message."""
+    real = bench.run_one
+
+    def failing(*a: Any, **kw: Any) -> Dict[str, Any]:
+        r = real(*a, **kw)
+        r["errors"] = 7
+        return r
+
+    monkeypatch.setattr(bench, "run_one", failing)
+    rc = bench_cli.main(["--workload", "mmap1", "--lock", "rwsem", "--threads", "1",
+                         "--duration", "0.1", "--warmup", "0.05", "--region-mib", "1",
+                         "--no-control"])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert "failed operations" in err
+    row = [line for line in out.splitlines() if line.startswith("mmap1")][0]
+    assert " 7 " in row
+
+
+def test_runner_counts_no_failed_operation_as_throughput():
+    """Under an address-space limit page_fault1's faults fail (ENOMEM): no
+    failed op is counted as throughput, and every failure is counted."""
+    script = (
+        "import json, resource\n"
+        "from mmap_lock_native import bench\n"
+        "size = [int(line.split()[1]) for line in open('/proc/self/status')\n"
+        "        if line.startswith('VmSize:')][0] * 1024\n"
+        "room = size + (64 << 20)          # room for 16k pages, and the runner's threads\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (room, room))\n"
+        "r = bench.run_one('page_fault1', 1, duration=0.3, warmup=0.05, region_bytes=1 << 30)\n"
+        "print(json.dumps([r['errors'], r['ops_all']]))\n")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    errors, ops = json.loads(p.stdout.strip().splitlines()[-1])
+    assert errors > 0
+    # Only the pages that fitted (some tens of MiB; a counted failure would
+    # make this the whole 1 GiB mapping's 262144 pages, and more).
+    assert ops < (256 << 20) // 4096

@@ -53,6 +53,9 @@ def gup_bytes(mm: mln.MM, addr: int, n: int, write: bool) -> List[bytes]:
 
 
 class MMMachine(RuleBasedStateMachine):
+    #: The lock design of the mms it makes (one machine per design, below).
+    LOCK = "rwsem"
+
     def __init__(self) -> None:
         super().__init__()
         self.mms: List[Tuple[mln.MM, M.ModelMM]] = []
@@ -60,7 +63,7 @@ class MMMachine(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
         """One mm with a private and a shared mapping and a heap page to begin with."""
-        real, model = mln.MM(stats=False), M.ModelMM()
+        real, model = mln.MM(stats=False, lock=self.LOCK), M.ModelMM()
         self.mms = [(real, model)]
         rw = M.PROT_READ | M.PROT_WRITE
         self.both(real, model, "mmap", 4 * PAGE, rw, M.MAP_PRIVATE | M.MAP_ANONYMOUS)
@@ -283,7 +286,12 @@ class MMMachine(RuleBasedStateMachine):
                                                                    hex(a))
 
 
-MMMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None,
-                                       suppress_health_check=[HealthCheck.too_slow,
-                                                              HealthCheck.data_too_large])
-test_mm_against_model = MMMachine.TestCase
+# One machine per lock design: the same model holds whatever lock is behind the mm.
+for _lock in mln.LOCK_BACKENDS:
+    _machine = type(f"MMMachine_{_lock}", (MMMachine,), {"LOCK": _lock})
+    _machine.TestCase.settings = settings(max_examples=100, stateful_step_count=40,
+                                          deadline=None,
+                                          suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.data_too_large])
+    globals()[f"test_mm_against_model_{_lock}"] = _machine.TestCase
+del _lock, _machine

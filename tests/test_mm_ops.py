@@ -10,7 +10,7 @@ from typing import Any, List, Optional, Tuple
 import pytest
 
 import mmap_lock_native as mln
-from conftest import TIMEOUT, Worker, mm_hold, wait_queued
+from conftest import TIMEOUT, Worker, mm_hold, wait_blocked
 
 P = mln.PAGE_SIZE
 RW = mln.PROT_READ | mln.PROT_WRITE
@@ -23,6 +23,9 @@ BASE = 0x7F0000000000          # MM_MMAP_BASE
 START_BRK = 0x555555560000     # MM_START_BRK
 MIN_ADDR = 65536               # MM_MMAP_MIN_ADDR
 TASK = mln.TASK_SIZE
+
+# The whole module runs once per lock design (conftest.every_design).
+pytestmark = pytest.mark.usefixtures("every_design")
 
 
 def layout(mm: mln.MM) -> List[Tuple[int, int, int, int]]:
@@ -59,7 +62,7 @@ class Notes:
 
     def _check(self, call: tuple) -> None:
         self.calls.append(call)
-        if self.mm is not None and not self.mm.mmap_lock.is_locked():
+        if self.mm is not None and self.mm.lock_holders() == (None, 0):
             self.unlocked.append(call)
 
     def invalidate_range_start(self, start: int, end: int) -> None:
@@ -968,7 +971,7 @@ def test_notifier_registration_waits_for_the_write_lock(mm):
     holder = mm_hold(mm, "read")
     w = Worker(mm.register_notifier, Notes(), name="register").begin()
     try:
-        wait_queued(mm.mmap_lock, 0, 1, workers=(w,))
+        wait_blocked(mm, w, 0, 1)
         assert not w.finished.is_set()
     finally:
         holder.done()

@@ -39,7 +39,9 @@
 #define mmap_lock_is_debug notrace_mmap_lock_is_debug
 #define mmap_lock_init_backend notrace_mmap_lock_init_backend
 #define mmap_lock_backend_id notrace_mmap_lock_backend_id
-#define mmap_lock_alt_holders notrace_mmap_lock_alt_holders
+#define mmap_lock_holders notrace_mmap_lock_holders
+#define mmap_lock_is_busy notrace_mmap_lock_is_busy
+#define mmap_lock_fast_readers notrace_mmap_lock_fast_readers
 
 #include "mmap_lock.c"
 
@@ -74,7 +76,9 @@
 #undef mmap_lock_is_debug
 #undef mmap_lock_init_backend
 #undef mmap_lock_backend_id
-#undef mmap_lock_alt_holders
+#undef mmap_lock_holders
+#undef mmap_lock_is_busy
+#undef mmap_lock_fast_readers
 
 int notrace_mmap_read_lock(struct mm_struct *mm);
 int notrace_mmap_read_unlock(struct mm_struct *mm);

@@ -48,7 +48,7 @@ struct mmap_lock_bravo_state {
 	_Atomic uint32_t rbias;		/* readers may take the fast path */
 	_Atomic uint32_t revoking;	/* a writer waits for fast readers to leave */
 	_Atomic uint32_t wake_seq;	/* the futex word it sleeps on */
-	uint32_t reserved;
+	uint32_t slot;			/* where readers publish this mm (reader_slots.h) */
 	_Atomic uint64_t inhibit_until;	/* no re-biasing before this time (ns) */
 } __attribute__((aligned(64)));
 

@@ -525,12 +525,27 @@ static __attribute__((noinline)) int acquire_hooked(struct mm_struct *mm, unsign
 	return result(op, rc);
 }
 
+/*
+ * bravo with nothing else hooked: a read that the bias lets in is done here,
+ * inline, without the hooked path's checks (which would find nothing to do).
+ */
+static always_inline bool bravo_only(uint32_t instr, unsigned int op)
+{
+	return (instr & MMAP_LOCK_INSTR_HOOKED) == MMAP_LOCK_INSTR_BRAVO &&
+	       !(op & (MMAP_OP_WRITE | MMAP_OP_NON_OWNER));
+}
+
 static always_inline int acquire(struct mm_struct *mm, unsigned int op, int subclass)
 {
 	uint32_t instr = mm_instr(mm);
 
-	if (is_hooked(instr))
+	if (is_hooked(instr)) {
+		if (bravo_only(instr, op) && bravo_read_fast(mm)) {
+			stat_fast_read(mm, instr);
+			return result(op, 0);
+		}
 		return acquire_hooked(mm, op, subclass);
+	}
 	return result(op, acquire_plain(mm, op, instr));
 }
 
@@ -616,7 +631,8 @@ static always_inline int release_plain(struct mm_struct *mm, unsigned int op)
 static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsigned int op)
 {
 	uint32_t instr = hooked_instr(mm);
-	bool untracked_release = false, fast;
+	bool untracked_release = false;
+	void *_Atomic *fast;
 	int rc;
 
 	if (tracked(instr, op) && !mln_lockdep_held(mm, 0)) {
@@ -626,15 +642,15 @@ static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsign
 			return rc;
 		untracked_release = true;
 	}
-	fast = (instr & MMAP_LOCK_INSTR_BRAVO) && !(op & (MMAP_OP_WRITE | MMAP_OP_NON_OWNER)) &&
-	       bravo_holds_fast(mm);
+	fast = (instr & MMAP_LOCK_INSTR_BRAVO) && !(op & (MMAP_OP_WRITE | MMAP_OP_NON_OWNER)) ?
+		       bravo_fast_hold(mm) : NULL;
 	if (!fast && !(instr & MMAP_LOCK_INSTR_ALT ? alt_release_allowed(mm, op)
 						   : release_allowed(&mm->mmap_lock, op)))
 		return -EPERM;
 	trace_event(mm, MMAP_LOCK_EV_RELEASED, op & MMAP_OP_WRITE, false, op);
 	if (fast) {
 		mmap_lock_stat_released(mm, 0);
-		bravo_read_release(mm);
+		bravo_reader_leave(mm, fast);
 		rc = 0;
 	} else {
 		rc = instr & MMAP_LOCK_INSTR_ALT ? alt_release(mm, op) : release_plain(mm, op);
@@ -648,8 +664,16 @@ static always_inline int release(struct mm_struct *mm, unsigned int op)
 {
 	uint32_t instr = mm_instr(mm);
 
-	if (is_hooked(instr))
+	if (is_hooked(instr)) {
+		void *_Atomic *fast;
+
+		if (bravo_only(instr, op) && (fast = bravo_fast_hold(mm))) {
+			mmap_lock_stat_released(mm, 0);
+			bravo_reader_leave(mm, fast);
+			return 0;
+		}
 		return release_hooked(mm, op);
+	}
 	if ((op & MMAP_OP_WRITE) &&
 	    mln_unlikely(!is_write_owner(&mm->mmap_lock, atomic_load_explicit(
 						     &mm->mmap_lock.count, memory_order_relaxed))))
@@ -894,6 +918,11 @@ int mmap_lock_cancel(struct mm_struct *mm, struct mmap_lock_waiter *w, unsigned 
 /* ------------------------------------------------------------------------
  * Assertions and queries.
  */
+uint32_t mmap_lock_fast_readers(struct mm_struct *mm)
+{
+	return mm_instr(mm) & MMAP_LOCK_INSTR_BRAVO ? bravo_fast_readers(mm) : 0;
+}
+
 int mmap_lock_check_held(struct mm_struct *mm, int write)
 {
 	struct rw_semaphore *sem = &mm->mmap_lock;
@@ -919,10 +948,6 @@ int mmap_lock_check_held(struct mm_struct *mm, int write)
 	return MMAP_CHECK_OK;
 }
 
-uint32_t mmap_lock_fast_readers(struct mm_struct *mm)
-{
-	return mm_instr(mm) & MMAP_LOCK_INSTR_BRAVO ? bravo_fast_readers(mm) : 0;
-}
 
 static const char *const check_text[] = {
 	[MMAP_CHECK_OK] = "ok",
@@ -976,14 +1001,18 @@ int mmap_lock_backend_id(struct mm_struct *mm)
 	return MMAP_LOCK_BACKEND_RWSEM;
 }
 
-int mmap_lock_alt_holders(struct mm_struct *mm, uint64_t *writer, uint32_t *readers)
+int mmap_lock_holders(struct mm_struct *mm, uint64_t *writer, uint32_t *readers)
 {
-	if (!mm->mmap_lock_alt)
-		return -EINVAL;
-	int64_t r = alt_reads(mm);
+	if (mm->mmap_lock_alt) {
+		int64_t r = alt_reads(mm);
 
-	*writer = alt_writer(mm);
-	*readers = r > 0 ? (uint32_t)r : 0;
+		*writer = alt_writer(mm);
+		*readers = r > 0 ? (uint32_t)r : 0;
+		return 0;
+	}
+	*writer = rwsem_write_owner(&mm->mmap_lock);
+	*readers = ((rwsem_count(&mm->mmap_lock) & RWSEM_READER_MASK) >> RWSEM_READER_SHIFT) +
+		   mmap_lock_fast_readers(mm);
 	return 0;
 }
 

@@ -59,9 +59,9 @@ int mmap_lock_backend_by_name(const char *name);
 /* bravo: read holds on the fast path, not seen by the rwsem (racy count);
  * 0 for other designs. */
 uint32_t mmap_lock_fast_readers(struct mm_struct *mm);
-/* Another backend's holders, as the layer tracks them (racy snapshot): the
- * write owner's task id or 0, and the read holds.  -EINVAL for the rwsem. */
-int mmap_lock_alt_holders(struct mm_struct *mm, uint64_t *writer, uint32_t *readers);
+/* Who holds the lock, whatever the design (a racy snapshot): the write
+ * owner's task id or 0, and the read holds (bravo's fast ones included). */
+int mmap_lock_holders(struct mm_struct *mm, uint64_t *writer, uint32_t *readers);
 /* Frees the statistics and any recorder; -EBUSY if locked or awaited. */
 int mmap_lock_destroy(struct mm_struct *mm);
 /* 1 while the lock is held or awaited (whatever the backend), else 0: a racy

@@ -33,7 +33,7 @@ static inline struct mmap_lock_bravo_state *bravo(struct mm_struct *mm)
 }
 
 /* The slot of every thread's line where @mm may be published (never 0, the VMA's). */
-static inline unsigned int slot_index(const struct mm_struct *mm)
+static unsigned int slot_index(const struct mm_struct *mm)
 {
 	uint64_t h = ((uintptr_t)mm >> 6) * 0x9e3779b97f4a7c15ull;	/* mms are 64-byte aligned */
 
@@ -48,11 +48,13 @@ void bravo_init(struct mm_struct *mm)
 	atomic_store_explicit(&b->revoking, 0, memory_order_relaxed);
 	atomic_store_explicit(&b->wake_seq, 0, memory_order_relaxed);
 	atomic_store_explicit(&b->inhibit_until, 0, memory_order_relaxed);
+	b->slot = slot_index(mm);
 }
 
-/* Leave the fast path (a release, or a back-out), waking a revoking writer. */
-static void reader_leave(struct mmap_lock_bravo_state *b, void *_Atomic *slot)
+void bravo_reader_leave(struct mm_struct *mm, void *_Atomic *slot)
 {
+	struct mmap_lock_bravo_state *b = bravo(mm);
+
 	atomic_store_explicit(slot, NULL, memory_order_seq_cst);
 	if (mln_unlikely(atomic_load_explicit(&b->revoking, memory_order_seq_cst))) {
 		atomic_fetch_add_explicit(&b->wake_seq, 1, memory_order_release);
@@ -60,53 +62,9 @@ static void reader_leave(struct mmap_lock_bravo_state *b, void *_Atomic *slot)
 	}
 }
 
-bool bravo_read_fast(struct mm_struct *mm)
-{
-	struct mmap_lock_bravo_state *b = bravo(mm);
-	void *_Atomic *slot;
-
-	if (atomic_load_explicit(&b->rbias, memory_order_relaxed) != BRAVO_ON)
-		return false;
-	slot = mln_reader_slot_self(slot_index(mm));
-	/* Taken (this mm again, or another hashed here): the rwsem it is. */
-	if (mln_unlikely(!slot || atomic_load_explicit(slot, memory_order_relaxed)))
-		return false;
-	atomic_store_explicit(slot, mm, memory_order_seq_cst);
-	if (mln_likely(atomic_load_explicit(&b->rbias, memory_order_seq_cst) == BRAVO_ON))
-		return true;
-	reader_leave(b, slot);
-	return false;
-}
-
-static void *_Atomic *own_fast_slot(struct mm_struct *mm)
-{
-	unsigned int t = mln_thread_index_tls;
-
-	if (!t || t > MLN_THREAD_SLOTS)
-		return NULL;
-	return mln_reader_slot_of(t, slot_index(mm));
-}
-
-bool bravo_holds_fast(struct mm_struct *mm)
-{
-	void *_Atomic *slot = own_fast_slot(mm);
-
-	return slot && atomic_load_explicit(slot, memory_order_relaxed) == mm;
-}
-
-bool bravo_read_release(struct mm_struct *mm)
-{
-	void *_Atomic *slot = own_fast_slot(mm);
-
-	if (!slot || atomic_load_explicit(slot, memory_order_relaxed) != mm)
-		return false;
-	reader_leave(bravo(mm), slot);
-	return true;
-}
-
 uint32_t bravo_fast_readers(struct mm_struct *mm)
 {
-	unsigned int high = mln_thread_index_high(), i = slot_index(mm);
+	unsigned int high = mln_thread_index_high(), i = bravo(mm)->slot;
 	uint32_t n = 0;
 
 	for (unsigned int t = 1; t <= high; t++)
@@ -177,7 +135,7 @@ int bravo_revoke(struct mm_struct *mm, uint64_t deadline_ns, unsigned int flags,
 		 uint64_t *waited_ns)
 {
 	struct mmap_lock_bravo_state *b = bravo(mm);
-	unsigned int high, i = slot_index(mm);
+	unsigned int high, i = b->slot;
 	uint64_t t0, now, inhibit, poll_at;
 	int rc = 0;
 

@@ -34,10 +34,12 @@
 #ifndef MLN_MMAP_LOCK_BRAVO_H
 #define MLN_MMAP_LOCK_BRAVO_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "mm_types.h"
+#include "reader_slots.h"
 
 #define BRAVO_OFF	0u
 #define BRAVO_ON	1u
@@ -48,12 +50,54 @@
 
 void bravo_init(struct mm_struct *mm);
 
-/* Take a read hold on the fast path: true, or false (take the rwsem). */
-bool bravo_read_fast(struct mm_struct *mm);
+/* Leave the fast path (a release, or a back-out), waking a revoking writer. */
+void bravo_reader_leave(struct mm_struct *mm, void *_Atomic *slot);
+
+/*
+ * Take a read hold on the fast path: true, or false (take the rwsem).  The
+ * slot is stored, then the bias loaded, both sequentially consistent: the
+ * reader's half of the Dekker pair with bravo_revoke().
+ */
+static inline bool bravo_read_fast(struct mm_struct *mm)
+{
+	struct mmap_lock_bravo_state *b = &mm->mmap_lock_bravo;
+	void *_Atomic *slot;
+
+	if (atomic_load_explicit(&b->rbias, memory_order_relaxed) != BRAVO_ON)
+		return false;
+	slot = mln_reader_slot_self(b->slot);
+	/* Taken (this mm again, or another hashed here): the rwsem it is. */
+	if (mln_unlikely(!slot || atomic_load_explicit(slot, memory_order_relaxed)))
+		return false;
+	atomic_store_explicit(slot, mm, memory_order_seq_cst);
+	if (mln_likely(atomic_load_explicit(&b->rbias, memory_order_seq_cst) == BRAVO_ON))
+		return true;
+	bravo_reader_leave(mm, slot);
+	return false;
+}
+
+/* The calling thread's slot for @mm if it holds @mm on the fast path, else NULL. */
+static inline void *_Atomic *bravo_fast_hold(struct mm_struct *mm)
+{
+	unsigned int t = mln_thread_index_tls;
+	void *_Atomic *slot;
+
+	if (mln_unlikely(!t || t > MLN_THREAD_SLOTS))
+		return NULL;
+	slot = mln_reader_slot_of(t, mm->mmap_lock_bravo.slot);
+	return atomic_load_explicit(slot, memory_order_relaxed) == mm ? slot : NULL;
+}
+
 /* Release the calling thread's fast read hold of @mm: true, or false if it has none. */
-bool bravo_read_release(struct mm_struct *mm);
-/* Whether the calling thread holds @mm on the fast path. */
-bool bravo_holds_fast(struct mm_struct *mm);
+static inline bool bravo_read_release(struct mm_struct *mm)
+{
+	void *_Atomic *slot = bravo_fast_hold(mm);
+
+	if (!slot)
+		return false;
+	bravo_reader_leave(mm, slot);
+	return true;
+}
 /* Fast read holds of @mm, all threads (a racy count, for queries). */
 uint32_t bravo_fast_readers(struct mm_struct *mm);
 

@@ -33,6 +33,7 @@ static void run(int workload, int threads, struct wl_result *out,
 	CHECK_EQ(out->samples, 3u);
 	CHECK(out->ops_all >= out->ops_total);
 	CHECK(out->ops_total > 0);
+	CHECK(out->cpu_ns > 0);		/* the whole process's, all threads */
 	CHECK_EQ(mmap_lock_stats_read(mm, st), 0);
 	CHECK_EQ(mm_map_count(mm), 0u);		/* everything unmapped again */
 	CHECK_EQ(mm_free(mm), 0);
@@ -78,6 +79,43 @@ static void t_fault_mix(void)
 	CHECK_EQ(reads(&st) + remaps, out.ops_all);
 }
 
+/* Each thread its own 8 VMAs: 3 threads set up 24, unmapped together at the end. */
+static void t_fault_private(void)
+{
+	struct wl_result out;
+	struct mmap_lock_stats_snapshot st;
+	uint64_t remaps;
+
+	run(WL_FAULT_PRIVATE, 3, &out, &st);
+	remaps = (st.acquisitions[1] - 3 * 8 - 1) / 2;
+	CHECK_EQ((st.acquisitions[1] - 3 * 8 - 1) % 2, 0u);
+	CHECK(remaps > 0);
+	CHECK_EQ(reads(&st) + remaps, out.ops_all);
+	CHECK_EQ(out.segv, 0u);		/* nobody re-maps another thread's VMA */
+}
+
+/* The control: no lock at all, one op per block of computation. */
+static void t_compute(void)
+{
+	struct wl_result out;
+	struct mmap_lock_stats_snapshot st;
+
+	run(WL_COMPUTE, 2, &out, &st);
+	CHECK_EQ(st.acquisitions[0] + st.acquisitions[1], 0u);
+}
+
+/* No re-maps: the write lock is taken only to set up and to clean up. */
+static void t_fault_read(void)
+{
+	struct wl_result out;
+	struct mmap_lock_stats_snapshot st;
+
+	run(WL_FAULT_READ, 3, &out, &st);
+	CHECK_EQ(st.acquisitions[1], 8u + 1u);
+	CHECK_EQ(reads(&st), out.ops_all);
+	CHECK_EQ(out.segv, 0u);
+}
+
 static void t_maps_reader(void)
 {
 	struct wl_result out;
@@ -98,6 +136,8 @@ static void t_bad_configs(void)
 
 	bad = ok; bad.workload = 9;
 	CHECK_EQ(wl_run(mm, &bad, &out), -EINVAL);
+	bad = ok; bad.workload = -1;
+	CHECK_EQ(wl_run(mm, &bad, &out), -EINVAL);
 	bad = ok; bad.threads = 0;
 	CHECK_EQ(wl_run(mm, &bad, &out), -EINVAL);
 	bad = ok; bad.region_bytes = 100;
@@ -115,6 +155,9 @@ static const struct tu_test tests[] = {
 	TU_TEST(t_mmap1),
 	TU_TEST(t_fault_mix),
 	TU_TEST(t_maps_reader),
+	TU_TEST(t_fault_private),
+	TU_TEST(t_fault_read),
+	TU_TEST(t_compute),
 	TU_TEST(t_bad_configs),
 };
 

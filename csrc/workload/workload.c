@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "futex.h"
@@ -82,8 +83,9 @@ static void page_fault1(struct wl_thread *t)
 		}
 		for (uint64_t off = 0; off < len && !stopping(run); off += PG) {
 			if (mm_access(run->mm, (uint64_t)addr + off, &byte, 1, 1, NULL))
-				t->errors++;
-			count(&t->ops);
+				t->errors++;	/* a failure is not throughput */
+			else
+				count(&t->ops);
 		}
 		if (mm_munmap(run->mm, (uint64_t)addr, len))
 			t->errors++;
@@ -100,7 +102,8 @@ static void mmap1(struct wl_thread *t)
 
 		if (addr < 0 || mm_munmap(run->mm, (uint64_t)addr, len))
 			t->errors++;
-		count(&t->ops);
+		else
+			count(&t->ops);
 	}
 }
 
@@ -110,30 +113,59 @@ static uint64_t mix_vma_addr(const struct wl_config *cfg, uint32_t i)
 	return MIX_BASE + (uint64_t)i * (cfg->mix_pages + 1) * PG;
 }
 
+/* VMAs in the set: one shared set, or one set per thread (fault_private). */
+static uint32_t mix_total_vmas(const struct wl_config *cfg)
+{
+	return cfg->workload == WL_FAULT_PRIVATE ? cfg->mix_vmas * (uint32_t)cfg->threads
+						  : cfg->mix_vmas;
+}
+
+/* fault_mix, fault_private, fault_read: faults on random pages, some re-maps. */
 static void fault_mix(struct wl_thread *t)
 {
 	struct wl_run *run = t->run;
 	const struct wl_config *cfg = run->cfg;
 	uint64_t len = (uint64_t)cfg->mix_pages * PG;
+	uint32_t first = cfg->workload == WL_FAULT_PRIVATE ? t->index * cfg->mix_vmas : 0;
+	uint32_t remaps = cfg->workload == WL_FAULT_READ ? 0 : cfg->mix_remap_per_million;
 
 	while (!stopping(run)) {
 		uint32_t r = next_rand(&t->rng);
-		uint32_t vma = next_rand(&t->rng) % cfg->mix_vmas;
+		uint32_t vma = first + next_rand(&t->rng) % cfg->mix_vmas;
 		uint64_t addr = mix_vma_addr(cfg, vma);
 
-		if (r % 1000000 < cfg->mix_remap_per_million) {
+		if (r % 1000000 < remaps) {
 			if (mm_munmap(run->mm, addr, len) ||
-			    mm_mmap(run->mm, addr, len, RW, ANON_PRIVATE | MAP_FIXED) != (int64_t)addr)
+			    mm_mmap(run->mm, addr, len, RW, ANON_PRIVATE | MAP_FIXED) != (int64_t)addr) {
 				t->errors++;
+				continue;
+			}
 		} else {
 			bool write = next_rand(&t->rng) % 100 < cfg->mix_write_percent;
 			int rc = mm_fault(run->mm, addr + (uint64_t)(r % cfg->mix_pages) * PG, write);
 
-			if (rc == SEGV_MAPERR)
+			if (rc == SEGV_MAPERR) {
 				t->segv++;	/* between another thread's munmap and mmap */
-			else if (rc)
+			} else if (rc) {
 				t->errors++;
+				continue;
+			}
 		}
+		count(&t->ops);
+	}
+}
+
+/* Pure computation: what two threads on two cores do without sharing anything. */
+static void compute(struct wl_thread *t)
+{
+	struct wl_run *run = t->run;
+
+	while (!stopping(run)) {
+		uint32_t x = t->rng;
+
+		for (int i = 0; i < WL_COMPUTE_STEPS; i++)
+			next_rand(&x);
+		t->rng = x;		/* the thread's own line: the result is used */
 		count(&t->ops);
 	}
 }
@@ -147,7 +179,8 @@ static void maps_reader(struct wl_thread *t)
 	while (!stopping(run)) {
 		if (mm_maps(run->mm, buf, 64, &n))
 			t->errors++;
-		count(&t->side_ops);
+		else
+			count(&t->side_ops);
 	}
 }
 
@@ -164,16 +197,25 @@ static void *thread_main(void *arg)
 		maps_reader(t);
 	else if (workload == WL_MMAP1)
 		mmap1(t);
-	else if (workload == WL_FAULT_MIX)
+	else if (workload == WL_COMPUTE)
+		compute(t);
+	else if (workload == WL_FAULT_MIX || workload == WL_FAULT_PRIVATE ||
+		 workload == WL_FAULT_READ)
 		fault_mix(t);
 	else
 		page_fault1(t);
 	return NULL;
 }
 
+static bool is_mix(const struct wl_config *cfg)
+{
+	return cfg->workload == WL_FAULT_MIX || cfg->workload == WL_FAULT_PRIVATE ||
+	       cfg->workload == WL_FAULT_READ;
+}
+
 static int check_config(const struct wl_config *cfg)
 {
-	if (cfg->workload < WL_PAGE_FAULT1 || cfg->workload > WL_MAPS_READER ||
+	if (cfg->workload < WL_PAGE_FAULT1 || cfg->workload > WL_COMPUTE ||
 	    cfg->threads < 1 || cfg->threads > WL_MAX_THREADS || !cfg->interval_ns ||
 	    !cfg->samples || cfg->samples > WL_MAX_SAMPLES)
 		return -EINVAL;
@@ -181,11 +223,32 @@ static int check_config(const struct wl_config *cfg)
 	     cfg->workload == WL_MAPS_READER) &&
 	    (!cfg->region_bytes || cfg->region_bytes % PG))
 		return -EINVAL;
-	if (cfg->workload == WL_FAULT_MIX &&
+	if (is_mix(cfg) &&
 	    (!cfg->mix_vmas || !cfg->mix_pages || cfg->mix_write_percent > 100 ||
-	     cfg->mix_remap_per_million > 1000000))
+	     cfg->mix_remap_per_million > 1000000 ||
+	     /* the set must fit below the top of the address space */
+	     (uint64_t)mix_total_vmas(cfg) * (cfg->mix_pages + 1) > (1ull << 30)))
 		return -EINVAL;
 	return 0;
+}
+
+/* What the whole process has spent so far: every thread's, not the caller's. */
+struct usage {
+	uint64_t switches, cpu_ns;
+};
+
+static struct usage process_usage(void)
+{
+	struct rusage ru;
+	struct usage u = { 0, 0 };
+
+	if (getrusage(RUSAGE_SELF, &ru) == 0) {
+		u.switches = (uint64_t)ru.ru_nvcsw + (uint64_t)ru.ru_nivcsw;
+		u.cpu_ns = ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) *
+				   MLN_NSEC_PER_SEC +
+			   ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000;
+	}
+	return u;
 }
 
 static uint64_t sum_ops(const struct wl_run *run, int n)
@@ -206,10 +269,10 @@ static void sleep_until(uint64_t deadline_ns)
 		;
 }
 
-/* fault_mix's shared VMAs, mapped before the threads start. */
+/* The fault workloads' VMAs, mapped before the threads start. */
 static int mix_setup(struct mm_struct *mm, const struct wl_config *cfg)
 {
-	for (uint32_t i = 0; i < cfg->mix_vmas; i++) {
+	for (uint32_t i = 0; i < mix_total_vmas(cfg); i++) {
 		uint64_t addr = mix_vma_addr(cfg, i);
 
 		if (mm_mmap(mm, addr, (uint64_t)cfg->mix_pages * PG, RW,
@@ -222,6 +285,7 @@ static int mix_setup(struct mm_struct *mm, const struct wl_config *cfg)
 int wl_run(struct mm_struct *mm, const struct wl_config *cfg, struct wl_result *out)
 {
 	struct wl_run run = { .mm = mm, .cfg = cfg };
+	struct usage usage_before, usage_after;
 	int nthreads = cfg->threads + (cfg->workload == WL_MAPS_READER);
 	int started = 0, rc = check_config(cfg);
 	uint64_t t0, prev_ops, prev_ns;
@@ -229,8 +293,9 @@ int wl_run(struct mm_struct *mm, const struct wl_config *cfg, struct wl_result *
 	if (rc)
 		return rc;
 	memset(out, 0, sizeof(*out));
-	if (cfg->workload == WL_FAULT_MIX && (rc = mix_setup(mm, cfg)))
+	if (is_mix(cfg) && (rc = mix_setup(mm, cfg)))
 		return rc;
+	usage_before = process_usage();
 	if (posix_memalign((void **)&run.threads, 64, (size_t)nthreads * sizeof(*run.threads)))
 		return -ENOMEM;
 	memset(run.threads, 0, (size_t)nthreads * sizeof(*run.threads));
@@ -279,8 +344,15 @@ int wl_run(struct mm_struct *mm, const struct wl_config *cfg, struct wl_result *
 		out->errors += run.threads[i].errors;
 	}
 	out->wall_ns = mln_now_ns() - t0;
+	usage_after = process_usage();
+	out->ctx_switches = usage_after.switches - usage_before.switches;
+	out->cpu_ns = usage_after.cpu_ns - usage_before.cpu_ns;
 	free(run.threads);
-	if (cfg->workload == WL_FAULT_MIX)
-		mm_munmap(mm, MIX_BASE, mix_vma_addr(cfg, cfg->mix_vmas) - MIX_BASE);
+	if (is_mix(cfg)) {
+		int unmapped = mm_munmap(mm, MIX_BASE, mix_vma_addr(cfg, mix_total_vmas(cfg)) - MIX_BASE);
+
+		if (unmapped && !rc)
+			rc = unmapped;
+	}
 	return rc;
 }

@@ -12,8 +12,17 @@
  *   WL_FAULT_MIX    threads fault random pages of a shared set of VMAs (reads
  *                   and writes); a share of the operations instead re-maps one
  *                   VMA (munmap + mmap MAP_FIXED); one operation per step
- *   WL_MAPS_READER  page_fault1 on every thread but one, which reads the maps
- *                   in a loop (its reads are counted apart)
+ *   WL_MAPS_READER  page_fault1 on the counted threads, plus one more thread
+ *                   that reads the maps in a loop (its reads are counted apart)
+ *   WL_FAULT_PRIVATE fault_mix, but each thread faults and re-maps VMAs of its
+ *                   own (mix_vmas each), as will-it-scale's threads do
+ *   WL_FAULT_READ   fault_mix without re-maps (mix_remap_per_million ignored)
+ *   WL_COMPUTE      no mm at all: each thread computes in registers, one op per
+ *                   WL_COMPUTE_STEPS steps of a PRNG; the control that tells
+ *                   how many cores the threads really got
+ *
+ * The result also carries what the whole process spent meanwhile (all its
+ * threads, getrusage(RUSAGE_SELF)): context switches and CPU time.
  */
 #ifndef MLN_WORKLOAD_H
 #define MLN_WORKLOAD_H
@@ -27,6 +36,10 @@
 #define WL_MMAP1 1
 #define WL_FAULT_MIX 2
 #define WL_MAPS_READER 3
+#define WL_FAULT_PRIVATE 4
+#define WL_FAULT_READ 5
+#define WL_COMPUTE 6
+#define WL_COMPUTE_STEPS 256
 #define WL_MAX_THREADS 256
 #define WL_MAX_SAMPLES 1024
 
@@ -45,7 +58,7 @@ struct wl_config {
 };
 
 struct wl_result {
-	uint64_t ops_total;		/* counted during the samples */
+	uint64_t ops_total;		/* counted during the samples (successful ones only) */
 	uint64_t ops_all;		/* counted from start to stop (warm-up included) */
 	uint64_t side_ops_total;	/* maps_reader: maps reads */
 	uint32_t samples;		/* taken */
@@ -54,6 +67,8 @@ struct wl_result {
 	uint64_t segv;			/* fault_mix: faults that found the page unmapped */
 	uint64_t errors;		/* operations that failed otherwise (must be 0) */
 	uint64_t wall_ns;		/* from start to stop, warm-up included */
+	uint64_t ctx_switches;		/* voluntary + involuntary, whole process, same span */
+	uint64_t cpu_ns;		/* user + system CPU time, whole process, same span */
 };
 
 /*
