@@ -15,6 +15,7 @@ import weakref
 from types import TracebackType
 from typing import Any, NoReturn, Optional, Type
 
+from ._args import as_int, flat_writable_bytes
 from ._ffi import NO_DEADLINE, deadline_after, ffi, lib
 from .errors import misuse_error
 
@@ -66,9 +67,10 @@ class RWSemaphore:
 
     ``shared=True`` places the semaphore in an anonymous shared mapping, so
     processes forked after its creation share it.  ``buffer=`` places it in a
-    caller's writable buffer (e.g. ``multiprocessing.shared_memory``'s
-    ``SharedMemory.buf``) at ``offset``; another process attaches to it with
-    ``attach=True``.  The buffer must stay alive as long as the semaphore.
+    caller's writable, C-contiguous buffer (e.g. ``multiprocessing.shared_memory``'s
+    ``SharedMemory.buf``) at byte ``offset`` (``ALIGNMENT``-aligned, whatever the
+    buffer's item size or shape); another process attaches to it with
+    ``attach=True``.  The semaphore keeps the buffer exported while it lives.
     ``name`` only labels error messages and ``repr``.
     """
 
@@ -118,17 +120,20 @@ class RWSemaphore:
         self._write_guard = _Guard(self, True, None)
         return self
 
-    def _place(self, buffer: Any, offset: int) -> "tuple[Any, Any]":
-        view = memoryview(buffer)
-        if view.readonly:
-            raise ValueError(f"{self._label()}: buffer is read-only")
+    def _place(self, buffer: Any, offset: Any) -> "tuple[Any, Any]":
+        """The semaphore's memory: ``SIZE`` bytes at byte ``offset`` of ``buffer``."""
+        named = f" {self.name!r}" if self.name else ""
+        where = f"RWSemaphore{named} in a {type(buffer).__name__}"
+        view = flat_writable_bytes(buffer, where)
+        offset = as_int(offset, "offset", where)
         if not 0 <= offset <= view.nbytes - _SIZE:
-            raise ValueError(f"{self._label()}: offset {offset} leaves no room for "
-                             f"{_SIZE} bytes in a buffer of {view.nbytes}")
-        sem = ffi.from_buffer("struct rw_semaphore *", view[offset:offset + _SIZE])
+            raise ValueError(f"{where}: offset {offset} leaves no room for {_SIZE} bytes "
+                             f"in a buffer of {view.nbytes} bytes")
+        sem = ffi.from_buffer("struct rw_semaphore *", view[offset:offset + _SIZE],
+                              require_writable=True)
         if int(ffi.cast("uintptr_t", sem)) % _ALIGN:
-            raise ValueError(f"{self._label()}: buffer offset {offset} is not "
-                             f"{_ALIGN}-byte aligned")
+            raise ValueError(f"{where}: byte offset {offset} puts it at "
+                             f"{int(ffi.cast('uintptr_t', sem)):#x}, not {_ALIGN}-byte aligned")
         return sem, view
 
     # -- fast paths ---------------------------------------------------------
