@@ -3,6 +3,7 @@ faults, guest memory, get_user_pages, fork, MMU notifiers and the maps."""
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import threading
 from types import TracebackType
@@ -33,28 +34,57 @@ def _scratch() -> Any:
     return buf
 
 
+def _drop_pin(page: Any, _data: Any, _unpin: Any = lib.mm_unpin_page) -> None:
+    # Bound at definition: a buffer may outlive the module's globals at exit.
+    _unpin(page)
+
+
+def _own_pins(cpages: Any, n: int) -> List[Any]:
+    """The memory of each of ``n`` freshly pinned pages, as a cffi buffer that
+    owns the page's pin: ``mm_unpin_page`` runs when the last buffer taken
+    from it (memoryview, slice, ctypes ``from_buffer``, ...) is gone, so no
+    such buffer can outlive the pin and see a page reused for other data."""
+    owned: List[Any] = []
+    try:
+        for i in range(n):
+            page = cpages[i]
+            data = ffi.gc(ffi.cast("uint8_t *", lib.mm_page_data(page)),
+                          functools.partial(_drop_pin, page))
+            owned.append(ffi.buffer(data, PAGE_SIZE))
+    except BaseException:
+        for i in range(len(owned), n):  # not yet owned by a buffer
+            lib.mm_unpin_page(cpages[i])
+        raise
+    return owned
+
+
 class PinnedPages:
     """Pages pinned by :meth:`AddressSpace.get_user_pages` or :meth:`AddressSpace.view`.
 
-    ``pages[i]`` is a writable memoryview of the i-th page's memory (zero
-    copy).  Pinned pages stay valid until :meth:`unpin` (or the end of a
-    ``with`` block), even if the range is unmapped meanwhile: they are then
-    the orphaned pages, no longer the mm's memory at that address.  Writes
-    through a view of a private page shared copy-on-write with a fork, or
-    pinned for read, can reach memory the other side still sees; pin with
-    ``write=True`` to own the pages first, as the kernel's FOLL_WRITE does.
+    ``pages[i]`` is a memoryview of the i-th page's memory (zero copy),
+    read-only unless pinned with ``write=True``.  A page stays pinned, and
+    its memory valid, while ``pages`` or any buffer taken from its view (a
+    slice, ``memoryview(...)``, ctypes ``from_buffer``, numpy) is alive, even
+    if the range is unmapped meanwhile: it is then an orphaned page, no
+    longer the mm's memory at that address, and never another mapping's.
+    :meth:`unpin` (or the end of a ``with`` block) releases the views in
+    ``pages``; the pins go with them, or with the last buffer taken from them.
+
+    A read pin of a private page shared copy-on-write with a fork sees the
+    page the other side may still see; pin with ``write=True`` to own the
+    pages first (and write through them), as the kernel's FOLL_WRITE does.
     """
 
-    def __init__(self, mm: "MM", addr: int, cpages: Any, n: int, offset: int = 0,
-                 length: Optional[int] = None) -> None:
+    def __init__(self, mm: "MM", addr: int, owned: List[Any], write: bool,
+                 offset: int = 0, length: Optional[int] = None) -> None:
         self.mm = mm
         #: Address of the first page.
         self.addr = addr
-        self._cpages = cpages
-        self._n = n
+        #: Whether the pages were pinned for writing (and the views are writable).
+        self.write = write
         self._lock = threading.Lock()
-        views = [memoryview(ffi.buffer(lib.mm_page_data(cpages[i]), PAGE_SIZE))
-                 for i in range(n)]
+        n = len(owned)
+        views = [memoryview(b) if write else memoryview(b).toreadonly() for b in owned]
         if length is not None and n:
             # A byte range: trim the first and last pages to it.
             views[0] = views[0][offset:]
@@ -64,16 +94,16 @@ class PinnedPages:
         self.pages: List[memoryview] = views
 
     def unpin(self) -> None:
-        """Release the pins; the memoryviews must not be used afterwards."""
+        """Release the views in ``pages`` (using one afterwards raises
+        ValueError) and with them the pins, except those of pages a buffer
+        taken from a view still refers to: each goes with its last buffer."""
         with self._lock:
-            if self._cpages is None:
-                return
-            for v in self.pages:
+            views, self.pages = self.pages, []
+        for v in views:
+            try:
                 v.release()
-            for i in range(self._n):
-                lib.mm_unpin_page(self._cpages[i])
-            self._cpages = None
-            self.pages = []
+            except BufferError:  # exported directly (ctypes from_buffer): it keeps the pin
+                pass
 
     def __enter__(self) -> "PinnedPages":
         return self
@@ -84,12 +114,6 @@ class PinnedPages:
 
     def __len__(self) -> int:
         return len(self.pages)
-
-    def __del__(self) -> None:
-        try:
-            self.unpin()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
 
 class NotifierHandle:
@@ -253,13 +277,14 @@ class AddressSpace:
             raise os_error(rc, f"{op} at {where:#x} on {self._label()}")
         raise SegmentationFault(where, rc, f"{op} on {self._label()}", write)
 
-    def _pin(self, addr: int, n: int, write: bool, op: str) -> Any:
+    def _pin(self, addr: int, n: int, write: bool, op: str) -> List[Any]:
+        """Pin ``n`` pages from ``addr``: one buffer per page, owning its pin."""
         cpages = ffi.new("struct page *[]", n or 1)
         where = ffi.new("uint64_t *")
         rc = lib.mm_get_user_pages(self._mm, addr, n, write, cpages, where)
         if rc:
             self._access_failed(rc, where[0], op, write)
-        return cpages
+        return _own_pins(cpages, n)
 
     def get_user_pages(self, addr: int, n: int, write: bool = False) -> PinnedPages:
         """Fault in and pin ``n`` pages from ``addr`` (page aligned) under
@@ -267,7 +292,8 @@ class AddressSpace:
         if n < 0 or addr % PAGE_SIZE:
             raise ValueError(f"get_user_pages on {self._label()}: addr must be page aligned "
                              f"and n >= 0 (addr={addr:#x}, n={n})")
-        return PinnedPages(self, addr, self._pin(addr, n, write, "get_user_pages"), n)  # type: ignore[arg-type]
+        return PinnedPages(self, addr, self._pin(addr, n, write, "get_user_pages"),  # type: ignore[arg-type]
+                           bool(write))
 
     def view(self, addr: int, length: int, write: bool = False) -> PinnedPages:
         """A zero-copy view of [addr, addr+length): the pages are pinned and
@@ -278,8 +304,9 @@ class AddressSpace:
             raise ValueError(f"view on {self._label()}: length must be >= 0, not {length}")
         first = addr - addr % PAGE_SIZE
         n = (addr + length - first + PAGE_SIZE - 1) // PAGE_SIZE if length else 0
-        cpages = self._pin(first, n, write, "view")
-        return PinnedPages(self, first, cpages, n, addr - first, length)  # type: ignore[arg-type]
+        owned = self._pin(first, n, write, "view")
+        return PinnedPages(self, first, owned, bool(write), addr - first,  # type: ignore[arg-type]
+                           length)
 
     # -- the address space as a whole --------------------------------------------
 
