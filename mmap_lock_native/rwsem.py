@@ -107,15 +107,16 @@ class RWSemaphore:
         self._write_guard = _Guard(self, True, None)
 
     @classmethod
-    def _view(cls, sem: Any, keepalive: Any, *, name: Optional[str] = None) -> "RWSemaphore":
-        """A semaphore object for a ``struct rw_semaphore *`` that lives inside
-        another C structure (an mm's mmap_lock), already initialised;
-        ``keepalive`` owns that memory."""
+    def _view(cls, sem: Any, keepalive: Any, *, name: Optional[str] = None,
+              shared: bool = False) -> "RWSemaphore":
+        """A semaphore object for a ``struct rw_semaphore *`` already
+        initialised (an mm's mmap_lock, or a guard's lock whose object is
+        gone); ``keepalive`` owns that memory (None: ``sem`` owns it)."""
         self = cls.__new__(cls)
         self.name = name
         self._sem = sem
         self._keepalive = keepalive
-        self.shared = False
+        self.shared = shared
         self._read_guard = _Guard(self, False, None)
         self._write_guard = _Guard(self, True, None)
         return self
@@ -339,19 +340,34 @@ class RWSemaphore:
 
 class _Guard:
     """Context manager of ``RWSemaphore.read()`` / ``write()``: the fast paths
-    are inlined here, so a ``with`` block costs one cffi call each way."""
+    are inlined here, so a ``with`` block costs one cffi call each way.
 
-    __slots__ = ("_ref", "_sem", "_write", "_timeout")
+    It holds the semaphore's memory (through its owner) for as long as it
+    lives, so it can never lock memory that was freed and reused, and the
+    semaphore object only weakly: the semaphore caches its guards, and a
+    cycle would keep a caller's shared-memory buffer exported until the next
+    GC.  Used after the semaphore object is gone, it stands in a new object
+    for the same lock."""
+
+    __slots__ = ("_ref", "_sem", "_memory", "_name", "_shared", "_write", "_timeout")
 
     def __init__(self, owner: RWSemaphore, write: bool, timeout: Optional[float]) -> None:
-        # A weak reference: the semaphore caches its guards, and a cycle would
-        # keep a caller's shared-memory buffer exported until the next GC.
         self._ref = weakref.ref(owner)
         self._sem = owner._sem
+        self._memory = owner._keepalive  # None when _sem owns the memory itself (ffi.new)
+        self._name = owner.name
+        self._shared = owner.shared
         self._write = write
         self._timeout = timeout
         if timeout is not None:
             deadline_after(timeout)  # a bad timeout fails now, contended or not
+
+    def _semaphore(self) -> RWSemaphore:
+        owner = self._ref()
+        if owner is None:
+            owner = RWSemaphore._view(self._sem, self._memory, name=self._name,
+                                      shared=self._shared)
+        return owner
 
     def __enter__(self) -> RWSemaphore:
         if self._write:
@@ -359,11 +375,11 @@ class _Guard:
                 self._enter_slow()
         elif not _read_trylock(self._sem):
             self._enter_slow()
-        return self._ref()  # type: ignore[return-value]
+        owner = self._ref()
+        return owner if owner is not None else self._semaphore()
 
     def _enter_slow(self) -> None:
-        owner, write, timeout = self._ref(), self._write, self._timeout
-        assert owner is not None
+        owner, write, timeout = self._semaphore(), self._write, self._timeout
         op = "write" if write else "read"
         if owner._slow(write, deadline_after(timeout), 0, op) != 0:
             raise TimeoutError(f"{op} lock of {owner._label()} not acquired within "
@@ -373,6 +389,4 @@ class _Guard:
                  exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
         rc = _up_write(self._sem) if self._write else _up_read(self._sem)
         if rc:
-            owner = self._ref()
-            assert owner is not None
-            owner._fail(rc, "up_write" if self._write else "up_read")
+            self._semaphore()._fail(rc, "up_write" if self._write else "up_read")
