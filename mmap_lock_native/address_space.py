@@ -7,10 +7,11 @@ import functools
 import itertools
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Type
 
+from ._args import C_INT, U64, bad_args, int_in
 from ._ffi import ffi, lib
-from .vm import MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, VMA, SegmentationFault, os_error
+from .vm import MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, TASK_SIZE, VMA, SegmentationFault, os_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from .mm import MM
@@ -20,6 +21,8 @@ __all__ = ["AddressSpace", "NotifierHandle", "PinnedPages"]
 _mmap = lib.mm_mmap
 _fault = lib.mm_fault
 _access = lib.mm_access
+# Large buffers are not zeroed first: only the copy into them touches their pages.
+_alloc_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 # Small reads copy through a per-thread scratch buffer: a fresh ffi.new costs
 # more than the whole access.
@@ -206,6 +209,18 @@ class AddressSpace:
             raise os_error(rc, f"{what} on {self._label()}")
         return rc
 
+    def _syscall(self, op: str, fn: Any, **args: Tuple[Any, int, int]) -> int:
+        """``fn(mm, *values)`` for ``args`` (name=(value, lowest, highest) of
+        the C type): its result, OSError for a negative errno.  The call goes
+        to C as it is; only when cffi refuses a value (not an int, or beyond
+        the C type) does bad_args() find which argument and say so."""
+        values = [value for value, _, _ in args.values()]
+        try:
+            rc = fn(self._mm, *values)
+        except (TypeError, OverflowError) as exc:
+            raise bad_args(f"{op} on {self._label()}", exc, **args) from None
+        return self._check(rc, f"{op}({', '.join(f'{k}={v:#x}' for k, v in zip(args, values))})")
+
     # -- the system calls ------------------------------------------------------
 
     def mmap(self, length: int, prot: int, flags: int, addr: Optional[int] = None) -> int:
@@ -215,33 +230,36 @@ class AddressSpace:
         ``MAP_SHARED``, and may add ``MAP_FIXED``, ``MAP_FIXED_NOREPLACE``;
         ``addr`` is a hint without them.  OSError with Linux's errno.
         """
-        rc = _mmap(self._mm, addr or 0, length, prot, flags)
-        return self._check(rc, f"mmap(length={length:#x}, prot={prot}, flags={flags:#x}, "
-                               f"addr={addr if addr is None else hex(addr)})")
+        return self._syscall("mmap", _mmap, addr=(0 if addr is None else addr, *U64),
+                             length=(length, *U64), prot=(prot, *C_INT), flags=(flags, *C_INT))
 
     def munmap(self, addr: int, length: int) -> None:
         """Unmap [addr, addr+length) (write lock, downgraded while tearing down)."""
-        self._check(lib.mm_munmap(self._mm, addr, length), f"munmap({addr:#x}, {length:#x})")
+        self._syscall("munmap", lib.mm_munmap, addr=(addr, *U64), length=(length, *U64))
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """Change the protection of a mapped range."""
-        self._check(lib.mm_mprotect(self._mm, addr, length, prot),
-                    f"mprotect({addr:#x}, {length:#x}, {prot})")
+        self._syscall("mprotect", lib.mm_mprotect, addr=(addr, *U64), length=(length, *U64),
+                      prot=(prot, *C_INT))
 
     def brk(self, addr: int) -> int:
         """Set the program break; return the new one (the old one if refused)."""
-        return int(lib.mm_brk(self._mm, addr))
+        return int(self._syscall("brk", lib.mm_brk, addr=(addr, *U64)))
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """``MADV_DONTNEED`` drops the pages (private ones come back zeroed)."""
-        self._check(lib.mm_madvise(self._mm, addr, length, advice),
-                    f"madvise({addr:#x}, {length:#x}, {advice})")
+        self._syscall("madvise", lib.mm_madvise, addr=(addr, *U64), length=(length, *U64),
+                      advice=(advice, *C_INT))
 
     # -- faults and guest memory ------------------------------------------------
 
     def fault(self, addr: int, write: bool = False) -> None:
         """Fault the page at ``addr`` in (read lock); SegmentationFault if refused."""
-        rc = _fault(self._mm, addr, write)
+        try:
+            rc = _fault(self._mm, addr, write)
+        except (TypeError, OverflowError) as exc:
+            raise bad_args(f"fault on {self._label()}", exc, addr=(addr, *U64),
+                           write=(write, *C_INT)) from None
         if rc:
             if rc < 0:
                 raise os_error(rc, f"fault at {addr:#x} on {self._label()}")
@@ -250,10 +268,16 @@ class AddressSpace:
     def read(self, addr: int, n: int) -> bytes:
         """Copy ``n`` bytes out of guest memory (copy_from_user), faulting
         pages in; one read-lock acquisition."""
-        if n < 0:
-            raise ValueError(f"read on {self._label()}: n must be >= 0, not {n}")
-        buf = _scratch() if n <= _SCRATCH else ffi.new("char[]", n)
-        rc = _access(self._mm, addr, buf, n, 0, ffi.NULL)
+        if 0 <= n <= _SCRATCH:
+            buf = _scratch()
+        else:
+            n = int_in(n, "n", f"read on {self._label()}", 0, TASK_SIZE)
+            buf = self._allocate("char[]", n, "read", "n")
+        try:
+            rc = _access(self._mm, addr, buf, n, 0, ffi.NULL)
+        except (TypeError, OverflowError) as exc:
+            raise bad_args(f"read on {self._label()}", exc, addr=(addr, *U64),
+                           n=(n, 0, TASK_SIZE)) from None
         if rc:
             self._access_failed(rc, lib.mm_access_fault_addr(), "read", False)
         return ffi.unpack(buf, n)
@@ -265,9 +289,16 @@ class AddressSpace:
         if type(data) is bytes:
             src, n = data, len(data)    # cffi passes bytes as a pointer, no copy
         else:
-            src = ffi.from_buffer(data)
+            try:
+                src = ffi.from_buffer(data)
+            except TypeError:
+                raise TypeError(f"write on {self._label()}: data must be a bytes-like "
+                                f"object, not {type(data).__name__}") from None
             n = len(src)
-        rc = _access(self._mm, addr, src, n, 1, ffi.NULL)
+        try:
+            rc = _access(self._mm, addr, src, n, 1, ffi.NULL)
+        except (TypeError, OverflowError) as exc:
+            raise bad_args(f"write on {self._label()}", exc, addr=(addr, *U64)) from None
         if rc:
             # The C core kept where it faulted for this thread.
             self._access_failed(rc, lib.mm_access_fault_addr(), "write", True)
@@ -277,11 +308,24 @@ class AddressSpace:
             raise os_error(rc, f"{op} at {where:#x} on {self._label()}")
         raise SegmentationFault(where, rc, f"{op} on {self._label()}", write)
 
+    def _allocate(self, ctype: str, n: int, op: str, arg: str) -> Any:
+        """An uninitialised C array for ``n`` items: nothing touches its
+        memory but the copy into it, so an access the mm refuses early costs
+        no more than what it copied.  MemoryError naming the argument."""
+        try:
+            return _alloc_uncleared(ctype, n)
+        except MemoryError:
+            raise MemoryError(f"{op} on {self._label()}: cannot allocate a buffer for "
+                              f"{arg}={n:#x}") from None
+
     def _pin(self, addr: int, n: int, write: bool, op: str) -> List[Any]:
         """Pin ``n`` pages from ``addr``: one buffer per page, owning its pin."""
-        cpages = ffi.new("struct page *[]", n or 1)
+        cpages = self._allocate("struct page *[]", n or 1, op, "n")
         where = ffi.new("uint64_t *")
-        rc = lib.mm_get_user_pages(self._mm, addr, n, write, cpages, where)
+        try:
+            rc = lib.mm_get_user_pages(self._mm, addr, n, write, cpages, where)
+        except (TypeError, OverflowError) as exc:
+            raise bad_args(f"{op} on {self._label()}", exc, write=(write, *C_INT)) from None
         if rc:
             self._access_failed(rc, where[0], op, write)
         return _own_pins(cpages, n)
@@ -289,19 +333,22 @@ class AddressSpace:
     def get_user_pages(self, addr: int, n: int, write: bool = False) -> PinnedPages:
         """Fault in and pin ``n`` pages from ``addr`` (page aligned) under
         the read lock.  Pinned pages survive a concurrent munmap until unpinned."""
-        if n < 0 or addr % PAGE_SIZE:
-            raise ValueError(f"get_user_pages on {self._label()}: addr must be page aligned "
-                             f"and n >= 0 (addr={addr:#x}, n={n})")
+        where = f"get_user_pages on {self._label()}"
+        addr = int_in(addr, "addr", where, *U64)
+        n = int_in(n, "n", where, 0, TASK_SIZE // PAGE_SIZE)
+        if addr % PAGE_SIZE:
+            raise ValueError(f"{where}: addr {addr:#x} is not page aligned")
         return PinnedPages(self, addr, self._pin(addr, n, write, "get_user_pages"),  # type: ignore[arg-type]
                            bool(write))
 
     def view(self, addr: int, length: int, write: bool = False) -> PinnedPages:
         """A zero-copy view of [addr, addr+length): the pages are pinned and
-        ``pages`` holds one memoryview per page, trimmed to the range.  Valid
-        until ``unpin()``; see :class:`PinnedPages` for what it sees after
-        the range changes."""
-        if length < 0:
-            raise ValueError(f"view on {self._label()}: length must be >= 0, not {length}")
+        ``pages`` holds one memoryview per page, trimmed to the range.  See
+        :class:`PinnedPages` for how long it stays valid and what it sees
+        after the range changes."""
+        where = f"view on {self._label()}"
+        addr = int_in(addr, "addr", where, *U64)
+        length = int_in(length, "length", where, 0, TASK_SIZE)
         first = addr - addr % PAGE_SIZE
         n = (addr + length - first + PAGE_SIZE - 1) // PAGE_SIZE if length else 0
         owned = self._pin(first, n, write, "view")
@@ -378,9 +425,8 @@ class AddressSpace:
 
     def set_max_map_count(self, n: int) -> None:
         """Change this mm's vm.max_map_count (default 65530)."""
-        if n < 1:
-            raise ValueError(f"set_max_map_count on {self._label()}: n must be >= 1")
-        lib.mm_set_max_map_count(self._mm, n)
+        lib.mm_set_max_map_count(self._mm, int_in(n, "n", f"set_max_map_count on "
+                                                  f"{self._label()}", 1, (1 << 32) - 1))
 
     def pgtable_bytes(self) -> int:
         """Bytes of page-table memory (all levels)."""

@@ -15,7 +15,7 @@ import weakref
 from types import TracebackType
 from typing import Any, NoReturn, Optional, Type
 
-from ._args import as_int, flat_writable_bytes
+from ._args import as_int, check_name, flat_writable_bytes, int_in
 from ._ffi import NO_DEADLINE, deadline_after, ffi, lib
 from .errors import misuse_error
 
@@ -84,7 +84,7 @@ class RWSemaphore:
 
     def __init__(self, shared: bool = False, *, name: Optional[str] = None,
                  buffer: Any = None, offset: int = 0, attach: bool = False) -> None:
-        self.name = name
+        self.name = check_name(name, "RWSemaphore()")
         if buffer is not None:
             self._sem, self._keepalive = self._place(buffer, offset)
             self.shared = True
@@ -183,9 +183,8 @@ class RWSemaphore:
 
     def down_write_nested(self, subclass: int) -> None:
         """``down_write``, with a lock-order subclass (0..7) for the checker."""
-        if not 0 <= subclass < lib.RWSEM_MAX_SUBCLASSES:
-            raise ValueError(f"down_write_nested on {self._label()}: subclass {subclass} "
-                             f"outside 0..{lib.RWSEM_MAX_SUBCLASSES - 1}")
+        int_in(subclass, "subclass", f"down_write_nested on {self._label()}", 0,
+               lib.RWSEM_MAX_SUBCLASSES - 1)
         if not _write_trylock(self._sem):
             self._slow(True, NO_DEADLINE, 0, "down_write_nested")
 
@@ -211,14 +210,14 @@ class RWSemaphore:
 
     def acquire_read(self, timeout: Optional[float] = None) -> bool:
         """Acquire for read within ``timeout`` seconds (None: forever); False on expiry."""
-        deadline = deadline_after(timeout)  # validates timeout, contended or not
+        deadline = deadline_after(timeout, "acquire_read", self._label)  # contended or not
         if _read_trylock(self._sem):
             return True
         return self._slow(False, deadline, 0, "acquire_read") == 0
 
     def acquire_write(self, timeout: Optional[float] = None) -> bool:
         """Acquire for write within ``timeout`` seconds (None: forever); False on expiry."""
-        deadline = deadline_after(timeout)  # validates timeout, contended or not
+        deadline = deadline_after(timeout, "acquire_write", self._label)  # contended or not
         if _write_trylock(self._sem):
             return True
         return self._slow(True, deadline, 0, "acquire_write") == 0
@@ -359,8 +358,8 @@ class _Guard:
         self._shared = owner.shared
         self._write = write
         self._timeout = timeout
-        if timeout is not None:
-            deadline_after(timeout)  # a bad timeout fails now, contended or not
+        if timeout is not None:  # a bad timeout fails now, contended or not
+            deadline_after(timeout, "write" if write else "read", owner._label)
 
     def _semaphore(self) -> RWSemaphore:
         owner = self._ref()
@@ -381,7 +380,7 @@ class _Guard:
     def _enter_slow(self) -> None:
         owner, write, timeout = self._semaphore(), self._write, self._timeout
         op = "write" if write else "read"
-        if owner._slow(write, deadline_after(timeout), 0, op) != 0:
+        if owner._slow(write, deadline_after(timeout, op, owner._label), 0, op) != 0:
             raise TimeoutError(f"{op} lock of {owner._label()} not acquired within "
                                f"{timeout} s; state: {owner.state()}")
 

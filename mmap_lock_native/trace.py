@@ -16,9 +16,11 @@ import threading
 from types import TracebackType
 from typing import Any, Callable, List, Optional, Type, Union
 
+from ._args import int_in
 from ._ffi import ffi, lib
 from .chrome_trace import TraceEvent, write_chrome_trace
 from .mm import MM, mm_from_address
+from .vm import os_error
 
 __all__ = ["Recorder", "TraceEvent", "clear_hooks", "hooks", "record", "set_hooks"]
 
@@ -150,9 +152,10 @@ class Recorder:
     """
 
     def __init__(self, mm: MM, capacity: int = 1 << 16) -> None:
-        if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"record({mm._label()}): capacity must be a positive int, "
-                             f"not {capacity!r}")
+        if not isinstance(mm, MM):
+            raise TypeError(f"record: mm must be an MM, not {type(mm).__name__}")
+        # The C core allocates the buffer (ENOMEM: MemoryError); a size_t holds the count.
+        capacity = int_in(capacity, "capacity", f"record({mm._label()})", 1, (1 << 64) - 1)
         self.mm = mm
         self.capacity = capacity
         #: The recorded events (filled when recording stops).
@@ -168,8 +171,13 @@ class Recorder:
         if rc:
             if rc == -errno.EBUSY:
                 raise RuntimeError(f"record: {self.mm._label()} is already being recorded")
-            raise MemoryError(f"record({self.mm._label()}): cannot allocate "
-                              f"{self.capacity} events")
+            if rc == -errno.EINVAL:
+                raise ValueError(f"record({self.mm._label()}): capacity {self.capacity} events "
+                                 f"do not fit in the address space")
+            if rc == -errno.ENOMEM:
+                raise MemoryError(f"record({self.mm._label()}): cannot allocate "
+                                  f"capacity={self.capacity} events")
+            raise os_error(rc, f"record({self.mm._label()})")
         self._active = True
         self.start_ns = lib.rwsem_now_ns()
         return self

@@ -547,10 +547,12 @@ def test_second_concurrent_record_is_refused(mm):
     assert r1.events == [] and len(r2.events) == 3
 
 
-@pytest.mark.parametrize("capacity", [0, -1, 1.5, "4"])
-def test_recorder_rejects_bad_capacity(mm, capacity):
-    """A capacity that is not a positive int raises ValueError."""
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("capacity, error", [(0, ValueError), (-1, ValueError),
+                                             (1 << 64, ValueError), (1.5, TypeError),
+                                             ("4", TypeError)])
+def test_recorder_rejects_bad_capacity(mm, capacity, error):
+    """A capacity that is not a positive int raises an error naming it."""
+    with pytest.raises(error, match="capacity"):
         mln.trace.record(mm, capacity=capacity)
 
 
