@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import Callable
+from typing import Any
 
 from ._args import TIMEOUT_MAX, check_timeout
 
@@ -21,16 +21,16 @@ __all__ = ["ffi", "lib", "NO_DEADLINE", "deadline_after", "strerror"]
 NO_DEADLINE = (1 << 64) - 1
 
 
-def deadline_after(timeout: "float | None", op: str, label: Callable[[], str]) -> int:
+def deadline_after(timeout: "float | None", op: str, lock: Any) -> int:
     """Absolute CLOCK_MONOTONIC deadline in ns, ``timeout`` seconds from now
     (None: no deadline).  A timeout that is not None or a number of seconds
     in 0..TIMEOUT_MAX raises TypeError or ValueError naming it, the call
-    ``op`` and the lock ``label()``."""
+    ``op`` and ``lock`` (an object with ``_label()``: asked only then)."""
     if timeout is None:
         return NO_DEADLINE
     if (type(timeout) is not float and type(timeout) is not int) or \
             not 0 <= timeout <= TIMEOUT_MAX:
-        timeout = check_timeout(timeout, lambda: f"{op} on {label()}")
+        timeout = check_timeout(timeout, lambda: f"{op} on {lock._label()}")
     return int(lib.rwsem_now_ns() + timeout * 1e9)  # type: ignore[operator]
 
 

@@ -291,14 +291,14 @@ class _Locked:
         self._op = op
         self._timeout = timeout
         # A bad timeout fails now, contended or not.
-        deadline_after(timeout, "mmap_write_locked" if op else "mmap_read_locked", mm._label)
+        deadline_after(timeout, "mmap_write_locked" if op else "mmap_read_locked", mm)
 
     def __enter__(self) -> MM:
         mm = self._mm
         rc = _write_begin(mm._mm) if self._op else _read_begin(mm._mm)
         if rc:
             name = "mmap_write_lock" if self._op & _WRITE else "mmap_read_lock"
-            deadline = deadline_after(self._timeout, name, mm._label)
+            deadline = deadline_after(self._timeout, name, mm)
             if _acquire_slow(mm, self._op, rc, name, deadline):
                 raise TimeoutError(f"{name} on {mm._label()}: not acquired within "
                                    f"{self._timeout} s; state: {mm.lock_state()}")

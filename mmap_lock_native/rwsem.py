@@ -210,14 +210,14 @@ class RWSemaphore:
 
     def acquire_read(self, timeout: Optional[float] = None) -> bool:
         """Acquire for read within ``timeout`` seconds (None: forever); False on expiry."""
-        deadline = deadline_after(timeout, "acquire_read", self._label)  # contended or not
+        deadline = deadline_after(timeout, "acquire_read", self)  # contended or not
         if _read_trylock(self._sem):
             return True
         return self._slow(False, deadline, 0, "acquire_read") == 0
 
     def acquire_write(self, timeout: Optional[float] = None) -> bool:
         """Acquire for write within ``timeout`` seconds (None: forever); False on expiry."""
-        deadline = deadline_after(timeout, "acquire_write", self._label)  # contended or not
+        deadline = deadline_after(timeout, "acquire_write", self)  # contended or not
         if _write_trylock(self._sem):
             return True
         return self._slow(True, deadline, 0, "acquire_write") == 0
@@ -359,7 +359,7 @@ class _Guard:
         self._write = write
         self._timeout = timeout
         if timeout is not None:  # a bad timeout fails now, contended or not
-            deadline_after(timeout, "write" if write else "read", owner._label)
+            deadline_after(timeout, "write" if write else "read", owner)
 
     def _semaphore(self) -> RWSemaphore:
         owner = self._ref()
@@ -380,7 +380,7 @@ class _Guard:
     def _enter_slow(self) -> None:
         owner, write, timeout = self._semaphore(), self._write, self._timeout
         op = "write" if write else "read"
-        if owner._slow(write, deadline_after(timeout, op, owner._label), 0, op) != 0:
+        if owner._slow(write, deadline_after(timeout, op, owner), 0, op) != 0:
             raise TimeoutError(f"{op} lock of {owner._label()} not acquired within "
                                f"{timeout} s; state: {owner.state()}")
 
