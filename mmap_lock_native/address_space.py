@@ -272,7 +272,7 @@ class AddressSpace:
             buf = _scratch()
         else:
             n = int_in(n, "n", f"read on {self._label()}", 0, TASK_SIZE)
-            buf = self._allocate("char[]", n, "read", "n")
+            buf = self._allocate("char[]", n, "read", f"n={n:#x}")
         try:
             rc = _access(self._mm, addr, buf, n, 0, ffi.NULL)
         except (TypeError, OverflowError) as exc:
@@ -308,19 +308,20 @@ class AddressSpace:
             raise os_error(rc, f"{op} at {where:#x} on {self._label()}")
         raise SegmentationFault(where, rc, f"{op} on {self._label()}", write)
 
-    def _allocate(self, ctype: str, n: int, op: str, arg: str) -> Any:
+    def _allocate(self, ctype: str, n: int, op: str, asked: str) -> Any:
         """An uninitialised C array for ``n`` items: nothing touches its
         memory but the copy into it, so an access the mm refuses early costs
-        no more than what it copied.  MemoryError naming the argument."""
+        no more than what it copied.  MemoryError naming what was ``asked``
+        (the argument and its value)."""
         try:
             return _alloc_uncleared(ctype, n)
         except MemoryError:
-            raise MemoryError(f"{op} on {self._label()}: cannot allocate a buffer for "
-                              f"{arg}={n:#x}") from None
+            raise MemoryError(f"{op} on {self._label()}: cannot allocate the buffer "
+                              f"{asked} needs") from None
 
-    def _pin(self, addr: int, n: int, write: bool, op: str) -> List[Any]:
+    def _pin(self, addr: int, n: int, write: bool, op: str, asked: str) -> List[Any]:
         """Pin ``n`` pages from ``addr``: one buffer per page, owning its pin."""
-        cpages = self._allocate("struct page *[]", n or 1, op, "n")
+        cpages = self._allocate("struct page *[]", n or 1, op, asked)
         where = ffi.new("uint64_t *")
         try:
             rc = lib.mm_get_user_pages(self._mm, addr, n, write, cpages, where)
@@ -338,8 +339,8 @@ class AddressSpace:
         n = int_in(n, "n", where, 0, TASK_SIZE // PAGE_SIZE)
         if addr % PAGE_SIZE:
             raise ValueError(f"{where}: addr {addr:#x} is not page aligned")
-        return PinnedPages(self, addr, self._pin(addr, n, write, "get_user_pages"),  # type: ignore[arg-type]
-                           bool(write))
+        owned = self._pin(addr, n, write, "get_user_pages", f"n={n:#x}")
+        return PinnedPages(self, addr, owned, bool(write))  # type: ignore[arg-type]
 
     def view(self, addr: int, length: int, write: bool = False) -> PinnedPages:
         """A zero-copy view of [addr, addr+length): the pages are pinned and
@@ -351,7 +352,7 @@ class AddressSpace:
         length = int_in(length, "length", where, 0, TASK_SIZE)
         first = addr - addr % PAGE_SIZE
         n = (addr + length - first + PAGE_SIZE - 1) // PAGE_SIZE if length else 0
-        owned = self._pin(first, n, write, "view")
+        owned = self._pin(first, n, write, "view", f"length={length:#x} ({n} pages)")
         return PinnedPages(self, first, owned, bool(write), addr - first,  # type: ignore[arg-type]
                            length)
 

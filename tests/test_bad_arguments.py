@@ -92,11 +92,14 @@ PLAIN_CALLS: Dict[str, Tuple[str, Callable[[Any], Any]]] = {
     "RWSemaphore offset": ("offset", lambda v: mln.RWSemaphore(buffer=bytearray(4096), offset=v)),
     "down_write_nested subclass": (
         "subclass", lambda v: _sem_call(lambda s: (s.down_write_nested(v), s.up_write()))),
-    "acquire_read timeout": ("timeout", lambda v: _sem_call(lambda s: s.acquire_read(v) and s.up_read())),
-    "acquire_write timeout": ("timeout", lambda v: _sem_call(lambda s: s.acquire_write(v) and s.up_write())),
+    "acquire_read timeout": (
+        "timeout", lambda v: _sem_call(lambda s: s.acquire_read(v) and s.up_read())),
+    "acquire_write timeout": (
+        "timeout", lambda v: _sem_call(lambda s: s.acquire_write(v) and s.up_write())),
     "read timeout": ("timeout", lambda v: _sem_call(lambda s: _with(s.read(v)))),
     "write timeout": ("timeout", lambda v: _sem_call(lambda s: _with(s.write(v)))),
-    "set_current_task task": ("task", lambda v: (mln.set_current_task(v), mln.set_current_task(None))),
+    "set_current_task task": (
+        "task", lambda v: (mln.set_current_task(v), mln.set_current_task(None))),
     "task_kill task": ("task", lambda v: (mln.task_kill(v), mln.task_revive(v))),
     "task_revive task": ("task", lambda v: mln.task_revive(v)),
     "task_is_killed task": ("task", lambda v: mln.task_is_killed(v)),

@@ -85,13 +85,18 @@ def test_a_semaphore_guard_misused_after_its_object_is_gone_names_the_lock() -> 
         g.__exit__(None, None, None)
 
 
+def _enter_and_exit(guard: Any) -> None:
+    with guard:
+        pass
+
+
 #: Objects made from an mm, and a use of each that touches the mm's memory.
 MM_OBJECTS: Dict[str, "tuple[Callable[[mln.MM], Any], Callable[[Any], None]]"] = {
     "mmap_lock": (lambda mm: mm.mmap_lock, lambda s: (s.down_write(), s.up_write())),
-    "mmap_read_locked": (lambda mm: mln.mmap_read_locked(mm), lambda g: g.__enter__() and g.__exit__(None, None, None)),
-    "mmap_write_locked": (lambda mm: mln.mmap_write_locked(mm), lambda g: g.__enter__() and g.__exit__(None, None, None)),
+    "mmap_read_locked": (lambda mm: mln.mmap_read_locked(mm), _enter_and_exit),
+    "mmap_write_locked": (lambda mm: mln.mmap_write_locked(mm), _enter_and_exit),
     "mmap_write_locked(timeout)": (lambda mm: mln.mmap_write_locked(mm, timeout=5.0),
-                                   lambda g: g.__enter__() and g.__exit__(None, None, None)),
+                                   _enter_and_exit),
     "lock_stats": (lambda mm: mm.lock_stats(), lambda st: st.reset()),
     "record": (lambda mm: mln.trace.record(mm), lambda r: (r.__enter__(), r.stop())),
     "register_notifier": (lambda mm: mm.register_notifier(object()), lambda h: h.unregister()),
