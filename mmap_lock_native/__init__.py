@@ -10,6 +10,7 @@ with tracepoints (:mod:`mmap_lock_native.trace`), per-mm statistics
 from __future__ import annotations
 
 from . import trace
+from ._args import TIMEOUT_MAX
 from .debug import (LockOrderWarning, get_debug, lockdep_mode, lockdep_reset, set_debug,
                     set_lockdep_mode)
 from .errors import LockError, LockOrderError
@@ -54,6 +55,7 @@ __all__ = [
     "SEGV_MAPERR",
     "SegmentationFault",
     "TASK_SIZE",
+    "TIMEOUT_MAX",
     "VMA",
     "LockError",
     "LockOrderError",

@@ -3,13 +3,15 @@ faults, guest memory, get_user_pages, fork, MMU notifiers and the maps."""
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Type
 
+from ._args import C_INT, U64, bad_args, int_in
 from ._ffi import ffi, lib
-from .vm import MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, VMA, SegmentationFault, os_error
+from .vm import MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, TASK_SIZE, VMA, SegmentationFault, os_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from .mm import MM
@@ -19,6 +21,8 @@ __all__ = ["AddressSpace", "NotifierHandle", "PinnedPages"]
 _mmap = lib.mm_mmap
 _fault = lib.mm_fault
 _access = lib.mm_access
+# Large buffers are not zeroed first: only the copy into them touches their pages.
+_alloc_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 # Small reads copy through a per-thread scratch buffer: a fresh ffi.new costs
 # more than the whole access.
@@ -33,28 +37,57 @@ def _scratch() -> Any:
     return buf
 
 
+def _drop_pin(page: Any, _data: Any, _unpin: Any = lib.mm_unpin_page) -> None:
+    # Bound at definition: a buffer may outlive the module's globals at exit.
+    _unpin(page)
+
+
+def _own_pins(cpages: Any, n: int) -> List[Any]:
+    """The memory of each of ``n`` freshly pinned pages, as a cffi buffer that
+    owns the page's pin: ``mm_unpin_page`` runs when the last buffer taken
+    from it (memoryview, slice, ctypes ``from_buffer``, ...) is gone, so no
+    such buffer can outlive the pin and see a page reused for other data."""
+    owned: List[Any] = []
+    try:
+        for i in range(n):
+            page = cpages[i]
+            data = ffi.gc(ffi.cast("uint8_t *", lib.mm_page_data(page)),
+                          functools.partial(_drop_pin, page))
+            owned.append(ffi.buffer(data, PAGE_SIZE))
+    except BaseException:
+        for i in range(len(owned), n):  # not yet owned by a buffer
+            lib.mm_unpin_page(cpages[i])
+        raise
+    return owned
+
+
 class PinnedPages:
     """Pages pinned by :meth:`AddressSpace.get_user_pages` or :meth:`AddressSpace.view`.
 
-    ``pages[i]`` is a writable memoryview of the i-th page's memory (zero
-    copy).  Pinned pages stay valid until :meth:`unpin` (or the end of a
-    ``with`` block), even if the range is unmapped meanwhile: they are then
-    the orphaned pages, no longer the mm's memory at that address.  Writes
-    through a view of a private page shared copy-on-write with a fork, or
-    pinned for read, can reach memory the other side still sees; pin with
-    ``write=True`` to own the pages first, as the kernel's FOLL_WRITE does.
+    ``pages[i]`` is a memoryview of the i-th page's memory (zero copy),
+    read-only unless pinned with ``write=True``.  A page stays pinned, and
+    its memory valid, while ``pages`` or any buffer taken from its view (a
+    slice, ``memoryview(...)``, ctypes ``from_buffer``, numpy) is alive, even
+    if the range is unmapped meanwhile: it is then an orphaned page, no
+    longer the mm's memory at that address, and never another mapping's.
+    :meth:`unpin` (or the end of a ``with`` block) releases the views in
+    ``pages``; the pins go with them, or with the last buffer taken from them.
+
+    A read pin of a private page shared copy-on-write with a fork sees the
+    page the other side may still see; pin with ``write=True`` to own the
+    pages first (and write through them), as the kernel's FOLL_WRITE does.
     """
 
-    def __init__(self, mm: "MM", addr: int, cpages: Any, n: int, offset: int = 0,
-                 length: Optional[int] = None) -> None:
+    def __init__(self, mm: "MM", addr: int, owned: List[Any], write: bool,
+                 offset: int = 0, length: Optional[int] = None) -> None:
         self.mm = mm
         #: Address of the first page.
         self.addr = addr
-        self._cpages = cpages
-        self._n = n
+        #: Whether the pages were pinned for writing (and the views are writable).
+        self.write = write
         self._lock = threading.Lock()
-        views = [memoryview(ffi.buffer(lib.mm_page_data(cpages[i]), PAGE_SIZE))
-                 for i in range(n)]
+        n = len(owned)
+        views = [memoryview(b) if write else memoryview(b).toreadonly() for b in owned]
         if length is not None and n:
             # A byte range: trim the first and last pages to it.
             views[0] = views[0][offset:]
@@ -64,16 +97,16 @@ class PinnedPages:
         self.pages: List[memoryview] = views
 
     def unpin(self) -> None:
-        """Release the pins; the memoryviews must not be used afterwards."""
+        """Release the views in ``pages`` (using one afterwards raises
+        ValueError) and with them the pins, except those of pages a buffer
+        taken from a view still refers to: each goes with its last buffer."""
         with self._lock:
-            if self._cpages is None:
-                return
-            for v in self.pages:
+            views, self.pages = self.pages, []
+        for v in views:
+            try:
                 v.release()
-            for i in range(self._n):
-                lib.mm_unpin_page(self._cpages[i])
-            self._cpages = None
-            self.pages = []
+            except BufferError:  # exported directly (ctypes from_buffer): it keeps the pin
+                pass
 
     def __enter__(self) -> "PinnedPages":
         return self
@@ -84,12 +117,6 @@ class PinnedPages:
 
     def __len__(self) -> int:
         return len(self.pages)
-
-    def __del__(self) -> None:
-        try:
-            self.unpin()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
 
 class NotifierHandle:
@@ -182,6 +209,18 @@ class AddressSpace:
             raise os_error(rc, f"{what} on {self._label()}")
         return rc
 
+    def _syscall(self, op: str, fn: Any, **args: Tuple[Any, int, int]) -> int:
+        """``fn(mm, *values)`` for ``args`` (name=(value, lowest, highest) of
+        the C type): its result, OSError for a negative errno.  The call goes
+        to C as it is; only when cffi refuses a value (not an int, or beyond
+        the C type) does bad_args() find which argument and say so."""
+        values = [value for value, _, _ in args.values()]
+        try:
+            rc = fn(self._mm, *values)
+        except (TypeError, OverflowError) as exc:
+            raise bad_args(f"{op} on {self._label()}", exc, **args) from None
+        return self._check(rc, f"{op}({', '.join(f'{k}={v:#x}' for k, v in zip(args, values))})")
+
     # -- the system calls ------------------------------------------------------
 
     def mmap(self, length: int, prot: int, flags: int, addr: Optional[int] = None) -> int:
@@ -191,35 +230,38 @@ class AddressSpace:
         ``MAP_SHARED``, and may add ``MAP_FIXED``, ``MAP_FIXED_NOREPLACE``;
         ``addr`` is a hint without them.  OSError with Linux's errno.
         """
-        rc = _mmap(self._mm, addr or 0, length, prot, flags)
-        return self._check(rc, f"mmap(length={length:#x}, prot={prot}, flags={flags:#x}, "
-                               f"addr={addr if addr is None else hex(addr)})")
+        return self._syscall("mmap", _mmap, addr=(0 if addr is None else addr, *U64),
+                             length=(length, *U64), prot=(prot, *C_INT), flags=(flags, *C_INT))
 
     def munmap(self, addr: int, length: int) -> None:
         """Unmap [addr, addr+length) (write lock, downgraded while tearing down)."""
-        self._check(lib.mm_munmap(self._mm, addr, length), f"munmap({addr:#x}, {length:#x})")
+        self._syscall("munmap", lib.mm_munmap, addr=(addr, *U64), length=(length, *U64))
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """Change the protection of a mapped range."""
-        self._check(lib.mm_mprotect(self._mm, addr, length, prot),
-                    f"mprotect({addr:#x}, {length:#x}, {prot})")
+        self._syscall("mprotect", lib.mm_mprotect, addr=(addr, *U64), length=(length, *U64),
+                      prot=(prot, *C_INT))
 
     def brk(self, addr: int) -> int:
         """Set the program break; return the new one (the old one if refused,
         as brk(2) does).  OSError only if the mm's lock was refused (EDEADLK:
         this task holds it already)."""
-        return int(self._check(lib.mm_brk(self._mm, addr), f"brk({addr:#x})"))
+        return int(self._syscall("brk", lib.mm_brk, addr=(addr, *U64)))
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """``MADV_DONTNEED`` drops the pages (private ones come back zeroed)."""
-        self._check(lib.mm_madvise(self._mm, addr, length, advice),
-                    f"madvise({addr:#x}, {length:#x}, {advice})")
+        self._syscall("madvise", lib.mm_madvise, addr=(addr, *U64), length=(length, *U64),
+                      advice=(advice, *C_INT))
 
     # -- faults and guest memory ------------------------------------------------
 
     def fault(self, addr: int, write: bool = False) -> None:
         """Fault the page at ``addr`` in (read lock); SegmentationFault if refused."""
-        rc = _fault(self._mm, addr, write)
+        try:
+            rc = _fault(self._mm, addr, write)
+        except (TypeError, OverflowError) as exc:
+            raise bad_args(f"fault on {self._label()}", exc, addr=(addr, *U64),
+                           write=(write, *C_INT)) from None
         if rc:
             if rc < 0:
                 raise os_error(rc, f"fault at {addr:#x} on {self._label()}")
@@ -228,10 +270,16 @@ class AddressSpace:
     def read(self, addr: int, n: int) -> bytes:
         """Copy ``n`` bytes out of guest memory (copy_from_user), faulting
         pages in; one read-lock acquisition."""
-        if n < 0:
-            raise ValueError(f"read on {self._label()}: n must be >= 0, not {n}")
-        buf = _scratch() if n <= _SCRATCH else ffi.new("char[]", n)
-        rc = _access(self._mm, addr, buf, n, 0, ffi.NULL)
+        if 0 <= n <= _SCRATCH:
+            buf = _scratch()
+        else:
+            n = int_in(n, "n", f"read on {self._label()}", 0, TASK_SIZE)
+            buf = self._allocate("char[]", n, "read", f"n={n:#x}")
+        try:
+            rc = _access(self._mm, addr, buf, n, 0, ffi.NULL)
+        except (TypeError, OverflowError) as exc:
+            raise bad_args(f"read on {self._label()}", exc, addr=(addr, *U64),
+                           n=(n, 0, TASK_SIZE)) from None
         if rc:
             self._access_failed(rc, lib.mm_access_fault_addr(), "read", False)
         return ffi.unpack(buf, n)
@@ -243,9 +291,16 @@ class AddressSpace:
         if type(data) is bytes:
             src, n = data, len(data)    # cffi passes bytes as a pointer, no copy
         else:
-            src = ffi.from_buffer(data)
+            try:
+                src = ffi.from_buffer(data)
+            except TypeError:
+                raise TypeError(f"write on {self._label()}: data must be a bytes-like "
+                                f"object, not {type(data).__name__}") from None
             n = len(src)
-        rc = _access(self._mm, addr, src, n, 1, ffi.NULL)
+        try:
+            rc = _access(self._mm, addr, src, n, 1, ffi.NULL)
+        except (TypeError, OverflowError) as exc:
+            raise bad_args(f"write on {self._label()}", exc, addr=(addr, *U64)) from None
         if rc:
             # The C core kept where it faulted for this thread.
             self._access_failed(rc, lib.mm_access_fault_addr(), "write", True)
@@ -255,33 +310,53 @@ class AddressSpace:
             raise os_error(rc, f"{op} at {where:#x} on {self._label()}")
         raise SegmentationFault(where, rc, f"{op} on {self._label()}", write)
 
-    def _pin(self, addr: int, n: int, write: bool, op: str) -> Any:
-        cpages = ffi.new("struct page *[]", n or 1)
+    def _allocate(self, ctype: str, n: int, op: str, asked: str) -> Any:
+        """An uninitialised C array for ``n`` items: nothing touches its
+        memory but the copy into it, so an access the mm refuses early costs
+        no more than what it copied.  MemoryError naming what was ``asked``
+        (the argument and its value)."""
+        try:
+            return _alloc_uncleared(ctype, n)
+        except MemoryError:
+            raise MemoryError(f"{op} on {self._label()}: cannot allocate the buffer "
+                              f"{asked} needs") from None
+
+    def _pin(self, addr: int, n: int, write: bool, op: str, asked: str) -> List[Any]:
+        """Pin ``n`` pages from ``addr``: one buffer per page, owning its pin."""
+        cpages = self._allocate("struct page *[]", n or 1, op, asked)
         where = ffi.new("uint64_t *")
-        rc = lib.mm_get_user_pages(self._mm, addr, n, write, cpages, where)
+        try:
+            rc = lib.mm_get_user_pages(self._mm, addr, n, write, cpages, where)
+        except (TypeError, OverflowError) as exc:
+            raise bad_args(f"{op} on {self._label()}", exc, write=(write, *C_INT)) from None
         if rc:
             self._access_failed(rc, where[0], op, write)
-        return cpages
+        return _own_pins(cpages, n)
 
     def get_user_pages(self, addr: int, n: int, write: bool = False) -> PinnedPages:
         """Fault in and pin ``n`` pages from ``addr`` (page aligned) under
         the read lock.  Pinned pages survive a concurrent munmap until unpinned."""
-        if n < 0 or addr % PAGE_SIZE:
-            raise ValueError(f"get_user_pages on {self._label()}: addr must be page aligned "
-                             f"and n >= 0 (addr={addr:#x}, n={n})")
-        return PinnedPages(self, addr, self._pin(addr, n, write, "get_user_pages"), n)  # type: ignore[arg-type]
+        where = f"get_user_pages on {self._label()}"
+        addr = int_in(addr, "addr", where, *U64)
+        n = int_in(n, "n", where, 0, TASK_SIZE // PAGE_SIZE)
+        if addr % PAGE_SIZE:
+            raise ValueError(f"{where}: addr {addr:#x} is not page aligned")
+        owned = self._pin(addr, n, write, "get_user_pages", f"n={n:#x}")
+        return PinnedPages(self, addr, owned, bool(write))  # type: ignore[arg-type]
 
     def view(self, addr: int, length: int, write: bool = False) -> PinnedPages:
         """A zero-copy view of [addr, addr+length): the pages are pinned and
-        ``pages`` holds one memoryview per page, trimmed to the range.  Valid
-        until ``unpin()``; see :class:`PinnedPages` for what it sees after
-        the range changes."""
-        if length < 0:
-            raise ValueError(f"view on {self._label()}: length must be >= 0, not {length}")
+        ``pages`` holds one memoryview per page, trimmed to the range.  See
+        :class:`PinnedPages` for how long it stays valid and what it sees
+        after the range changes."""
+        where = f"view on {self._label()}"
+        addr = int_in(addr, "addr", where, *U64)
+        length = int_in(length, "length", where, 0, TASK_SIZE)
         first = addr - addr % PAGE_SIZE
         n = (addr + length - first + PAGE_SIZE - 1) // PAGE_SIZE if length else 0
-        cpages = self._pin(first, n, write, "view")
-        return PinnedPages(self, first, cpages, n, addr - first, length)  # type: ignore[arg-type]
+        owned = self._pin(first, n, write, "view", f"length={length:#x} ({n} pages)")
+        return PinnedPages(self, first, owned, bool(write), addr - first,  # type: ignore[arg-type]
+                           length)
 
     # -- the address space as a whole --------------------------------------------
 
@@ -353,9 +428,10 @@ class AddressSpace:
 
     def set_max_map_count(self, n: int) -> None:
         """Change this mm's vm.max_map_count (default 65530)."""
-        if n < 1:
-            raise ValueError(f"set_max_map_count on {self._label()}: n must be >= 1")
-        lib.mm_set_max_map_count(self._mm, n)
+        self._check(lib.mm_set_max_map_count(self._mm, int_in(n, "n", f"set_max_map_count on "
+                                                              f"{self._label()}", 1,
+                                                              (1 << 32) - 1)),
+                    f"set_max_map_count({n})")
 
     def pgtable_bytes(self) -> int:
         """Bytes of page-table memory (all levels)."""

@@ -52,6 +52,9 @@ def get_debug() -> bool:
 
 def set_lockdep_mode(mode: str) -> None:
     """Choose what a lock-order report does: ``"raise"``, ``"warn"`` or ``"off"``."""
+    if not isinstance(mode, str):
+        raise TypeError(f"set_lockdep_mode: mode must be a str ('raise', 'warn' or 'off'), "
+                        f"not {type(mode).__name__}")
     if mode not in _MODES:
         raise ValueError(f"set_lockdep_mode: mode must be one of 'raise', 'warn', 'off', "
                          f"not {mode!r}")

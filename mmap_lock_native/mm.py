@@ -5,6 +5,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Dict, Optional
 
+from ._args import as_int, check_name
 from ._ffi import ffi, lib
 from .address_space import AddressSpace
 from .rwsem import RWSemaphore
@@ -66,10 +67,17 @@ class MM(AddressSpace):
         flags = 0 if stats else lib.MMAP_LOCK_NOSTATS
         if debug is not None:
             flags |= lib.MMAP_LOCK_DEBUG if debug else lib.MMAP_LOCK_NODEBUG
+        check_name(name, "MM()")
         if lock is None:
             lock = DEFAULT_LOCK     # read now: the module's default may be changed
-        if not isinstance(lock, str) or lock not in LOCK_BACKENDS:
+        if not isinstance(lock, str):
+            raise TypeError(f"MM(lock=...): the lock is named by a str, not "
+                            f"{type(lock).__name__}; one of {', '.join(LOCK_BACKENDS)}")
+        if lock not in LOCK_BACKENDS:
             raise ValueError(f"MM(lock={lock!r}): choose one of {', '.join(LOCK_BACKENDS)}")
+        if lock_class is not None and not isinstance(lock_class, str):
+            raise TypeError(f"MM(lock_class=...): a lock-order class is named by a str, not "
+                            f"{type(lock_class).__name__} {lock_class!r:.40}")
         raw = lib.mm_alloc_backend(flags, LOCK_BACKENDS[lock])
         if raw == ffi.NULL:
             raise MemoryError("mm_alloc: out of memory")
@@ -142,6 +150,7 @@ class MM(AddressSpace):
     def set_hold_sampling(self, period: int) -> None:
         """Time one hold in ``period`` acquisitions per thread (a power of two,
         1 to 2**20; 1 times every hold).  The default is 64."""
+        period = as_int(period, "period", f"set_hold_sampling on {self._label()}")
         if period < 1 or period > 1 << 20 or period & (period - 1):
             raise ValueError(f"set_hold_sampling on {self._label()}: period must be a "
                              f"power of two from 1 to {1 << 20}, not {period!r}")

@@ -16,8 +16,9 @@ from __future__ import annotations
 import errno
 import threading
 from types import TracebackType
-from typing import NoReturn, Optional, Type
+from typing import Any, NoReturn, Optional, Type
 
+from ._args import C_INT, bad_args
 from ._ffi import NO_DEADLINE, deadline_after, ffi, lib
 from .debug import last_report
 from .errors import LockOrderError, misuse_error
@@ -67,6 +68,20 @@ def _signal_checkpoint() -> None:
     """Entering a Python function lets pending signal handlers run here."""
 
 
+def _not_an_mm(op: str, mm: object) -> TypeError:
+    return TypeError(f"{op}: mm must be an MM, not {type(mm).__name__}")
+
+
+def _c_mm(mm: MM, op: str) -> Any:
+    """``mm``'s C structure; TypeError naming ``op`` if ``mm`` is not an MM.
+    (The fast paths below inline this as a try around their one C call: a
+    try costs nothing until it catches.)"""
+    try:
+        return mm._mm
+    except AttributeError:
+        raise _not_an_mm(op, mm) from None
+
+
 def _fail(mm: MM, rc: int, op: str) -> NoReturn:
     # In debug mode -EDEADLK is the checker refusing the call (it clears its
     # report on every tracked call, so a report found is this call's).
@@ -109,7 +124,7 @@ def _acquire_slow(mm: MM, op: int, rc: int, name: str, deadline: int = NO_DEADLI
 def mmap_init_lock(mm: MM) -> None:
     """``MM()`` initialises its lock; on an unlocked, unawaited mm this resets
     the lock statistics.  LockError while the lock is held or awaited."""
-    sem = ffi.addressof(mm._mm, "mmap_lock")
+    sem = ffi.addressof(_c_mm(mm, "mmap_init_lock"), "mmap_lock")
     if lib.rwsem_is_locked(sem) or lib.rwsem_is_contended(sem):
         _fail(mm, -errno.EBUSY, "mmap_init_lock")
     lib.mmap_lock_stats_reset(mm._mm)
@@ -117,7 +132,10 @@ def mmap_init_lock(mm: MM) -> None:
 
 def mmap_write_lock(mm: MM) -> None:
     """Acquire ``mm``'s lock for write, sleeping while anyone holds it."""
-    rc = _write_begin(mm._mm)
+    try:
+        rc = _write_begin(mm._mm)
+    except AttributeError:
+        raise _not_an_mm("mmap_write_lock", mm) from None
     if rc:
         _acquire_slow(mm, _WRITE, rc, "mmap_write_lock")
 
@@ -125,7 +143,12 @@ def mmap_write_lock(mm: MM) -> None:
 def mmap_write_lock_nested(mm: MM, subclass: int) -> None:
     """``mmap_write_lock`` with a lock-order subclass (0..7), for a second mm
     locked while the first is held (``fork`` uses ``SINGLE_DEPTH_NESTING``)."""
-    rc = _begin(mm._mm, _WRITE | _NESTED, subclass)
+    c_mm = _c_mm(mm, "mmap_write_lock_nested")
+    try:
+        rc = _begin(c_mm, _WRITE | _NESTED, subclass)
+    except (TypeError, OverflowError) as exc:
+        raise bad_args(f"mmap_write_lock_nested on {mm._label()}", exc,
+                       subclass=(subclass, *C_INT)) from None
     if rc:
         if rc == -errno.EINVAL:
             raise ValueError(f"mmap_write_lock_nested on {mm._label()}: subclass {subclass} "
@@ -135,7 +158,7 @@ def mmap_write_lock_nested(mm: MM, subclass: int) -> None:
 
 def mmap_write_lock_killable(mm: MM) -> int:
     """``mmap_write_lock``, or ``-errno.EINTR`` when the task is killed while waiting."""
-    rc = _begin(mm._mm, _WRITE | _KILLABLE, 0)
+    rc = _begin(_c_mm(mm, "mmap_write_lock_killable"), _WRITE | _KILLABLE, 0)
     if rc:
         return _acquire_slow(mm, _WRITE | _KILLABLE, rc, "mmap_write_lock_killable")
     return 0
@@ -143,12 +166,18 @@ def mmap_write_lock_killable(mm: MM) -> int:
 
 def mmap_write_trylock(mm: MM) -> bool:
     """Acquire for write if nobody holds or awaits the lock; never sleeps."""
-    return _write_trylock(mm._mm) == 1
+    try:
+        return _write_trylock(mm._mm) == 1
+    except AttributeError:
+        raise _not_an_mm("mmap_write_trylock", mm) from None
 
 
 def mmap_write_unlock(mm: MM) -> None:
     """Release the write lock the current task holds."""
-    rc = _write_unlock(mm._mm)
+    try:
+        rc = _write_unlock(mm._mm)
+    except AttributeError:
+        raise _not_an_mm("mmap_write_unlock", mm) from None
     if rc:
         _fail(mm, rc, "mmap_write_unlock")
 
@@ -156,21 +185,24 @@ def mmap_write_unlock(mm: MM) -> None:
 def mmap_write_downgrade(mm: MM) -> None:
     """Turn the current task's write lock into a read lock atomically; queued
     readers get in, queued writers keep waiting."""
-    rc = lib.mmap_write_downgrade(mm._mm)
+    rc = lib.mmap_write_downgrade(_c_mm(mm, "mmap_write_downgrade"))
     if rc:
         _fail(mm, rc, "mmap_write_downgrade")
 
 
 def mmap_read_lock(mm: MM) -> None:
     """Acquire ``mm``'s lock for read, sleeping while a writer holds or awaits it."""
-    rc = _read_begin(mm._mm)
+    try:
+        rc = _read_begin(mm._mm)
+    except AttributeError:
+        raise _not_an_mm("mmap_read_lock", mm) from None
     if rc:
         _acquire_slow(mm, 0, rc, "mmap_read_lock")
 
 
 def mmap_read_lock_killable(mm: MM) -> int:
     """``mmap_read_lock``, or ``-errno.EINTR`` when the task is killed while waiting."""
-    rc = _begin(mm._mm, _KILLABLE, 0)
+    rc = _begin(_c_mm(mm, "mmap_read_lock_killable"), _KILLABLE, 0)
     if rc:
         return _acquire_slow(mm, _KILLABLE, rc, "mmap_read_lock_killable")
     return 0
@@ -178,12 +210,18 @@ def mmap_read_lock_killable(mm: MM) -> int:
 
 def mmap_read_trylock(mm: MM) -> bool:
     """Acquire for read if no writer holds or awaits the lock; never sleeps."""
-    return _read_trylock(mm._mm) == 1
+    try:
+        return _read_trylock(mm._mm) == 1
+    except AttributeError:
+        raise _not_an_mm("mmap_read_trylock", mm) from None
 
 
 def mmap_read_unlock(mm: MM) -> None:
     """Release a read lock the current task holds."""
-    rc = _read_unlock(mm._mm)
+    try:
+        rc = _read_unlock(mm._mm)
+    except AttributeError:
+        raise _not_an_mm("mmap_read_unlock", mm) from None
     if rc:
         _fail(mm, rc, "mmap_read_unlock")
 
@@ -191,18 +229,18 @@ def mmap_read_unlock(mm: MM) -> None:
 def mmap_read_trylock_non_owner(mm: MM) -> bool:
     """``mmap_read_trylock`` for a lock another task will release
     (``mmap_read_unlock_non_owner``); the lock-order checker does not track it."""
-    return lib.mmap_read_trylock_non_owner(mm._mm) == 1
+    return lib.mmap_read_trylock_non_owner(_c_mm(mm, "mmap_read_trylock_non_owner")) == 1
 
 
 def mmap_read_unlock_non_owner(mm: MM) -> None:
     """Release a read lock taken by any task."""
-    rc = lib.mmap_read_unlock_non_owner(mm._mm)
+    rc = lib.mmap_read_unlock_non_owner(_c_mm(mm, "mmap_read_unlock_non_owner"))
     if rc:
         _fail(mm, rc, "mmap_read_unlock_non_owner")
 
 
 def _assert_held(mm: MM, write: int, name: str) -> None:
-    r = lib.mmap_lock_check_held(mm._mm, write)
+    r = lib.mmap_lock_check_held(_c_mm(mm, name), write)
     if r:
         raise AssertionError(f"{name}({mm._label()}): {_CHECK_TEXT[r]}; "
                              f"state: {mm.lock_state()}")
@@ -220,18 +258,24 @@ def mmap_assert_write_locked(mm: MM) -> None:
 
 def mmap_lock_is_contended(mm: MM) -> bool:
     """Whether anyone waits for the lock: a holder's hint to back off."""
-    return bool(lib.mmap_lock_is_contended(mm._mm))
+    return bool(lib.mmap_lock_is_contended(_c_mm(mm, "mmap_lock_is_contended")))
 
 
 def mmap_lock_speculate_try_begin(mm: MM) -> Optional[int]:
     """The sequence count to speculate on, or None at once when a writer holds the lock."""
+    c_mm = _c_mm(mm, "mmap_lock_speculate_try_begin")
     seq = ffi.new("unsigned int *")
-    return seq[0] if lib.mmap_lock_speculate_try_begin(mm._mm, seq) else None
+    return seq[0] if lib.mmap_lock_speculate_try_begin(c_mm, seq) else None
 
 
 def mmap_lock_speculate_retry(mm: MM, seq: int) -> bool:
     """True when a write section began or ended since ``seq``: redo the speculation."""
-    return bool(lib.mmap_lock_speculate_retry(mm._mm, seq))
+    c_mm = _c_mm(mm, "mmap_lock_speculate_retry")
+    try:
+        return bool(lib.mmap_lock_speculate_retry(c_mm, seq))
+    except (TypeError, OverflowError) as exc:
+        raise bad_args(f"mmap_lock_speculate_retry on {mm._label()}", exc,
+                       seq=(seq, 0, (1 << 32) - 1)) from None
 
 
 class _Locked:
@@ -242,17 +286,19 @@ class _Locked:
     __slots__ = ("_mm", "_op", "_timeout")
 
     def __init__(self, mm: MM, op: int, timeout: Optional[float]) -> None:
+        _c_mm(mm, "mmap_write_locked" if op else "mmap_read_locked")
         self._mm = mm
         self._op = op
         self._timeout = timeout
-        deadline_after(timeout)  # a bad timeout fails now, contended or not
+        # A bad timeout fails now, contended or not.
+        deadline_after(timeout, "mmap_write_locked" if op else "mmap_read_locked", mm)
 
     def __enter__(self) -> MM:
         mm = self._mm
         rc = _write_begin(mm._mm) if self._op else _read_begin(mm._mm)
         if rc:
-            deadline = NO_DEADLINE if self._timeout is None else deadline_after(self._timeout)
             name = "mmap_write_lock" if self._op & _WRITE else "mmap_read_lock"
+            deadline = deadline_after(self._timeout, name, mm)
             if _acquire_slow(mm, self._op, rc, name, deadline):
                 raise TimeoutError(f"{name} on {mm._label()}: not acquired within "
                                    f"{self._timeout} s; state: {mm.lock_state()}")
@@ -275,7 +321,10 @@ def mmap_read_locked(mm: MM, timeout: Optional[float] = None) -> _Locked:
     """``with mmap_read_locked(mm):`` holds the read lock for the block;
     TimeoutError if ``timeout`` seconds pass first."""
     if timeout is None:
-        guard = mm._read_locked
+        try:
+            guard = mm._read_locked
+        except AttributeError:
+            raise _not_an_mm("mmap_read_locked", mm) from None
         if guard is None:
             guard = mm._read_locked = _Locked(mm, 0, None)
         return guard
@@ -286,7 +335,10 @@ def mmap_write_locked(mm: MM, timeout: Optional[float] = None) -> _Locked:
     """``with mmap_write_locked(mm):`` holds the write lock for the block;
     TimeoutError if ``timeout`` seconds pass first."""
     if timeout is None:
-        guard = mm._write_locked
+        try:
+            guard = mm._write_locked
+        except AttributeError:
+            raise _not_an_mm("mmap_write_locked", mm) from None
         if guard is None:
             guard = mm._write_locked = _Locked(mm, _WRITE, None)
         return guard

@@ -15,6 +15,7 @@ import weakref
 from types import TracebackType
 from typing import Any, NoReturn, Optional, Type
 
+from ._args import as_int, check_name, flat_writable_bytes, int_in
 from ._ffi import NO_DEADLINE, deadline_after, ffi, lib
 from .errors import misuse_error
 
@@ -66,9 +67,10 @@ class RWSemaphore:
 
     ``shared=True`` places the semaphore in an anonymous shared mapping, so
     processes forked after its creation share it.  ``buffer=`` places it in a
-    caller's writable buffer (e.g. ``multiprocessing.shared_memory``'s
-    ``SharedMemory.buf``) at ``offset``; another process attaches to it with
-    ``attach=True``.  The buffer must stay alive as long as the semaphore.
+    caller's writable, C-contiguous buffer (e.g. ``multiprocessing.shared_memory``'s
+    ``SharedMemory.buf``) at byte ``offset`` (``ALIGNMENT``-aligned, whatever the
+    buffer's item size or shape); another process attaches to it with
+    ``attach=True``.  The semaphore keeps the buffer exported while it lives.
     ``name`` only labels error messages and ``repr``.
     """
 
@@ -82,7 +84,7 @@ class RWSemaphore:
 
     def __init__(self, shared: bool = False, *, name: Optional[str] = None,
                  buffer: Any = None, offset: int = 0, attach: bool = False) -> None:
-        self.name = name
+        self.name = check_name(name, "RWSemaphore()")
         if buffer is not None:
             self._sem, self._keepalive = self._place(buffer, offset)
             self.shared = True
@@ -105,30 +107,34 @@ class RWSemaphore:
         self._write_guard = _Guard(self, True, None)
 
     @classmethod
-    def _view(cls, sem: Any, keepalive: Any, *, name: Optional[str] = None) -> "RWSemaphore":
-        """A semaphore object for a ``struct rw_semaphore *`` that lives inside
-        another C structure (an mm's mmap_lock), already initialised;
-        ``keepalive`` owns that memory."""
+    def _view(cls, sem: Any, keepalive: Any, *, name: Optional[str] = None,
+              shared: bool = False) -> "RWSemaphore":
+        """A semaphore object for a ``struct rw_semaphore *`` already
+        initialised (an mm's mmap_lock, or a guard's lock whose object is
+        gone); ``keepalive`` owns that memory (None: ``sem`` owns it)."""
         self = cls.__new__(cls)
         self.name = name
         self._sem = sem
         self._keepalive = keepalive
-        self.shared = False
+        self.shared = shared
         self._read_guard = _Guard(self, False, None)
         self._write_guard = _Guard(self, True, None)
         return self
 
-    def _place(self, buffer: Any, offset: int) -> "tuple[Any, Any]":
-        view = memoryview(buffer)
-        if view.readonly:
-            raise ValueError(f"{self._label()}: buffer is read-only")
+    def _place(self, buffer: Any, offset: Any) -> "tuple[Any, Any]":
+        """The semaphore's memory: ``SIZE`` bytes at byte ``offset`` of ``buffer``."""
+        named = f" {self.name!r}" if self.name else ""
+        where = f"RWSemaphore{named} in a {type(buffer).__name__}"
+        view = flat_writable_bytes(buffer, where)
+        offset = as_int(offset, "offset", where)
         if not 0 <= offset <= view.nbytes - _SIZE:
-            raise ValueError(f"{self._label()}: offset {offset} leaves no room for "
-                             f"{_SIZE} bytes in a buffer of {view.nbytes}")
-        sem = ffi.from_buffer("struct rw_semaphore *", view[offset:offset + _SIZE])
+            raise ValueError(f"{where}: offset {offset} leaves no room for {_SIZE} bytes "
+                             f"in a buffer of {view.nbytes} bytes")
+        sem = ffi.from_buffer("struct rw_semaphore *", view[offset:offset + _SIZE],
+                              require_writable=True)
         if int(ffi.cast("uintptr_t", sem)) % _ALIGN:
-            raise ValueError(f"{self._label()}: buffer offset {offset} is not "
-                             f"{_ALIGN}-byte aligned")
+            raise ValueError(f"{where}: byte offset {offset} puts it at "
+                             f"{int(ffi.cast('uintptr_t', sem)):#x}, not {_ALIGN}-byte aligned")
         return sem, view
 
     # -- fast paths ---------------------------------------------------------
@@ -177,9 +183,8 @@ class RWSemaphore:
 
     def down_write_nested(self, subclass: int) -> None:
         """``down_write``, with a lock-order subclass (0..7) for the checker."""
-        if not 0 <= subclass < lib.RWSEM_MAX_SUBCLASSES:
-            raise ValueError(f"down_write_nested on {self._label()}: subclass {subclass} "
-                             f"outside 0..{lib.RWSEM_MAX_SUBCLASSES - 1}")
+        int_in(subclass, "subclass", f"down_write_nested on {self._label()}", 0,
+               lib.RWSEM_MAX_SUBCLASSES - 1)
         if not _write_trylock(self._sem):
             self._slow(True, NO_DEADLINE, 0, "down_write_nested")
 
@@ -205,14 +210,14 @@ class RWSemaphore:
 
     def acquire_read(self, timeout: Optional[float] = None) -> bool:
         """Acquire for read within ``timeout`` seconds (None: forever); False on expiry."""
-        deadline = deadline_after(timeout)  # validates timeout, contended or not
+        deadline = deadline_after(timeout, "acquire_read", self)  # contended or not
         if _read_trylock(self._sem):
             return True
         return self._slow(False, deadline, 0, "acquire_read") == 0
 
     def acquire_write(self, timeout: Optional[float] = None) -> bool:
         """Acquire for write within ``timeout`` seconds (None: forever); False on expiry."""
-        deadline = deadline_after(timeout)  # validates timeout, contended or not
+        deadline = deadline_after(timeout, "acquire_write", self)  # contended or not
         if _write_trylock(self._sem):
             return True
         return self._slow(True, deadline, 0, "acquire_write") == 0
@@ -334,19 +339,34 @@ class RWSemaphore:
 
 class _Guard:
     """Context manager of ``RWSemaphore.read()`` / ``write()``: the fast paths
-    are inlined here, so a ``with`` block costs one cffi call each way."""
+    are inlined here, so a ``with`` block costs one cffi call each way.
 
-    __slots__ = ("_ref", "_sem", "_write", "_timeout")
+    It holds the semaphore's memory (through its owner) for as long as it
+    lives, so it can never lock memory that was freed and reused, and the
+    semaphore object only weakly: the semaphore caches its guards, and a
+    cycle would keep a caller's shared-memory buffer exported until the next
+    GC.  Used after the semaphore object is gone, it stands in a new object
+    for the same lock."""
+
+    __slots__ = ("_ref", "_sem", "_memory", "_name", "_shared", "_write", "_timeout")
 
     def __init__(self, owner: RWSemaphore, write: bool, timeout: Optional[float]) -> None:
-        # A weak reference: the semaphore caches its guards, and a cycle would
-        # keep a caller's shared-memory buffer exported until the next GC.
         self._ref = weakref.ref(owner)
         self._sem = owner._sem
+        self._memory = owner._keepalive  # None when _sem owns the memory itself (ffi.new)
+        self._name = owner.name
+        self._shared = owner.shared
         self._write = write
         self._timeout = timeout
-        if timeout is not None:
-            deadline_after(timeout)  # a bad timeout fails now, contended or not
+        if timeout is not None:  # a bad timeout fails now, contended or not
+            deadline_after(timeout, "write" if write else "read", owner)
+
+    def _semaphore(self) -> RWSemaphore:
+        owner = self._ref()
+        if owner is None:
+            owner = RWSemaphore._view(self._sem, self._memory, name=self._name,
+                                      shared=self._shared)
+        return owner
 
     def __enter__(self) -> RWSemaphore:
         if self._write:
@@ -354,13 +374,13 @@ class _Guard:
                 self._enter_slow()
         elif not _read_trylock(self._sem):
             self._enter_slow()
-        return self._ref()  # type: ignore[return-value]
+        owner = self._ref()
+        return owner if owner is not None else self._semaphore()
 
     def _enter_slow(self) -> None:
-        owner, write, timeout = self._ref(), self._write, self._timeout
-        assert owner is not None
+        owner, write, timeout = self._semaphore(), self._write, self._timeout
         op = "write" if write else "read"
-        if owner._slow(write, deadline_after(timeout), 0, op) != 0:
+        if owner._slow(write, deadline_after(timeout, op, owner), 0, op) != 0:
             raise TimeoutError(f"{op} lock of {owner._label()} not acquired within "
                                f"{timeout} s; state: {owner.state()}")
 
@@ -368,6 +388,4 @@ class _Guard:
                  exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
         rc = _up_write(self._sem) if self._write else _up_read(self._sem)
         if rc:
-            owner = self._ref()
-            assert owner is not None
-            owner._fail(rc, "up_write" if self._write else "up_read")
+            self._semaphore()._fail(rc, "up_write" if self._write else "up_read")

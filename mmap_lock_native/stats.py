@@ -102,6 +102,9 @@ class LockStats:
     bravo_inhibit_ns: int
 
     def __init__(self, mm: "MM") -> None:
+        from .mm import MM
+        if not isinstance(mm, MM):
+            raise TypeError(f"LockStats: mm must be an MM, not {type(mm).__name__}")
         snap = ffi.new("struct mmap_lock_stats_snapshot *")
         rc = lib.mmap_lock_stats_read(mm._mm, snap)
         if rc:  # pragma: no cover - only for a NULL mm

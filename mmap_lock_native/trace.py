@@ -16,9 +16,11 @@ import threading
 from types import TracebackType
 from typing import Any, Callable, List, Optional, Type, Union
 
+from ._args import int_in
 from ._ffi import ffi, lib
 from .chrome_trace import TraceEvent, write_chrome_trace
 from .mm import MM, mm_from_address
+from .vm import os_error
 
 __all__ = ["Recorder", "TraceEvent", "clear_hooks", "hooks", "record", "set_hooks"]
 
@@ -44,25 +46,48 @@ def _report_hook_error(exc_type: Any, exc: Any, tb: Any) -> None:
           file=sys.stderr)
 
 
+# The tracepoint whose Python hook this thread is running, if any.
+_running = threading.local()
+
+
+def _run_hook(event: str, fn: Callable[..., Any], *args: Any) -> None:
+    outer = getattr(_running, "event", None)  # a hook may lock another mm: nested hooks
+    _running.event = event
+    try:
+        fn(*args)
+    finally:
+        _running.event = outer
+
+
+def _refuse_inside_a_hook(op: str) -> None:
+    """Changing the hooks waits until no thread runs an old hook: from inside
+    one, that is waiting for itself."""
+    event = getattr(_running, "event", None)
+    if event is not None:
+        raise RuntimeError(f"{op} called from inside the {event} trace hook: it waits until "
+                           f"no hook is running, this one included; change the hooks from "
+                           f"outside them")
+
+
 @ffi.def_extern(onerror=_report_hook_error)
 def _mln_hook_start_locking(mm, write, arg):  # type: ignore[no-untyped-def]
     fn = _hooks["start_locking"]
     if fn is not None:
-        fn(_mm_of(mm), bool(write))
+        _run_hook("start_locking", fn, _mm_of(mm), bool(write))
 
 
 @ffi.def_extern(onerror=_report_hook_error)
 def _mln_hook_acquire_returned(mm, write, success, arg):  # type: ignore[no-untyped-def]
     fn = _hooks["acquire_returned"]
     if fn is not None:
-        fn(_mm_of(mm), bool(write), bool(success))
+        _run_hook("acquire_returned", fn, _mm_of(mm), bool(write), bool(success))
 
 
 @ffi.def_extern(onerror=_report_hook_error)
 def _mln_hook_released(mm, write, arg):  # type: ignore[no-untyped-def]
     fn = _hooks["released"]
     if fn is not None:
-        fn(_mm_of(mm), bool(write))
+        _run_hook("released", fn, _mm_of(mm), bool(write))
 
 
 def set_hooks(*, start_locking: Optional[Callable[[MMRef, bool], Any]] = None,
@@ -75,12 +100,14 @@ def set_hooks(*, start_locking: Optional[Callable[[MMRef, bool], Any]] = None,
     the caller holds (or is about to wait for) the lock, so a hook must not
     lock the same mm.  An exception in a hook is printed, not raised (the
     lock call cannot fail because of it).  Returns once no thread runs a
-    previous hook.
+    previous hook; called from inside a hook, which it would wait for, it
+    raises RuntimeError instead.
     """
     for name, fn in (("start_locking", start_locking), ("acquire_returned", acquire_returned),
                      ("released", released)):
         if fn is not None and not callable(fn):
             raise TypeError(f"set_hooks: {name} must be callable or None, not {fn!r}")
+    _refuse_inside_a_hook("set_hooks")
     with _set_lock:
         c = ffi.new("struct mmap_lock_trace_hooks *")
         if start_locking is not None:
@@ -99,7 +126,9 @@ def set_hooks(*, start_locking: Optional[Callable[[MMRef, bool], Any]] = None,
 
 
 def clear_hooks() -> None:
-    """Remove every Python tracepoint hook; returns once none is running."""
+    """Remove every Python tracepoint hook; returns once none is running.
+    RuntimeError from inside a hook (it would wait for that hook)."""
+    _refuse_inside_a_hook("clear_hooks")
     with _set_lock:
         lib.mmap_lock_set_trace_hooks(ffi.NULL)
         _hooks.update(start_locking=None, acquire_returned=None, released=None)
@@ -123,9 +152,10 @@ class Recorder:
     """
 
     def __init__(self, mm: MM, capacity: int = 1 << 16) -> None:
-        if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"record({mm._label()}): capacity must be a positive int, "
-                             f"not {capacity!r}")
+        if not isinstance(mm, MM):
+            raise TypeError(f"record: mm must be an MM, not {type(mm).__name__}")
+        # The C core allocates the buffer (ENOMEM: MemoryError); a size_t holds the count.
+        capacity = int_in(capacity, "capacity", f"record({mm._label()})", 1, (1 << 64) - 1)
         self.mm = mm
         self.capacity = capacity
         #: The recorded events (filled when recording stops).
@@ -141,8 +171,13 @@ class Recorder:
         if rc:
             if rc == -errno.EBUSY:
                 raise RuntimeError(f"record: {self.mm._label()} is already being recorded")
-            raise MemoryError(f"record({self.mm._label()}): cannot allocate "
-                              f"{self.capacity} events")
+            if rc == -errno.EINVAL:
+                raise ValueError(f"record({self.mm._label()}): capacity {self.capacity} events "
+                                 f"do not fit in the address space")
+            if rc == -errno.ENOMEM:
+                raise MemoryError(f"record({self.mm._label()}): cannot allocate "
+                                  f"capacity={self.capacity} events")
+            raise os_error(rc, f"record({self.mm._label()})")
         self._active = True
         self.start_ns = lib.rwsem_now_ns()
         return self

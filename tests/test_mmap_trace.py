@@ -326,6 +326,95 @@ def test_set_hooks_rejects_non_callables(bad, hooks):
     assert mln.trace.hooks() == before
 
 
+# -- hooks that change the hooks (issue 10 B8) -----------------------------------------------
+
+#: A lock call firing all three tracepoints, each once.
+def _read_cycle(mm: mln.MM) -> None:
+    mln.mmap_read_lock(mm)
+    mln.mmap_read_unlock(mm)
+
+
+CHANGE_HOOKS = {
+    "clear_hooks": lambda: mln.trace.clear_hooks(),
+    "set_hooks": lambda: mln.trace.set_hooks(released=lambda mm, write: None),
+}
+
+_HOOK_CHANGING_CHILD = """
+import mmap_lock_native as mln
+mm = mln.MM()
+for event in ("start_locking", "acquire_returned", "released"):
+    for change in (mln.trace.clear_hooks, lambda: mln.trace.set_hooks(released=print)):
+        mln.trace.set_hooks(**{event: lambda *args, change=change: change()})
+        mln.mmap_read_lock(mm)
+        mln.mmap_read_unlock(mm)
+        mln.trace.clear_hooks()
+print("finished")
+"""
+
+
+def test_a_hook_changing_the_hooks_is_refused_not_hung():
+    """The reproducer, in a child process (before the fix it hung for good:
+    the change waited for the hook that made it): every tracepoint's hook,
+    both changes; each is refused and reported, and the lock calls finish."""
+    import subprocess
+    import sys
+    try:
+        out = subprocess.run([sys.executable, "-c", _HOOK_CHANGING_CHILD], capture_output=True,
+                             text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a hook that changes the hooks hung the lock call")
+    assert out.returncode == 0 and out.stdout.strip() == "finished", out.stderr
+    refused = [line for line in out.stderr.splitlines() if "called from inside the" in line]
+    assert len(refused) == 6, out.stderr
+
+
+@pytest.mark.parametrize("change", sorted(CHANGE_HOOKS))
+@pytest.mark.parametrize("event", [S, A, R])
+def test_hook_changing_the_hooks_gets_a_runtime_error_naming_both(mm, event, change):
+    """The hook sees the error (and may handle it); the hooks stay as they were."""
+    seen: List[BaseException] = []
+
+    def hook(*args: Any) -> None:
+        try:
+            CHANGE_HOOKS[change]()
+        except RuntimeError as exc:
+            seen.append(exc)
+
+    mln.trace.set_hooks(**{event: hook})
+    before = mln.trace.hooks()
+    Worker(_read_cycle, mm, name="locker").begin().finish()
+    assert len(seen) == 1
+    assert f"{change} called from inside the {event} trace hook" in str(seen[0])
+    assert mln.trace.hooks() == before
+    assert_free(mm.mmap_lock)
+
+
+def test_a_nested_hook_returning_leaves_the_outer_one_refused():
+    """A hook that locks another mm runs hooks inside itself; when those
+    return, the outer hook is still running, and after it the thread may
+    change the hooks again."""
+    outer_mm, inner_mm = mln.MM(name="outer"), mln.MM(name="inner")
+    results: List[str] = []
+
+    def start(mm: Any, write: bool) -> None:
+        if mm is outer_mm:
+            _read_cycle(inner_mm)          # fires start/acquire/released for inner_mm here
+            try:
+                mln.trace.clear_hooks()
+            except RuntimeError as exc:
+                results.append(str(exc).split(":")[0])
+
+    def body() -> None:
+        _read_cycle(outer_mm)
+        mln.trace.clear_hooks()            # outside every hook: allowed
+        results.append("cleared")
+
+    mln.trace.set_hooks(start_locking=start, released=lambda mm, write: None)
+    Worker(body, name="nesting").begin().finish()
+    assert results == ["clear_hooks called from inside the start_locking trace hook", "cleared"]
+    assert mln.trace.hooks() == {S: None, A: None, R: None}
+
+
 # -- the recorder --------------------------------------------------------------------------
 
 def _scripted(mm: mln.MM) -> None:
@@ -458,10 +547,12 @@ def test_second_concurrent_record_is_refused(mm):
     assert r1.events == [] and len(r2.events) == 3
 
 
-@pytest.mark.parametrize("capacity", [0, -1, 1.5, "4"])
-def test_recorder_rejects_bad_capacity(mm, capacity):
-    """A capacity that is not a positive int raises ValueError."""
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("capacity, error", [(0, ValueError), (-1, ValueError),
+                                             (1 << 64, ValueError), (1.5, TypeError),
+                                             ("4", TypeError)])
+def test_recorder_rejects_bad_capacity(mm, capacity, error):
+    """A capacity that is not a positive int raises an error naming it."""
+    with pytest.raises(error, match="capacity"):
         mln.trace.record(mm, capacity=capacity)
 
 

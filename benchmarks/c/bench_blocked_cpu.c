@@ -13,7 +13,7 @@
  * blocked on write-held.  Locks: ours (down_read/down_write) and glibc
  * pthread_rwlock of the default kind.  All scenario x lock cases run once per
  * round, in an order that rotates from round to round.
- * Target (DESIGN.md section 9): < 2% of a core, ours.
+ * Target: ours < 2% of a core (benchmarks/README.md, "Targets").
  */
 #include <pthread.h>
 #include <stdatomic.h>

@@ -16,8 +16,8 @@
  *
  * Every round times --iters pairs of each variant, in an order rotating
  * from round to round; figures are medians over rounds of ns per pair and
- * medians of per-round ratios.  Targets (DESIGN.md section 9): tracepoints
- * off vs compiled out <= 1.02x; statistics on vs off <= 1.25x.
+ * medians of per-round ratios.  Targets (benchmarks/README.md, "Targets"):
+ * tracepoints off vs compiled out <= 1.02x; statistics on vs off <= 1.25x.
  */
 #include <stdio.h>
 #include <stdlib.h>

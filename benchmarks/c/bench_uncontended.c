@@ -13,7 +13,7 @@
  * away.  Reported: the median over rounds of ns per pair, and the ratio
  * ours/glibc both as a ratio of the medians and as the median of the
  * per-round ratios (each round's A and B ran back to back).
- * Target (DESIGN.md section 9): ours/glibc <= 1.0x for both pairs.
+ * Target: ours/glibc <= 1.0x for both pairs (benchmarks/README.md, "Targets").
  *
  * The loops cannot be elided: every call is to an external function (ours
  * from a static library, glibc's from libc.so), and their return values are

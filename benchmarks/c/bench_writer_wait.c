@@ -17,7 +17,7 @@
  * overall max, writer acquisitions per second and reader throughput.  A wait
  * still in progress when the round ends is ended by the readers stopping; it
  * is counted (as a lower bound) and reported as "cut".
- * Target (DESIGN.md section 9): ours, max writer wait <= 5 ms.
+ * Target: ours, max writer wait <= 5 ms (benchmarks/README.md, "Targets").
  */
 #include <pthread.h>
 #include <stddef.h>

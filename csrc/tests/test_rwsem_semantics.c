@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_rwsem_semantics.c - one small, named unit test per behaviour of the
- * rw_semaphore contract (rwsem.h, task.h; DESIGN.md sections 3-4).
+ * rw_semaphore contract (rwsem.h, task.h; docs/design.md).
  *
  * Concurrency is driven by handshakes, not sleeps: to know that a thread is
  * queued we poll rwsem_queue_info() (bounded).  The only sleeps are the few
