@@ -103,6 +103,7 @@ int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t a
 		    bool write, bool vma_locked)
 {
 	struct pte_table *leaf;
+	struct page *page;
 
 	if (!vma_permits(vma, write))
 		return SEGV_ACCERR;
@@ -111,33 +112,40 @@ int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t a
 		return -ENOMEM;
 	if (pte_present_for(leaf, addr, write))
 		return 0;	/* mapped already: no lock, no shared write */
+	/*
+	 * Seen absent (most likely): make the page before taking the lock, so
+	 * that a first touch takes the lock once.  A racing fault may install
+	 * one meanwhile: then ours goes back.
+	 */
+	page = atomic_load_explicit(pte_slot(leaf, addr), memory_order_relaxed) ? NULL
+										: new_page_for(vma, addr);
 	for (;;) {
-		struct page *page;
 		pte_t pte;
 
 		pte_table_lock(leaf);
 		pte = atomic_load_explicit(pte_slot(leaf, addr), memory_order_relaxed);
 		if (pte) {
-			if (!write || (pte & PTE_WRITE)) {
+			int rc = 0;
+
+			if (!write || (pte & PTE_WRITE))
 				pte_table_unlock(leaf);	/* present already (a racing fault) */
-				return 0;
-			}
-			return wp_fault(mm, vma, leaf, addr, pte, vma_locked);	/* unlocks */
+			else
+				rc = wp_fault(mm, vma, leaf, addr, pte, vma_locked);	/* unlocks */
+			if (page)
+				page_put(page);		/* ours was not needed */
+			return rc;
 		}
-		pte_table_unlock(leaf);
-		page = new_page_for(vma, addr);
-		if (!page)
-			return -ENOMEM;
-		pte_table_lock(leaf);
-		if (!atomic_load_explicit(pte_slot(leaf, addr), memory_order_relaxed)) {
+		if (page) {
 			pte_install_locked(&mm->pgt, leaf, addr,
 					   (pte_t)page | (vma->vm_prot & PROT_WRITE ? PTE_WRITE : 0));
 			pte_table_unlock(leaf);
 			return 0;
 		}
-		/* Another fault installed one meanwhile: use theirs (check it again). */
+		/* Gone again (zapped meanwhile), or never made: make one unlocked. */
 		pte_table_unlock(leaf);
-		page_put(page);
+		page = new_page_for(vma, addr);
+		if (!page)
+			return -ENOMEM;
 	}
 }
 

@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "futex.h"
 #include "mm_internal.h"
@@ -40,12 +41,13 @@ struct vm_area_struct *vma_alloc(void)
 
 	mln_mutex_lock(&pool.lock, 0);
 	if (!pool.free) {
-		struct vm_area_struct *chunk = calloc(POOL_CHUNK, sizeof(*chunk));
+		struct vm_area_struct *chunk;
 
-		if (!chunk) {
+		if (posix_memalign((void **)&chunk, 64, POOL_CHUNK * sizeof(*chunk))) {
 			mln_mutex_unlock(&pool.lock, 0);
 			return NULL;
 		}
+		memset(chunk, 0, POOL_CHUNK * sizeof(*chunk));
 		for (int i = 0; i < POOL_CHUNK; i++) {
 			vma_lock_init(&chunk[i].vm_lock);
 			chunk[i].vm_pool_next = pool.free;

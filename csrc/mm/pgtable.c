@@ -34,10 +34,10 @@
  *
  * Tables.  Level 4 is pgtable.top; levels 3 and 2 ("directories") hold 512
  * pointers to the next level; level 1 is struct pte_table.  A directory has
- * the leaf's size and layout (its two header words unused), so every table
- * is sizeof(struct pte_table) bytes and pgtable_bytes() is one product; with
- * glibc both sizes round to the same 4112-byte chunk, so the padding is
- * free.  Missing tables are installed with a compare-and-swap: racing
+ * the leaf's size and layout (its header line unused), so every table is
+ * sizeof(struct pte_table) bytes (4 KiB of slots after a 64-byte header
+ * line: a leaf's lock and count share no line with its PTEs) and
+ * pgtable_bytes() is one product.  Missing tables are installed with a compare-and-swap: racing
  * installers agree on the winner's table and the losers free theirs.  Tables
  * are only freed by pgtable_destroy(), so a pointer read from a slot stays
  * valid without any lock.  PTEs change only under their leaf's lock.
@@ -617,7 +617,7 @@ _Static_assert(MLN_PTRS_PER_TABLE == 1 << PT_BITS, "9 bits of index per level");
 /* Levels 3 and 2: the leaf's layout, so that every table has one size. */
 struct pt_dir {
 	uint32_t unused[2];
-	void *_Atomic slot[MLN_PTRS_PER_TABLE];
+	void *_Atomic slot[MLN_PTRS_PER_TABLE] __attribute__((aligned(64)));
 };
 
 _Static_assert(sizeof(struct pt_dir) == sizeof(struct pte_table), "one size for every table");
@@ -649,9 +649,10 @@ static void *slot_install(struct pgtable *pt, void *_Atomic *slot)
 
 	if (cur)
 		return cur;
-	t = calloc(1, sizeof(struct pte_table));
-	if (!t)
+	/* Cache-line aligned: the PTEs start a line of their own. */
+	if (posix_memalign(&t, 64, sizeof(struct pte_table)))
 		return NULL;
+	memset(t, 0, sizeof(struct pte_table));
 	/*
 	 * Release on success: the zeroed contents are visible before the
 	 * pointer.  Acquire on failure: so are the winner's, which we return.

@@ -50,10 +50,15 @@ static inline struct page *pte_page(pte_t pte)
 	return (struct page *)(pte & ~(uintptr_t)PTE_FLAGS);
 }
 
+/*
+ * The lock and the count have a cache line of their own: a fault installing
+ * a page writes them, and a fault merely looking up a present PTE of the
+ * same leaf (another thread's, lockless) should not have to fetch them.
+ */
 struct pte_table {
 	_Atomic uint32_t lock;		/* futex mutex (futex.h): the split PT lock */
 	uint32_t nr_present;		/* PTEs in use, under lock */
-	_Atomic pte_t pte[MLN_PTRS_PER_TABLE];
+	_Atomic pte_t pte[MLN_PTRS_PER_TABLE] __attribute__((aligned(64)));
 };
 
 /*

@@ -32,22 +32,27 @@
 struct anon_shared;	/* mm.c: the backing of a shared anonymous mapping */
 struct mm_struct;
 
+/*
+ * The first cache line holds what a fault reads (the lookup's bounds and
+ * links, the lock word, the owner and the protection), so that a fault
+ * touches one line per VMA it passes; the rest is for writers.
+ */
 struct vm_area_struct {
 	_Atomic uint64_t vm_start;	/* first byte, page aligned */
 	_Atomic uint64_t vm_end;	/* one past the last byte, page aligned */
-	uint32_t vm_prot;	/* PROT_READ | PROT_WRITE | PROT_EXEC */
-	uint32_t vm_flags;	/* VM_* */
-	uint64_t vm_pgoff;	/* page index of vm_start in vm_shared */
-	struct anon_shared *vm_shared;	/* VM_SHARED: the pages' owner; else NULL */
-	struct mm_struct *vm_mm;	/* the mm whose tree holds it (set before attaching) */
-	struct vma_lock vm_lock;	/* the per-VMA lock (vma_lock.h) */
-
 	/* The tree's links: vma.c's business only. */
 	struct vm_area_struct *_Atomic vt_left, *_Atomic vt_right;
+	struct vma_lock vm_lock;	/* the per-VMA lock (vma_lock.h) */
+	struct mm_struct *vm_mm;	/* the mm whose tree holds it (set before attaching) */
+	uint32_t vm_prot;	/* PROT_READ | PROT_WRITE | PROT_EXEC */
+	uint32_t vm_flags;	/* VM_* */
+	struct anon_shared *vm_shared;	/* VM_SHARED: the pages' owner; else NULL */
+
+	uint64_t vm_pgoff;	/* page index of vm_start in vm_shared */
 	struct vm_area_struct *vt_parent;	/* (not read by the lockless lookup) */
 	int vt_height;
 	struct vm_area_struct *vm_pool_next;	/* mm.c's free pool */
-};
+} __attribute__((aligned(64)));
 
 struct vma_tree {
 	struct vm_area_struct *_Atomic root;
