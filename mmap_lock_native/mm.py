@@ -19,9 +19,10 @@ _by_address: "weakref.WeakValueDictionary[int, MM]" = weakref.WeakValueDictionar
 #: ``MM(lock=...)``: the lock designs behind the same API, by the one name
 #: each has everywhere (the C core's ``mmap_lock_backend_name``).
 #:
-#: - ``"rwsem"``: the 5.8 design, our rw_semaphore (the default);
-#: - ``"per_vma"``: the rwsem, and faults that find their VMA without it and
-#:   read-lock only that VMA (Linux 6.4+); falls back to the rwsem;
+#: - ``"per_vma"`` (the default, :data:`DEFAULT_LOCK`): the rwsem, and faults
+#:   that find their VMA without it and read-lock only that VMA (Linux 6.4+);
+#:   they fall back to the rwsem when that fails;
+#: - ``"rwsem"``: the 5.8 design, our rw_semaphore alone;
 #: - ``"bravo"``: the rwsem with a reader bias (Dice & Kogan 2019): reads
 #:   write no shared line until a writer revokes the bias;
 #: - ``"pthread_rwlock"``, ``"pthread_rwlock_writer"``, ``"mutex"``: glibc's
@@ -32,8 +33,9 @@ LOCK_BACKENDS = {ffi.string(lib.mmap_lock_backend_name(i)).decode(): i
                  for i in range(lib.MMAP_LOCK_NR_BACKENDS)}
 # The designs whose mmap lock is our rwsem (mm.mmap_lock is the lock in use).
 _RWSEM_DESIGNS = {LOCK_BACKENDS[d] for d in ("rwsem", "per_vma", "bravo")}
-#: The design an ``MM()`` gets when ``lock`` is not given.
-DEFAULT_LOCK = "rwsem"
+#: The design an ``MM()`` gets when ``lock`` is not given: per-VMA locks, as
+#: current kernels (the C core's mm_alloc() default too).
+DEFAULT_LOCK = str(ffi.string(lib.mmap_lock_backend_name(lib.MMAP_LOCK_DEFAULT_BACKEND)).decode())
 
 
 def mm_from_address(address: int) -> "Optional[MM]":

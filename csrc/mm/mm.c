@@ -233,7 +233,9 @@ static int mm_space_init(struct mm_struct *mm)
 
 struct mm_struct *mm_alloc(unsigned int lock_flags)
 {
-	return mm_alloc_backend(lock_flags, MMAP_LOCK_BACKEND_RWSEM);
+	/* A process-shared mm keeps nothing process-local: the plain rwsem. */
+	return mm_alloc_backend(lock_flags, lock_flags & MMAP_LOCK_SHARED ? MMAP_LOCK_BACKEND_RWSEM
+								    : MMAP_LOCK_DEFAULT_BACKEND);
 }
 
 struct mm_struct *mm_alloc_backend(unsigned int lock_flags, int backend)

@@ -47,8 +47,9 @@
 #define MM_MMAP_MIN_ADDR 65536			/* vm.mmap_min_addr */
 #define MM_DEFAULT_MAX_MAP_COUNT 65530		/* vm.max_map_count */
 
-/* A new, empty mm, its lock initialised with mmap_lock_init(@lock_flags); NULL on
- * ENOMEM or bad flags. */
+/* A new, empty mm, its lock initialised with @lock_flags (mmap_lock_init) over
+ * the default design, per_vma as in current kernels (the rwsem for a
+ * MMAP_LOCK_SHARED mm); NULL on ENOMEM or bad flags. */
 struct mm_struct *mm_alloc(unsigned int lock_flags);
 /* The same over lock backend @backend (MMAP_LOCK_BACKEND_*); fork keeps it. */
 struct mm_struct *mm_alloc_backend(unsigned int lock_flags, int backend);

@@ -49,6 +49,8 @@ int mmap_lock_init(struct mm_struct *mm, unsigned int flags);
 #define MMAP_LOCK_BACKEND_PER_VMA 4			/* the rwsem + per-VMA locks for faults */
 #define MMAP_LOCK_BACKEND_BRAVO 5			/* the rwsem with a reader bias */
 #define MMAP_LOCK_NR_BACKENDS 6
+/* What mm_alloc() uses: per_vma (MMAP_LOCK_BACKEND_PER_VMA), as current kernels. */
+#define MMAP_LOCK_DEFAULT_BACKEND 4
 int mmap_lock_init_backend(struct mm_struct *mm, unsigned int flags, int backend);
 /* The design's number. */
 int mmap_lock_backend_id(struct mm_struct *mm);

@@ -142,6 +142,9 @@ const struct mmap_lock_backend mmap_lock_backend_mutex = {
 	.lock = mutex_lock, .lock_until = mutex_lock_until, .unlock = mutex_unlock,
 };
 
+_Static_assert(MMAP_LOCK_DEFAULT_BACKEND == MMAP_LOCK_BACKEND_PER_VMA,
+	       "the default design is per_vma (the number is spelt out for cffi)");
+
 static const char *const design_names[MMAP_LOCK_NR_BACKENDS] = {
 	[MMAP_LOCK_BACKEND_RWSEM] = "rwsem",
 	[MMAP_LOCK_BACKEND_PTHREAD_RWLOCK] = "pthread_rwlock",
