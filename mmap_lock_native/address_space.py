@@ -3,6 +3,7 @@ faults, guest memory, get_user_pages, fork, MMU notifiers and the maps."""
 from __future__ import annotations
 
 import atexit
+import errno as _errno
 import functools
 import itertools
 import threading
@@ -131,9 +132,13 @@ class NotifierHandle:
         self._ops = ops   # the C ops structure must outlive the registration
 
     def unregister(self) -> None:
-        """Stop calling the notifier (takes the mm's write lock)."""
+        """Stop calling the notifier (takes the mm's write lock).  OSError
+        EDEADLK, and still registered, if that lock is refused (called from a
+        notifier of the same mm, or while this task holds its lock)."""
         if self.id:
-            lib.mm_unregister_notifier(self.mm._mm, self.id)
+            rc = lib.mm_unregister_notifier(self.mm._mm, self.id)
+            if rc == -_errno.EDEADLK:
+                raise os_error(rc, f"unregister of notifier {self.id} on {self.mm._label()}")
         _notifiers.pop(self._token, None)
         self.id = 0
 
@@ -281,7 +286,7 @@ class AddressSpace:
             raise bad_args(f"read on {self._label()}", exc, addr=(addr, *U64),
                            n=(n, 0, TASK_SIZE)) from None
         if rc:
-            self._access_failed(rc, lib.mm_access_fault_addr(), "read", False)
+            self._access_failed(rc, addr, None, "read", False)
         return ffi.unpack(buf, n)
 
     def write(self, addr: int, data: Any) -> None:
@@ -303,12 +308,18 @@ class AddressSpace:
             raise bad_args(f"write on {self._label()}", exc, addr=(addr, *U64)) from None
         if rc:
             # The C core kept where it faulted for this thread.
-            self._access_failed(rc, lib.mm_access_fault_addr(), "write", True)
+            self._access_failed(rc, addr, None, "write", True)
 
-    def _access_failed(self, rc: int, where: int, op: str, write: bool) -> None:
+    def _access_failed(self, rc: int, addr: int, fault_addr: Optional[int], op: str,
+                       write: bool) -> None:
+        """Raise for a failed access or pin that began at ``addr``: OSError for a
+        negative errno (the lock refused, memory ran out), else the fault at
+        ``fault_addr`` (None: the calling thread's last mm_access() recorded it)."""
         if rc < 0:
-            raise os_error(rc, f"{op} at {where:#x} on {self._label()}")
-        raise SegmentationFault(where, rc, f"{op} on {self._label()}", write)
+            raise os_error(rc, f"{op} at {addr:#x} on {self._label()}")
+        if fault_addr is None:
+            fault_addr = lib.mm_access_fault_addr()
+        raise SegmentationFault(fault_addr, rc, f"{op} on {self._label()}", write)
 
     def _allocate(self, ctype: str, n: int, op: str, asked: str) -> Any:
         """An uninitialised C array for ``n`` items: nothing touches its
@@ -330,7 +341,7 @@ class AddressSpace:
         except (TypeError, OverflowError) as exc:
             raise bad_args(f"{op} on {self._label()}", exc, write=(write, *C_INT)) from None
         if rc:
-            self._access_failed(rc, where[0], op, write)
+            self._access_failed(rc, addr, where[0], op, write)
         return _own_pins(cpages, n)
 
     def get_user_pages(self, addr: int, n: int, write: bool = False) -> PinnedPages:
@@ -374,7 +385,9 @@ class AddressSpace:
         """exit_mmap(): notifiers' release(), then every mapping goes.  Later
         operations fail (OSError EINVAL; faults SegmentationFault)."""
         if not self._closed():
-            lib.mm_exit_mmap(self._mm)
+            rc = lib.mm_exit_mmap(self._mm)
+            if rc < 0 and rc != -_errno.EINVAL:     # EINVAL: closed meanwhile by another thread
+                raise os_error(rc, f"close on {self._label()}")
         # The notifiers got their release(): forget them, so they do not keep
         # this MM (and what they hold) alive.
         for token, handle in list(_notifiers.items()):
@@ -388,7 +401,7 @@ class AddressSpace:
         cap = 64
         while True:
             out = ffi.new("struct mm_vma_info[]", cap)
-            lib.mm_maps(self._mm, out, cap, count)
+            self._check(lib.mm_maps(self._mm, out, cap, count), "maps")
             if count[0] <= cap:
                 break
             cap = count[0] + 16

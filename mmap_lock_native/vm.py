@@ -89,4 +89,8 @@ class VMA(NamedTuple):
 def os_error(rc: int, what: str) -> OSError:
     """``OSError`` for a negative errno ``rc`` from the C core, naming the call."""
     code = -rc
-    return OSError(code, f"{what}: {_errno.errorcode.get(code, code)} ({os.strerror(code)})")
+    why = ""
+    if code == _errno.EDEADLK:
+        why = ("; refused: this task holds the mm's lock already, or the call came from one "
+               "of the mm's own MMU notifiers (they run under its lock)")
+    return OSError(code, f"{what}: {_errno.errorcode.get(code, code)} ({os.strerror(code)}){why}")

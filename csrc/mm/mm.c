@@ -80,25 +80,32 @@ struct mmu_notifier {
 	int id;
 };
 
+MLN_HOT_TLS _Thread_local struct mm_notify_frame *mm_notifying;
+
+/* Run @fn over @mm's notifiers with @mm on the calling thread's notifying stack. */
+#define NOTIFY_EACH(mm, member, ...)							\
+	do {										\
+		struct mm_notify_frame frame = { (mm), mm_notifying };			\
+		mm_notifying = &frame;							\
+		for (struct mmu_notifier *n = (mm)->notifiers; n; n = n->next)		\
+			if (n->ops->member)						\
+				n->ops->member(__VA_ARGS__, n->arg);			\
+		mm_notifying = frame.up;						\
+	} while (0)
+
 void mm_notify_start(struct mm_struct *mm, uint64_t start, uint64_t end)
 {
-	for (struct mmu_notifier *n = mm->notifiers; n; n = n->next)
-		if (n->ops->invalidate_range_start)
-			n->ops->invalidate_range_start(mm, start, end, n->arg);
+	NOTIFY_EACH(mm, invalidate_range_start, mm, start, end);
 }
 
 void mm_notify_end(struct mm_struct *mm, uint64_t start, uint64_t end)
 {
-	for (struct mmu_notifier *n = mm->notifiers; n; n = n->next)
-		if (n->ops->invalidate_range_end)
-			n->ops->invalidate_range_end(mm, start, end, n->arg);
+	NOTIFY_EACH(mm, invalidate_range_end, mm, start, end);
 }
 
 static void notify_release(struct mm_struct *mm)
 {
-	for (struct mmu_notifier *n = mm->notifiers; n; n = n->next)
-		if (n->ops->release)
-			n->ops->release(mm, n->arg);
+	NOTIFY_EACH(mm, release, mm);
 }
 
 int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *ops, void *arg)
@@ -107,6 +114,8 @@ int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *op
 	struct mmu_notifier *n;
 	int id, rc;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
 	if (!ops)
 		return -EINVAL;
 	n = calloc(1, sizeof(*n));
@@ -137,8 +146,11 @@ int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *op
 int mm_unregister_notifier(struct mm_struct *mm, int id)
 {
 	struct mmu_notifier **pp, *n = NULL;
-	int rc = mmap_write_lock(mm);
+	int rc;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
+	rc = mmap_write_lock(mm);
 	if (rc)
 		return rc;
 	for (pp = &mm->notifiers; *pp; pp = &(*pp)->next) {
@@ -284,8 +296,11 @@ static void exit_mmap_locked(struct mm_struct *mm)
 
 int mm_exit_mmap(struct mm_struct *mm)
 {
-	int rc = mmap_write_lock(mm);
+	int rc;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
+	rc = mmap_write_lock(mm);
 	if (rc)
 		return rc;
 	if (mm->mm_closed) {
@@ -331,9 +346,14 @@ int mm_free(struct mm_struct *mm)
 struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 {
 	unsigned int flags = mmap_lock_is_debug(mm) ? MMAP_LOCK_DEBUG : MMAP_LOCK_NODEBUG;
-	struct mm_struct *child = mm_alloc_backend(flags, mmap_lock_backend_id(mm));
+	struct mm_struct *child;
 	int rc;
 
+	if (mm_reentered(mm)) {
+		*err = -EDEADLK;	/* from one of its own notifiers */
+		return NULL;
+	}
+	child = mm_alloc_backend(flags, mmap_lock_backend_id(mm));
 	if (!child) {
 		*err = -ENOMEM;
 		return NULL;
@@ -392,8 +412,11 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 int mm_maps(struct mm_struct *mm, struct mm_vma_info *out, size_t cap, size_t *count)
 {
 	size_t n = 0;
-	int rc = mmap_read_lock(mm);
+	int rc;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
+	rc = mmap_read_lock(mm);
 	if (rc)
 		return rc;
 	for (struct vm_area_struct *v = vma_first(&mm->mm_vmas); v; v = vma_next(v), n++) {
@@ -415,6 +438,8 @@ int mm_set_max_map_count(struct mm_struct *mm, uint32_t count)
 {
 	int rc;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
 	if (count == 0)
 		return -EINVAL;
 	rc = mmap_write_lock(mm);
@@ -427,8 +452,11 @@ int mm_set_max_map_count(struct mm_struct *mm, uint32_t count)
 
 int64_t mm_map_count(struct mm_struct *mm)
 {
-	int64_t n = mmap_read_lock(mm);
+	int64_t n;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
+	n = mmap_read_lock(mm);
 	if (n)
 		return n;
 	n = (int64_t)mm->mm_vmas.count;
@@ -438,8 +466,11 @@ int64_t mm_map_count(struct mm_struct *mm)
 
 int64_t mm_get_brk(struct mm_struct *mm)
 {
-	int64_t b = mmap_read_lock(mm);
+	int64_t b;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
+	b = mmap_read_lock(mm);
 	if (b)
 		return b;
 	b = (int64_t)mm->brk;

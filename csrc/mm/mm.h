@@ -19,7 +19,9 @@
  * SIGSEGV would carry (SEGV_MAPERR: no VMA; SEGV_ACCERR: the VMA forbids it).
  * An operation whose lock acquisition is refused (-EDEADLK: the caller holds
  * the lock already, or the lock-order checker refused it) fails with that
- * errno, changes nothing and leaves the caller's holds as they were.
+ * errno, changes nothing and leaves the caller's holds as they were.  So
+ * does a call into an mm from one of its own MMU notifiers (-EDEADLK): they
+ * run under its lock, and the operation under way still needs its state.
  *
  * With the per_vma design, faults and guest accesses read-lock only the VMA
  * they touch (vma_lock.h), found without the mmap lock, and fall back to

@@ -186,6 +186,8 @@ int mm_fault(struct mm_struct *mm, uint64_t addr, int write)
 	struct vm_area_struct *vma;
 	int rc;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
 	if (mmap_lock_has_vma_locks(mm) && (vma = mm_lock_vma_under_rcu(mm, addr))) {
 		rc = mm_handle_fault(mm, vma, addr, write, true);
 		unlock_vma(mm, vma, rc == MM_FAULT_RETRY);
@@ -336,6 +338,8 @@ int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int writ
 	uint8_t *p = buf;
 	int rc = 0;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
 	if (!fault_addr)
 		fault_addr = &last_fault_addr;
 	if (addr + n < addr) {
@@ -381,6 +385,8 @@ int mm_get_user_pages(struct mm_struct *mm, uint64_t addr, size_t npages, int wr
 	size_t i;
 	int rc = 0;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
 	if (addr & (MLN_PAGE_SIZE - 1))
 		return -EINVAL;
 	/* As the kernel's get_user_pages(): under the mmap read lock, whatever the design. */

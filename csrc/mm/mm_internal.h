@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "futex.h"
 #include "mm.h"
 #include "pgtable.h"
 #include "vma.h"
@@ -55,6 +56,27 @@ void mm_vma_unlink(struct mm_struct *mm, struct vm_area_struct *v);
 /* Notifier calls; the caller holds the mmap_lock in either mode. */
 void mm_notify_start(struct mm_struct *mm, uint64_t start, uint64_t end);
 void mm_notify_end(struct mm_struct *mm, uint64_t start, uint64_t end);
+
+/*
+ * The mms whose MMU notifiers the calling thread is running now, innermost
+ * first (frames on the notifying code's stack).  A notifier runs under its
+ * mm's lock, so a call into that same mm from it would deadlock, or free
+ * what the operation in progress still walks: every entry point refuses it
+ * with -EDEADLK (mm_reentered).
+ */
+struct mm_notify_frame {
+	struct mm_struct *mm;
+	struct mm_notify_frame *up;
+};
+extern MLN_HOT_TLS _Thread_local struct mm_notify_frame *mm_notifying;
+
+static inline bool mm_reentered(const struct mm_struct *mm)
+{
+	for (const struct mm_notify_frame *f = mm_notifying; mln_unlikely(f); f = f->up)
+		if (f->mm == mm)
+			return true;
+	return false;
+}
 
 /* Remove every mapping (exit_mmap's work); write lock held. */
 void mm_unmap_all(struct mm_struct *mm);

@@ -376,6 +376,8 @@ int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, 
 	uint64_t len = PAGE_ALIGN(length);
 	int64_t ret;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
 	/* The kernel's order of checks: descriptor, length, range; the type comes last. */
 	if (!(flags & MAP_ANONYMOUS))
 		return -EBADF;		/* no file descriptor: only anonymous memory here */
@@ -409,6 +411,8 @@ int mm_munmap(struct mm_struct *mm, uint64_t addr, uint64_t length)
 	uint64_t len = page_length(addr, length), end = addr + len;
 	int err;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
 	if (!page_aligned(addr) || !len || end > MM_TASK_SIZE)
 		return -EINVAL;
 	err = mmap_write_lock(mm);
@@ -515,6 +519,8 @@ int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot)
 	uint64_t len, end;
 	int err;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
 	if (!page_aligned(addr))
 		return -EINVAL;
 	if (!length)
@@ -568,8 +574,11 @@ static bool brk_grow(struct mm_struct *mm, uint64_t oldbrk, uint64_t newbrk)
 int64_t mm_brk(struct mm_struct *mm, uint64_t brk)
 {
 	uint64_t oldbrk, newbrk;
-	int64_t ret = mmap_write_lock(mm);
+	int64_t ret;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
+	ret = mmap_write_lock(mm);
 	if (ret)
 		return ret;
 	ret = (int64_t)mm->brk;
@@ -623,6 +632,8 @@ int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
 	uint64_t len, end;
 	int err = 0;
 
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers */
 	if (!page_aligned(addr) || advice < MADV_NORMAL || advice > MADV_DONTNEED)
 		return -EINVAL;
 	if (!length)

@@ -1121,6 +1121,82 @@ static void t_exit_mmap(void)
 	CHECK_EQ(mm_free(NULL), 0);
 }
 
+/*
+ * A notifier runs under its mm's lock: a call into that mm from it is
+ * refused (-EDEADLK), whatever the operation and the lock mode it runs in,
+ * and the operation under way completes.  (munmap or close from one used to
+ * free the VMAs mprotect was walking; munmap from a copy-on-write break
+ * deadlocked on the read lock the break held.)  Another mm is fair game.
+ */
+static struct {
+	struct mm_struct *other;
+	int calls;
+	int rc[12];
+	int other_ok;
+} reent;
+
+static void reent_start(struct mm_struct *mm, uint64_t start, uint64_t end, void *arg)
+{
+	struct page *pg;
+	uint64_t fa, v = 0;
+	int err, i = 0;
+
+	(void)start; (void)end; (void)arg;
+	if (reent.calls++)
+		return;
+	reent.rc[i++] = mm_munmap(mm, BASE, PG);
+	reent.rc[i++] = mm_exit_mmap(mm);
+	reent.rc[i++] = (int)mm_mmap(mm, 0, PG, RW, ANON_PRIV);
+	reent.rc[i++] = mm_mprotect(mm, BASE, PG, PROT_READ);
+	reent.rc[i++] = (int)mm_brk(mm, MM_START_BRK + PG);
+	reent.rc[i++] = mm_madvise(mm, BASE, PG, MADV_DONTNEED);
+	reent.rc[i++] = mm_fault(mm, BASE, 0);
+	reent.rc[i++] = mm_access(mm, BASE, &v, 8, 0, &fa);
+	reent.rc[i++] = mm_get_user_pages(mm, BASE, 1, 0, &pg, &fa);
+	reent.rc[i++] = mm_fork(mm, &err) ? 0 : err;
+	reent.rc[i++] = mm_unregister_notifier(mm, 1);
+	reent.rc[i++] = mm_free(mm) == -EBUSY ? -EDEADLK : 0;	/* held: refused too */
+	reent.other_ok = mm_mmap(reent.other, BASE, PG, RW, ANON_PRIV | MAP_FIXED) == (int64_t)BASE &&
+			 mm_fault(reent.other, BASE, 1) == 0;
+}
+
+static void t_notifier_reentry_refused(void)
+{
+	static const struct mmu_notifier_ops ops = { reent_start, NULL, NULL };
+	struct mm_struct *mm = new_mm(), *child;
+	uint64_t v = 7, fa;
+	int err;
+
+	memset(&reent, 0, sizeof(reent));
+	reent.other = new_mm();
+	map_at(mm, BASE, 4, RW, ANON_PRIV);
+	CHECK_EQ(mm_access(mm, BASE, &v, 8, 1, &fa), 0);
+	CHECK(mm_register_notifier(mm, &ops, NULL) > 0);
+
+	/* Under the write lock (mprotect). */
+	CHECK_EQ(mm_mprotect(mm, BASE, 2 * PG, PROT_READ), 0);
+	for (int i = 0; i < 12; i++)
+		CHECK_MSG(reent.rc[i] == -EDEADLK, "re-entry %d gave %d", i, reent.rc[i]);
+	CHECK(reent.other_ok);
+	EXPECT_LAYOUT(mm, { BASE, BASE + 2 * PG, PROT_READ }, { BASE + 2 * PG, BASE + 4 * PG, RW });
+
+	/* Under the read lock (a copy-on-write break). */
+	CHECK_EQ(mm_access(mm, BASE + 2 * PG, &v, 8, 1, &fa), 0);
+	child = mm_fork(mm, &err);
+	CHECK(child != NULL);
+	memset(reent.rc, 0, sizeof(reent.rc));
+	reent.calls = 0;
+	v = 8;
+	CHECK_EQ(mm_access(mm, BASE + 2 * PG, &v, 8, 1, &fa), 0);
+	CHECK(reent.calls > 0);
+	for (int i = 0; i < 12; i++)
+		CHECK_MSG(reent.rc[i] == -EDEADLK, "re-entry %d under read gave %d", i, reent.rc[i]);
+	CHECK_EQ(mm_map_count(mm), 2);
+	free_mm(child);
+	free_mm(mm);
+	free_mm(reent.other);
+}
+
 /* ------------------------------------------------------------ max_map_count */
 
 static void t_max_map_count(void)
@@ -2045,6 +2121,7 @@ static const struct tu_test tests[] = {
 	TU_TEST(t_notifier_exit_empty_mm_pairs),
 	TU_TEST(t_maps),
 	TU_TEST(t_exit_mmap),
+	TU_TEST(t_notifier_reentry_refused),
 	TU_TEST(t_max_map_count),
 	TU_TEST(t_max_map_count_merging_at_limit),
 	TU_TEST(t_race_faults_vs_munmap_mprotect),
