@@ -59,6 +59,35 @@ extern "Python" void _mln_notify_release(struct mm_struct *mm, void *arg);
 
 _BLOCK = re.compile(r"/\* cffi:begin \*/(.*?)/\* cffi:end \*/", re.S)
 
+# The mm operations Python calls through a signal-aware wrapper (py_NAME): a
+# wait for the mm's lock that a signal interrupts returns -ERESTART with
+# nothing done, so that the interpreter runs its handlers (Ctrl-C) and the
+# call is made again (address_space.py).  Their prototypes come from mm.h.
+SIGNAL_AWARE = ["mm_mmap", "mm_munmap", "mm_mprotect", "mm_brk", "mm_madvise", "mm_fork",
+                "mm_fault", "mm_access", "mm_get_user_pages", "mm_register_notifier",
+                "mm_unregister_notifier", "mm_exit_mmap", "mm_maps", "mm_set_max_map_count",
+                "mm_map_count", "mm_get_brk"]
+_PROTO = re.compile(r"^([\w ]+?[\s*]+)(\w+)\(([^;]*?)\);", re.M | re.S)
+
+
+def _signal_aware_wrappers() -> "tuple[str, str]":
+    """The wrappers' declarations (for the cdef) and definitions (for the
+    extension): each sets the thread's mm_signal_aware around the call."""
+    with open(_header_path("mm.h"), encoding="utf-8") as f:
+        text = "\n".join(_BLOCK.findall(f.read()))
+    protos = {m.group(2): (m.group(1).strip(), " ".join(m.group(3).split()))
+              for m in _PROTO.finditer(text)}
+    decls, defs = [], []
+    for name in SIGNAL_AWARE:
+        ret, params = protos[name]
+        args = ", ".join(p.split()[-1].lstrip("*") for p in params.split(","))
+        sep = "" if ret.endswith("*") else " "
+        decls.append(f"{ret}{sep}py_{name}({params});")
+        defs.append(f"{ret}{sep}py_{name}({params})\n{{\n\tint prev = mm_signal_aware;\n"
+                    f"\tmm_signal_aware = 1;\n\t{ret}{sep}r = {name}({args});\n"
+                    f"\tmm_signal_aware = prev;\n\treturn r;\n}}")
+    return "\n".join(decls), "\n".join(defs)
+
 
 def cdef_text() -> str:
     """The cffi declarations: partial structs, each header's cffi block, callbacks."""
@@ -71,6 +100,7 @@ def cdef_text() -> str:
         parts.extend(blocks)
     parts.append(SYSTEM_CONSTANTS)
     parts.append(PYTHON_CALLBACKS)
+    parts.append(_signal_aware_wrappers()[0])
     return "\n".join(parts)
 
 
@@ -78,7 +108,8 @@ ffibuilder = FFI()
 ffibuilder.cdef(cdef_text())
 ffibuilder.set_source(
     "mmap_lock_native._native",
-    "#include <stdbool.h>\n" + "\n".join(f'#include "{h}"' for h in HEADERS),
+    "#include <stdbool.h>\n" + "\n".join(f'#include "{h}"' for h in HEADERS)
+    + '\n#include "mm_internal.h"\n' + _signal_aware_wrappers()[1],
     sources=[os.path.relpath(os.path.join(CSRC, s)) for s in SOURCES],
     include_dirs=[os.path.relpath(os.path.join(CSRC, layer)) for layer in LAYERS],
     define_macros=[("_GNU_SOURCE", None)],

@@ -19,9 +19,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["AddressSpace", "NotifierHandle", "PinnedPages"]
 
-_mmap = lib.mm_mmap
-_fault = lib.mm_fault
-_access = lib.mm_access
+# The signal-aware entry points (_build.py): a wait for the mm's lock that a
+# signal interrupts returns -ERESTART, nothing done, and is called again here
+# once the interpreter has run its handlers, so Ctrl-C reaches a blocked call.
+_mmap = lib.py_mm_mmap
+_fault = lib.py_mm_fault
+_access = lib.py_mm_access
+_ERESTART = -_errno.ERESTART
+
+
+def _again(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` until its wait for the mm's lock was not interrupted.
+    Between calls the interpreter runs the pending signal handlers (at the
+    loop's backward jump): one that raises, KeyboardInterrupt say, ends it
+    there, with nothing done and nothing held."""
+    rc = fn(*args)
+    while rc == _ERESTART:
+        rc = fn(*args)
+    return rc
 # Large buffers are not zeroed first: only the copy into them touches their pages.
 _alloc_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
@@ -136,7 +151,7 @@ class NotifierHandle:
         EDEADLK, and still registered, if that lock is refused (called from a
         notifier of the same mm, or while this task holds its lock)."""
         if self.id:
-            rc = lib.mm_unregister_notifier(self.mm._mm, self.id)
+            rc = _again(lib.py_mm_unregister_notifier, self.mm._mm, self.id)
             if rc == -_errno.EDEADLK:
                 raise os_error(rc, f"unregister of notifier {self.id} on {self.mm._label()}")
         _notifiers.pop(self._token, None)
@@ -221,7 +236,7 @@ class AddressSpace:
         the C type) does bad_args() find which argument and say so."""
         values = [value for value, _, _ in args.values()]
         try:
-            rc = fn(self._mm, *values)
+            rc = _again(fn, self._mm, *values)
         except (TypeError, OverflowError) as exc:
             raise bad_args(f"{op} on {self._label()}", exc, **args) from None
         return self._check(rc, f"{op}({', '.join(f'{k}={v:#x}' for k, v in zip(args, values))})")
@@ -240,22 +255,22 @@ class AddressSpace:
 
     def munmap(self, addr: int, length: int) -> None:
         """Unmap [addr, addr+length) (write lock, downgraded while tearing down)."""
-        self._syscall("munmap", lib.mm_munmap, addr=(addr, *U64), length=(length, *U64))
+        self._syscall("munmap", lib.py_mm_munmap, addr=(addr, *U64), length=(length, *U64))
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """Change the protection of a mapped range."""
-        self._syscall("mprotect", lib.mm_mprotect, addr=(addr, *U64), length=(length, *U64),
+        self._syscall("mprotect", lib.py_mm_mprotect, addr=(addr, *U64), length=(length, *U64),
                       prot=(prot, *C_INT))
 
     def brk(self, addr: int) -> int:
         """Set the program break; return the new one (the old one if refused,
         as brk(2) does).  OSError only if the mm's lock was refused (EDEADLK:
         this task holds it already)."""
-        return int(self._syscall("brk", lib.mm_brk, addr=(addr, *U64)))
+        return int(self._syscall("brk", lib.py_mm_brk, addr=(addr, *U64)))
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """``MADV_DONTNEED`` drops the pages (private ones come back zeroed)."""
-        self._syscall("madvise", lib.mm_madvise, addr=(addr, *U64), length=(length, *U64),
+        self._syscall("madvise", lib.py_mm_madvise, addr=(addr, *U64), length=(length, *U64),
                       advice=(advice, *C_INT))
 
     # -- faults and guest memory ------------------------------------------------
@@ -267,6 +282,8 @@ class AddressSpace:
         except (TypeError, OverflowError) as exc:
             raise bad_args(f"fault on {self._label()}", exc, addr=(addr, *U64),
                            write=(write, *C_INT)) from None
+        if rc == _ERESTART:
+            rc = _again(_fault, self._mm, addr, write)
         if rc:
             if rc < 0:
                 raise os_error(rc, f"fault at {addr:#x} on {self._label()}")
@@ -285,6 +302,8 @@ class AddressSpace:
         except (TypeError, OverflowError) as exc:
             raise bad_args(f"read on {self._label()}", exc, addr=(addr, *U64),
                            n=(n, 0, TASK_SIZE)) from None
+        if rc == _ERESTART:
+            rc = _again(_access, self._mm, addr, buf, n, 0, ffi.NULL)
         if rc:
             self._access_failed(rc, addr, None, "read", False)
         return ffi.unpack(buf, n)
@@ -306,6 +325,8 @@ class AddressSpace:
             rc = _access(self._mm, addr, src, n, 1, ffi.NULL)
         except (TypeError, OverflowError) as exc:
             raise bad_args(f"write on {self._label()}", exc, addr=(addr, *U64)) from None
+        if rc == _ERESTART:
+            rc = _again(_access, self._mm, addr, src, n, 1, ffi.NULL)
         if rc:
             # The C core kept where it faulted for this thread.
             self._access_failed(rc, addr, None, "write", True)
@@ -337,7 +358,7 @@ class AddressSpace:
         cpages = self._allocate("struct page *[]", n or 1, op, asked)
         where = ffi.new("uint64_t *")
         try:
-            rc = lib.mm_get_user_pages(self._mm, addr, n, write, cpages, where)
+            rc = _again(lib.py_mm_get_user_pages, self._mm, addr, n, write, cpages, where)
         except (TypeError, OverflowError) as exc:
             raise bad_args(f"{op} on {self._label()}", exc, write=(write, *C_INT)) from None
         if rc:
@@ -376,7 +397,9 @@ class AddressSpace:
         shared ones shared (the child's lock is taken nested, as fork does)."""
         from .mm import MM
         err = ffi.new("int *")
-        raw = lib.mm_fork(self._mm, err)
+        raw = lib.py_mm_fork(self._mm, err)
+        while raw == ffi.NULL and err[0] == _ERESTART:     # see _again()
+            raw = lib.py_mm_fork(self._mm, err)
         if raw == ffi.NULL:
             raise os_error(err[0], f"fork of {self._label()}")
         return MM._adopt(raw, name=f"{getattr(self, 'name', None) or 'mm'}-child")
@@ -385,7 +408,7 @@ class AddressSpace:
         """exit_mmap(): notifiers' release(), then every mapping goes.  Later
         operations fail (OSError EINVAL; faults SegmentationFault)."""
         if not self._closed():
-            rc = lib.mm_exit_mmap(self._mm)
+            rc = _again(lib.py_mm_exit_mmap, self._mm)
             if rc < 0 and rc != -_errno.EINVAL:     # EINVAL: closed meanwhile by another thread
                 raise os_error(rc, f"close on {self._label()}")
         # The notifiers got their release(): forget them, so they do not keep
@@ -401,7 +424,7 @@ class AddressSpace:
         cap = 64
         while True:
             out = ffi.new("struct mm_vma_info[]", cap)
-            self._check(lib.mm_maps(self._mm, out, cap, count), "maps")
+            self._check(_again(lib.py_mm_maps, self._mm, out, cap, count), "maps")
             if count[0] <= cap:
                 break
             cap = count[0] + 16
@@ -422,7 +445,7 @@ class AddressSpace:
         token = next(_tokens)
         handle = NotifierHandle(self, token, obj, _ops())  # type: ignore[arg-type]
         _notifiers[token] = handle          # before: a callback may come at once
-        rc = lib.mm_register_notifier(self._mm, _ops(), ffi.cast("void *", token))
+        rc = _again(lib.py_mm_register_notifier, self._mm, _ops(), ffi.cast("void *", token))
         if rc < 0:
             del _notifiers[token]
             raise os_error(rc, f"register_notifier on {self._label()}")
@@ -432,18 +455,17 @@ class AddressSpace:
     @property
     def brk_value(self) -> int:
         """The current program break."""
-        return int(self._check(lib.mm_get_brk(self._mm), "brk_value"))
+        return int(self._check(_again(lib.py_mm_get_brk, self._mm), "brk_value"))
 
     @property
     def map_count(self) -> int:
         """Number of VMAs."""
-        return int(self._check(lib.mm_map_count(self._mm), "map_count"))
+        return int(self._check(_again(lib.py_mm_map_count, self._mm), "map_count"))
 
     def set_max_map_count(self, n: int) -> None:
         """Change this mm's vm.max_map_count (default 65530)."""
-        self._check(lib.mm_set_max_map_count(self._mm, int_in(n, "n", f"set_max_map_count on "
-                                                              f"{self._label()}", 1,
-                                                              (1 << 32) - 1)),
+        count = int_in(n, "n", f"set_max_map_count on {self._label()}", 1, (1 << 32) - 1)
+        self._check(_again(lib.py_mm_set_max_map_count, self._mm, count),
                     f"set_max_map_count({n})")
 
     def pgtable_bytes(self) -> int:

@@ -99,9 +99,10 @@ def test_context_switches_and_cpu_count_every_thread():
 
 def test_the_control_computes_without_a_lock():
     """The pure-compute control counts ops and takes no lock."""
-    c = bench.run_control(2, duration=0.2, warmup=0.05)
+    c = bench.run_control(2, duration=0.3, warmup=0.05)
     assert c["workload"] == bench.CONTROL and c["lock"] is None
-    assert c["ops_per_sec"] > 0 and c["errors"] == 0
+    # Counted over the whole run: on a loaded machine one sample window may be starved.
+    assert c["ops_all"] > 0 and c["errors"] == 0
 
 
 def test_maps_reader_counts_the_reader_apart(lock):

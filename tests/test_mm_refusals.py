@@ -144,3 +144,133 @@ def test_a_notifier_calling_into_its_own_mm_under_the_read_lock_is_refused():
     child.close()
     mm.close()
     other.close()
+
+
+# -- the caller's own read hold (issue 10 B7) -------------------------------------------------
+
+@pytest.mark.parametrize("op", sorted(WRITE_SIDE))
+def test_a_write_operation_under_the_callers_read_lock_is_refused(op):
+    """A write-type operation while this task holds the read lock would wait
+    for itself forever (it used to): refused with EDEADLK, the read hold
+    kept, nothing changed."""
+    mm = mln.MM(name="self-read")
+    a = mm.mmap(4 * P, RW, PRIV)
+    before = mm.maps()
+    with mln.mmap_read_locked(mm):
+        with pytest.raises(OSError) as info:
+            _ops(mm, a)[op]()
+        assert info.value.errno == errno.EDEADLK, info.value
+        mln.mmap_assert_locked(mm)
+        assert mm.lock_holders()[1] >= 1
+    assert mm.lock_holders() == (None, 0)
+    assert mm.maps() == before
+    mm.mmap(P, RW, PRIV)                        # and afterwards the lock works
+    mm.close()
+
+
+def test_the_raw_api_refuses_a_write_lock_under_the_callers_read_lock():
+    """The same at the mmap locking API: mmap_write_lock while holding the read
+    lock is a LockError (EDEADLK), not a hang; trylock just fails."""
+    mm = mln.MM(name="self-read-api")
+    mln.mmap_read_lock(mm)
+    try:
+        assert not mln.mmap_write_trylock(mm)
+        with pytest.raises(mln.LockError):
+            mln.mmap_write_lock(mm)
+        with pytest.raises(mln.LockError):
+            with mln.mmap_write_locked(mm, timeout=5):
+                pass
+    finally:
+        mln.mmap_read_unlock(mm)
+    mln.mmap_write_lock(mm)
+    mln.mmap_write_unlock(mm)
+    mm.close()
+
+
+# -- Ctrl-C and kill reach an operation blocked on the mm's lock (issue 10 B7, B10) -----------
+
+UNMAPPED = 0x30000000
+
+
+def _blocking_ops(mm: mln.MM) -> Dict[str, Callable[[], Any]]:
+    """Operations that wait for the mm's lock on every design, behind a writer
+    (a read of an unmapped address misses per_vma's VMA lock and falls back)."""
+    return {
+        "read": lambda: mm.read(UNMAPPED, 8),
+        "mmap": lambda: mm.mmap(P, RW, PRIV),
+        "maps": lambda: mm.maps(),
+        "fork": lambda: mm.fork().close(),
+        "madvise": lambda: mm.madvise(UNMAPPED, P, mln.MADV_WILLNEED),
+    }
+
+
+@pytest.mark.parametrize("op", ["read", "mmap", "maps", "fork", "madvise"])
+def test_ctrl_c_reaches_an_operation_blocked_on_the_lock(op):
+    """The main thread blocked in an mm operation behind another thread's write
+    lock gets KeyboardInterrupt at once (it used to wait for the holder), with
+    nothing held and nothing changed; the operation works afterwards."""
+    import signal
+    import threading
+    import time
+
+    from conftest import TIMEOUT, call_while_signalled, mm_hold
+
+    mm = mln.MM(name="ctrl-c")
+    before = mm.maps()
+    h = mm_hold(mm, "write")
+    started, returned = threading.Event(), threading.Event()
+    fn = _blocking_ops(mm)[op]
+    took = [0.0]
+
+    def signaller():
+        try:
+            assert started.wait(TIMEOUT)
+            time.sleep(0.05)        # into the wait (a premature signal is harmless)
+            t0 = time.monotonic()
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            assert returned.wait(TIMEOUT), "the blocked call did not return"
+            took[0] = time.monotonic() - t0
+        except BaseException:
+            h.unlock()              # so that the main thread cannot hang
+            raise
+
+    def call():
+        started.set()
+        fn()
+
+    caught = call_while_signalled(signal.SIGINT, signal.default_int_handler, signaller,
+                                  call, returned)
+    try:
+        assert isinstance(caught, KeyboardInterrupt), caught
+        assert took[0] < 1.0, f"{op}: interrupted after {took[0]:.2f} s"
+        assert mm.lock_holders() == (h.task, 0)     # only the holder
+    finally:
+        h.done()
+    assert mm.maps() == before
+    if op not in ("read", "madvise"):       # those two fail on an unmapped address
+        _blocking_ops(mm)[op]()
+    mm.close()
+
+
+def test_task_kill_reaches_an_operation_blocked_on_the_lock():
+    """A killed task's blocked operation returns EINTR (killable, as the
+    kernel's mmap/munmap/mprotect are), nothing held."""
+    from conftest import TIMEOUT, Worker, mm_hold, wait_blocked
+
+    mm = mln.MM(name="killed")
+    h = mm_hold(mm, "write")
+    victim = Worker(lambda: mm.mmap(P, RW, PRIV), name="victim").begin()
+    killed = False
+    try:
+        wait_blocked(mm, victim, 0, 1)
+        mln.task_kill(victim.task)
+        killed = True
+        with pytest.raises(OSError) as info:
+            victim.finish(TIMEOUT)
+        assert info.value.errno == errno.EINTR
+    finally:
+        if killed:
+            mln.task_revive(victim.task)
+        h.done()
+    assert mm.lock_holders() == (None, 0) and mm.map_count == 0
+    mm.close()

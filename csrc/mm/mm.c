@@ -124,7 +124,7 @@ int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *op
 	n->ops = ops;
 	n->arg = arg;
 	n->id = id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
-	rc = mmap_write_lock(mm);
+	rc = mm_lock(mm, true);
 	if (rc || mm->mm_closed) {
 		if (!rc)
 			mmap_write_unlock(mm);
@@ -150,7 +150,7 @@ int mm_unregister_notifier(struct mm_struct *mm, int id)
 
 	if (mm_reentered(mm))
 		return -EDEADLK;	/* from one of its own notifiers */
-	rc = mmap_write_lock(mm);
+	rc = mm_lock(mm, true);
 	if (rc)
 		return rc;
 	for (pp = &mm->notifiers; *pp; pp = &(*pp)->next) {
@@ -300,7 +300,7 @@ int mm_exit_mmap(struct mm_struct *mm)
 
 	if (mm_reentered(mm))
 		return -EDEADLK;	/* from one of its own notifiers */
-	rc = mmap_write_lock(mm);
+	rc = mm_lock(mm, true);
 	if (rc)
 		return rc;
 	if (mm->mm_closed) {
@@ -358,7 +358,7 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 		*err = -ENOMEM;
 		return NULL;
 	}
-	rc = mmap_write_lock(mm);
+	rc = mm_lock(mm, true);
 	if (rc || mm->mm_closed) {
 		if (!rc)
 			mmap_write_unlock(mm);
@@ -416,7 +416,7 @@ int mm_maps(struct mm_struct *mm, struct mm_vma_info *out, size_t cap, size_t *c
 
 	if (mm_reentered(mm))
 		return -EDEADLK;	/* from one of its own notifiers */
-	rc = mmap_read_lock(mm);
+	rc = mm_lock(mm, false);
 	if (rc)
 		return rc;
 	for (struct vm_area_struct *v = vma_first(&mm->mm_vmas); v; v = vma_next(v), n++) {
@@ -442,7 +442,7 @@ int mm_set_max_map_count(struct mm_struct *mm, uint32_t count)
 		return -EDEADLK;	/* from one of its own notifiers */
 	if (count == 0)
 		return -EINVAL;
-	rc = mmap_write_lock(mm);
+	rc = mm_lock(mm, true);
 	if (rc)
 		return rc;
 	mm->max_map_count = count;
@@ -456,7 +456,7 @@ int64_t mm_map_count(struct mm_struct *mm)
 
 	if (mm_reentered(mm))
 		return -EDEADLK;	/* from one of its own notifiers */
-	n = mmap_read_lock(mm);
+	n = mm_lock(mm, false);
 	if (n)
 		return n;
 	n = (int64_t)mm->mm_vmas.count;
@@ -470,7 +470,7 @@ int64_t mm_get_brk(struct mm_struct *mm)
 
 	if (mm_reentered(mm))
 		return -EDEADLK;	/* from one of its own notifiers */
-	b = mmap_read_lock(mm);
+	b = mm_lock(mm, false);
 	if (b)
 		return b;
 	b = (int64_t)mm->brk;

@@ -22,6 +22,10 @@
  * errno, changes nothing and leaves the caller's holds as they were.  So
  * does a call into an mm from one of its own MMU notifiers (-EDEADLK): they
  * run under its lock, and the operation under way still needs its state.
+ * Every wait for the lock is killable (-EINTR once task_kill() reaches the
+ * task) and, for a binding that runs signal handlers between calls
+ * (mm_signal_aware, mm_internal.h), interruptible: -ERESTART, nothing done,
+ * call again.
  *
  * With the per_vma design, faults and guest accesses read-lock only the VMA
  * they touch (vma_lock.h), found without the mmap lock, and fall back to

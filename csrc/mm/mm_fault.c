@@ -194,7 +194,7 @@ int mm_fault(struct mm_struct *mm, uint64_t addr, int write)
 		if (rc != MM_FAULT_RETRY)
 			return rc;
 	}
-	rc = mmap_read_lock(mm);
+	rc = mm_lock(mm, false);
 	if (rc)
 		return rc;
 	vma = mm->mm_closed ? NULL : vma_lookup(&mm->mm_vmas, addr);
@@ -216,7 +216,7 @@ struct fault_lock {
 /* Take the mmap read lock: 0, or its refusal. */
 static int fault_lock_mmap(struct mm_struct *mm, struct fault_lock *fl)
 {
-	int rc = mmap_read_lock(mm);
+	int rc = mm_lock(mm, false);
 
 	fl->mmap_locked = rc == 0;
 	return rc;
@@ -390,7 +390,7 @@ int mm_get_user_pages(struct mm_struct *mm, uint64_t addr, size_t npages, int wr
 	if (addr & (MLN_PAGE_SIZE - 1))
 		return -EINVAL;
 	/* As the kernel's get_user_pages(): under the mmap read lock, whatever the design. */
-	rc = mmap_read_lock(mm);
+	rc = mm_lock(mm, false);
 	if (rc)
 		return rc;
 	for (i = 0; i < npages; i++) {

@@ -58,6 +58,15 @@ void mm_notify_start(struct mm_struct *mm, uint64_t start, uint64_t end);
 void mm_notify_end(struct mm_struct *mm, uint64_t start, uint64_t end);
 
 /*
+ * Take @mm's lock for an operation (mm_lock.c): killable (-EINTR once the
+ * task is killed), and with mm_signal_aware set on this thread, also
+ * -ERESTART when a signal interrupts the wait (nothing done: call again).
+ * 0, or the refusal of the lock (-EDEADLK).
+ */
+extern MLN_HOT_TLS _Thread_local int mm_signal_aware;
+int mm_lock(struct mm_struct *mm, bool write);
+
+/*
  * The mms whose MMU notifiers the calling thread is running now, innermost
  * first (frames on the notifying code's stack).  A notifier runs under its
  * mm's lock, so a call into that same mm from it would deadlock, or free

@@ -395,7 +395,7 @@ int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, 
 			return -EPERM;
 	}
 	prot &= PROT_ALL;	/* mmap ignores unknown protection bits; mprotect does not */
-	ret = mmap_write_lock(mm);
+	ret = mm_lock(mm, true);
 	if (ret)
 		return ret;	/* refused (we hold it already, or the checker said no) */
 	ret = mm->mm_closed ? -EINVAL : do_mmap(mm, addr, len, prot, flags);
@@ -415,7 +415,7 @@ int mm_munmap(struct mm_struct *mm, uint64_t addr, uint64_t length)
 		return -EDEADLK;	/* from one of its own notifiers */
 	if (!page_aligned(addr) || !len || end > MM_TASK_SIZE)
 		return -EINVAL;
-	err = mmap_write_lock(mm);
+	err = mm_lock(mm, true);
 	if (err)
 		return err;
 	if (mm->mm_closed) {
@@ -532,7 +532,7 @@ int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot)
 	if (prot & ~(PROT_ALL | PROT_SEM))
 		return -EINVAL;
 	prot &= PROT_ALL;	/* PROT_SEM is valid and means nothing here (as on x86) */
-	err = mmap_write_lock(mm);
+	err = mm_lock(mm, true);
 	if (err)
 		return err;
 	err = mm->mm_closed ? -EINVAL : do_mprotect(mm, addr, end, prot);
@@ -578,7 +578,7 @@ int64_t mm_brk(struct mm_struct *mm, uint64_t brk)
 
 	if (mm_reentered(mm))
 		return -EDEADLK;	/* from one of its own notifiers */
-	ret = mmap_write_lock(mm);
+	ret = mm_lock(mm, true);
 	if (ret)
 		return ret;
 	ret = (int64_t)mm->brk;
@@ -642,7 +642,7 @@ int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
 	end = addr + len;
 	if (!len)
 		return -EINVAL;		/* the range wraps */
-	err = mmap_read_lock(mm);
+	err = mm_lock(mm, false);
 	if (err)
 		return err;
 	if (advice != MADV_DONTNEED) {

@@ -171,15 +171,33 @@ static void acquire_done(struct mm_struct *mm, unsigned int op, int rc, uint64_t
 	}
 }
 
+/*
+ * A write acquisition that has to wait: -EDEADLK if the calling thread
+ * holds the lock for read itself (it would wait for itself forever, as the
+ * rwsem refuses a write owner's recursion), else 0.  Read holds are known
+ * from the thread's statistics block, or bravo's reader line.
+ */
+static int self_read_deadlock(struct mm_struct *mm, uint32_t instr)
+{
+	if ((instr & MMAP_LOCK_INSTR_BRAVO) && bravo_fast_hold(mm))
+		return -EDEADLK;
+	return mmap_lock_stat_holds_read(mm) ? -EDEADLK : 0;
+}
+
 /* The fast path failed (and a reader's bias is still in the count). */
 static __attribute__((noinline)) int acquire_contended(struct mm_struct *mm, unsigned int op)
 {
 	struct rw_semaphore *sem = &mm->mmap_lock;
 	uint64_t t0 = mln_now_ns();
-	int rc = op & MMAP_OP_WRITE
-			 ? rwsem_down_write_slowpath(sem, MLN_NO_DEADLINE, wait_flags(op))
-			 : rwsem_down_read_slowpath(sem, MLN_NO_DEADLINE, wait_flags(op));
+	int rc;
 
+	if (op & MMAP_OP_WRITE) {
+		rc = self_read_deadlock(mm, mm_instr(mm));
+		if (!rc)
+			rc = rwsem_down_write_slowpath(sem, MLN_NO_DEADLINE, wait_flags(op));
+	} else {
+		rc = rwsem_down_read_slowpath(sem, MLN_NO_DEADLINE, wait_flags(op));
+	}
 	acquire_done(mm, op, rc, mln_now_ns() - t0);
 	return rc;
 }
@@ -304,7 +322,7 @@ static int alt_wait(struct mm_struct *mm, unsigned int op, uint64_t deadline_ns,
 	const struct mmap_lock_backend *b = mm->mmap_lock_alt;
 	bool write = op & MMAP_OP_WRITE;
 
-	if (alt_write_owner(mm))
+	if (alt_write_owner(mm) || (write && self_read_deadlock(mm, 0)))
 		return -EDEADLK;	/* as the rwsem: we would wait for ourselves */
 	for (;;) {
 		uint64_t now = mln_now_ns(), until = now + RWSEM_SIGNAL_POLL_NS;
@@ -365,6 +383,8 @@ static int alt_release(struct mm_struct *mm, unsigned int op)
 		alt_set_writer(mm, 0);
 	} else {
 		alt_reads_add(mm, -1);
+		if (!(op & MMAP_OP_NON_OWNER))
+			mmap_lock_stat_read_released(mm);
 	}
 	mm->mmap_lock_alt->unlock(mm, write);
 	return 0;
@@ -433,6 +453,11 @@ static int bravo_acquire(struct mm_struct *mm, unsigned int op, uint32_t instr)
 		if (!bravo_try_write(mm))
 			return trylock_failed(mm, op);
 		goto uncontended;
+	}
+	rc = self_read_deadlock(mm, instr);
+	if (rc) {
+		acquire_done(mm, op, rc, 0);
+		return rc;
 	}
 	if (!write_fast(sem)) {
 		t0 = mln_now_ns();
@@ -619,13 +644,19 @@ static always_inline bool release_allowed(struct rw_semaphore *sem, unsigned int
 static always_inline int release_plain(struct mm_struct *mm, unsigned int op)
 {
 	struct rw_semaphore *sem = &mm->mmap_lock;
+	int rc;
 
 	mmap_lock_stat_released(mm, !!(op & MMAP_OP_WRITE));
 	if (op & MMAP_OP_WRITE) {
 		seq_write_end(mm);
 		return rwsem_up_write_owned(sem);
 	}
-	return op & MMAP_OP_NON_OWNER ? up_read_non_owner(sem) : up_read(sem);
+	if (op & MMAP_OP_NON_OWNER)
+		return up_read_non_owner(sem);
+	rc = up_read(sem);
+	if (mln_likely(rc == 0))
+		mmap_lock_stat_read_released(mm);
+	return rc;
 }
 
 static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsigned int op)
@@ -651,6 +682,7 @@ static __attribute__((noinline)) int release_hooked(struct mm_struct *mm, unsign
 	if (fast) {
 		mmap_lock_stat_released(mm, 0);
 		bravo_reader_leave(mm, fast);
+		mmap_lock_stat_read_released(mm);
 		rc = 0;
 	} else {
 		rc = instr & MMAP_LOCK_INSTR_ALT ? alt_release(mm, op) : release_plain(mm, op);
@@ -670,6 +702,7 @@ static always_inline int release(struct mm_struct *mm, unsigned int op)
 		if (bravo_only(instr, op) && (fast = bravo_fast_hold(mm))) {
 			mmap_lock_stat_released(mm, 0);
 			bravo_reader_leave(mm, fast);
+			mmap_lock_stat_read_released(mm);
 			return 0;
 		}
 		return release_hooked(mm, op);
@@ -863,8 +896,15 @@ int mmap_lock_wait(struct mm_struct *mm, struct mmap_lock_waiter *w, unsigned in
 	uint32_t instr = mm_instr(mm);
 	int rc;
 
-	if (!w->start_ns)
+	if (!w->start_ns) {
 		w->start_ns = mln_now_ns();
+		rc = op & MMAP_OP_WRITE ? self_read_deadlock(mm, instr) : 0;
+		if (rc) {
+			w->done = 1;
+			binding_finish(mm, op, rc, 0);
+			return rc;
+		}
+	}
 	if (instr & MMAP_LOCK_INSTR_ALT) {
 		rc = alt_wait(mm, op, deadline_ns, flags);
 		if (rc == 0)

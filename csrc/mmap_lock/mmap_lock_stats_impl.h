@@ -58,6 +58,13 @@ struct mmap_lock_stat_slot {
 	_Atomic uint64_t max_wait_epoch;
 	_Atomic uint64_t wait_hist[2][MMAP_LOCK_HIST_BUCKETS];
 	_Atomic uint64_t hold_hist[2][MMAP_LOCK_HIST_BUCKETS];
+	/*
+	 * The thread's own read holds, for refusing a write acquisition that
+	 * would wait for itself (mmap_lock_stat_holds_read): holds are
+	 * acquisitions[0] + downgrades - nonowner_reads - read_releases.
+	 */
+	_Atomic uint64_t nonowner_reads;	/* read acquisitions another task may release */
+	_Atomic uint64_t read_releases;		/* releases of owned read holds */
 	/* The designs' own counters (see mmap_lock_stats_snapshot). */
 	_Atomic uint64_t vma_lock[4];
 	_Atomic uint64_t bravo_fast_reads;
@@ -147,6 +154,8 @@ static inline void mmap_lock_stat_acquired_in(struct mm_struct *mm,
 	/* A non-owner hold ends on another thread: it cannot be timed from here. */
 	if (mln_unlikely(!(n & mask)) && owned)
 		mmap_lock_stat_hold_begin(mm, write);
+	if (mln_unlikely(!owned))
+		mmap_lock_stat_add(s, &s->nonowner_reads, 1);
 }
 
 /* @owned: false for a non-owner acquisition, whose hold another thread ends. */
@@ -160,6 +169,53 @@ static inline void mmap_lock_stat_released(struct mm_struct *mm, int write)
 {
 	if (mln_unlikely(mln_hold_sample.mm == mm))
 		mmap_lock_stat_hold_end(mm, write);
+}
+
+/* The calling thread's block of @mm if it has one of its own (no allocation). */
+static inline struct mmap_lock_stat_slot *mmap_lock_stat_own_slot(struct mm_struct *mm)
+{
+	unsigned int t = mln_thread_index_tls;
+	struct mmap_lock_stats *st = atomic_load_explicit(&mm->mmap_lock_stats,
+							  memory_order_acquire);
+	struct mmap_lock_stat_slot *s;
+
+	if (!st)
+		return NULL;
+	s = atomic_load_explicit(&st->slot[t], memory_order_acquire);
+	return s && !s->shared ? s : NULL;
+}
+
+/*
+ * An owned read hold was released (successfully).  Counted whether the
+ * statistics are on or not, so that holds taken while they were on are
+ * not taken for still held once they go off.
+ */
+static inline void mmap_lock_stat_read_released(struct mm_struct *mm)
+{
+	struct mmap_lock_stat_slot *s = mmap_lock_stat_own_slot(mm);
+
+	if (s)
+		atomic_store_explicit(&s->read_releases,
+				      atomic_load_explicit(&s->read_releases, memory_order_relaxed) + 1,
+				      memory_order_relaxed);
+}
+
+/*
+ * Whether the calling thread holds @mm for read (through the mmap API, as
+ * its statistics counted it): a write acquisition would wait for itself.
+ * False when it cannot tell: statistics off at the acquisition, or a
+ * thread sharing the overflow block.
+ */
+static inline bool mmap_lock_stat_holds_read(struct mm_struct *mm)
+{
+	struct mmap_lock_stat_slot *s = mmap_lock_stat_own_slot(mm);
+
+	if (!s)
+		return false;
+	return atomic_load_explicit(&s->acquisitions[0], memory_order_relaxed) +
+		       atomic_load_explicit(&s->downgrades, memory_order_relaxed) >
+	       atomic_load_explicit(&s->nonowner_reads, memory_order_relaxed) +
+		       atomic_load_explicit(&s->read_releases, memory_order_relaxed);
 }
 
 /* The calling thread's block when @mm's statistics are on, else NULL. */
