@@ -416,7 +416,7 @@ class AddressSpace:
         for token, handle in list(_notifiers.items()):
             if handle.mm is self:
                 handle.id = 0
-                del _notifiers[token]
+                _notifiers.pop(token, None)     # a racing register may have gone first
 
     def maps(self) -> List[VMA]:
         """The mappings in address order (read under the read lock)."""
@@ -447,7 +447,7 @@ class AddressSpace:
         _notifiers[token] = handle          # before: a callback may come at once
         rc = _again(lib.py_mm_register_notifier, self._mm, _ops(), ffi.cast("void *", token))
         if rc < 0:
-            del _notifiers[token]
+            _notifiers.pop(token, None)         # a racing close may have gone first
             raise os_error(rc, f"register_notifier on {self._label()}")
         handle.id = rc
         return handle

@@ -274,3 +274,33 @@ def test_task_kill_reaches_an_operation_blocked_on_the_lock():
         h.done()
     assert mm.lock_holders() == (None, 0) and mm.map_count == 0
     mm.close()
+
+
+def test_register_notifier_racing_close_raises_only_oserror():
+    """register_notifier racing close(): each registration either succeeds or
+    fails with OSError (the mm closed first), never a KeyError from the
+    handle bookkeeping (382 in 677k calls before)."""
+    import threading
+
+    from conftest import TIMEOUT, Worker
+
+    bad: list = []
+    for _ in range(200):
+        mm = mln.MM(name="race-close")
+        go = threading.Barrier(2, timeout=TIMEOUT)
+
+        def register():
+            go.wait()
+            for _ in range(20):
+                try:
+                    mm.register_notifier(object())
+                except OSError:
+                    pass
+                except BaseException as exc:   # recorded: the failure this test is about
+                    bad.append(exc)
+
+        w = Worker(register, name="register").begin()
+        go.wait()
+        mm.close()
+        w.finish(TIMEOUT)
+    assert bad == [], bad[:3]

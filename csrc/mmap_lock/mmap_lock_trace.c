@@ -24,13 +24,20 @@
 _Atomic uint32_t mmap_lock_hooks_on;
 
 /*
- * The list of initialised mms, and the one lock for it and for changing the
- * hooks: a hook change and an mm's registration are ordered by it, so every
- * mm ends with TRACE set exactly when hooks are set.
+ * The list of initialised mms, and its lock, also taken to publish a hook
+ * change: a hook change and an mm's registration are ordered by it, so every
+ * mm ends with TRACE set exactly when hooks are set.  Setters are serialised
+ * by a lock of their own, held while they wait out the old set's callers;
+ * the list lock is not held then, so a hook may make or free an mm (a
+ * binding's garbage collector may, in any hook) while a setter waits.
  */
 static struct mm_struct *mm_list;
 static uint64_t mm_ids;
 static _Atomic uint32_t hooks_set_lock;
+static _Atomic uint32_t hooks_setter_lock;
+
+/* Hooks the calling thread is running now: a setter there would wait for itself. */
+static MLN_HOT_TLS _Thread_local unsigned int in_hook;
 
 static struct mmap_lock_trace_hooks hook_sets[2];
 static const struct mmap_lock_trace_hooks *_Atomic hooks_cur;
@@ -49,6 +56,7 @@ void mmap_lock_hooks_fire(struct mm_struct *mm, int event, bool write, bool succ
 	 */
 	atomic_fetch_add_explicit(&hooks_readers[g], 1, memory_order_seq_cst);
 	h = atomic_load_explicit(&hooks_cur, memory_order_seq_cst);
+	in_hook++;
 	if (h) {
 		switch (event) {
 		case MMAP_LOCK_EV_START_LOCKING:
@@ -65,6 +73,7 @@ void mmap_lock_hooks_fire(struct mm_struct *mm, int event, bool write, bool succ
 			break;
 		}
 	}
+	in_hook--;
 	/* Release: our reads of the set happen before the setter reuses it. */
 	atomic_fetch_sub_explicit(&hooks_readers[g], 1, memory_order_release);
 }
@@ -154,12 +163,14 @@ void mmap_lock_unregister(struct mm_struct *mm)
  */
 static void hooks_atfork_prepare(void)
 {
+	mln_mutex_lock(&hooks_setter_lock, 0);
 	mln_mutex_lock(&hooks_set_lock, 0);
 }
 
 static void hooks_atfork_parent(void)
 {
 	mln_mutex_unlock(&hooks_set_lock, 0);
+	mln_mutex_unlock(&hooks_setter_lock, 0);
 }
 
 static void hooks_atfork_child(void)
@@ -171,6 +182,8 @@ static void hooks_atfork_child(void)
 		mmap_lock_stats_atfork_child(mm);
 	}
 	atomic_store_explicit(&hooks_set_lock, 0, memory_order_relaxed);
+	atomic_store_explicit(&hooks_setter_lock, 0, memory_order_relaxed);
+	in_hook = 0;
 }
 
 __attribute__((constructor)) static void hooks_module_init(void)
@@ -187,6 +200,9 @@ int mmap_lock_set_trace_hooks(const struct mmap_lock_trace_hooks *hooks)
 	const struct mmap_lock_trace_hooks *next = NULL;
 	uint32_t g;
 
+	if (in_hook)
+		return -EDEADLK;	/* a hook changing the hooks would wait for itself */
+	mln_mutex_lock(&hooks_setter_lock, 0);
 	mln_mutex_lock(&hooks_set_lock, 0);
 	if (hooks && (hooks->start_locking || hooks->acquire_returned || hooks->released)) {
 		const struct mmap_lock_trace_hooks *cur =
@@ -201,6 +217,7 @@ int mmap_lock_set_trace_hooks(const struct mmap_lock_trace_hooks *hooks)
 	atomic_store_explicit(&mmap_lock_hooks_on, next != NULL, memory_order_relaxed);
 	for (struct mm_struct *mm = mm_list; mm; mm = mm->mmap_lock_reg_next)
 		set_trace_bit(mm, next != NULL);
+	mln_mutex_unlock(&hooks_set_lock, 0);
 	/*
 	 * Wait out every caller that may still use an older set.  Such a caller
 	 * counted itself (SC) before loading the set pointer, hence before the
@@ -214,7 +231,7 @@ int mmap_lock_set_trace_hooks(const struct mmap_lock_trace_hooks *hooks)
 	wait_readers((g + 1) & 1);
 	atomic_store_explicit(&hooks_gen, g + 1, memory_order_seq_cst);
 	wait_readers(g & 1);
-	mln_mutex_unlock(&hooks_set_lock, 0);
+	mln_mutex_unlock(&hooks_setter_lock, 0);
 	return 0;
 #endif
 }

@@ -34,8 +34,9 @@ struct mmap_lock_trace_hooks {
 /*
  * Install a copy of @hooks for every mm (NULL, or all three NULL, clears
  * them).  Returns once no thread still runs a hook of the previous set, so
- * the caller may free what the old @arg pointed to.  A hook must not call
- * this itself.  Returns 0, or -ENOTSUP when built with MMAP_LOCK_NO_TRACE.
+ * the caller may free what the old @arg pointed to.  Returns 0, -EDEADLK
+ * when called from a hook (it would wait for itself), or -ENOTSUP when
+ * built with MMAP_LOCK_NO_TRACE.
  */
 int mmap_lock_set_trace_hooks(const struct mmap_lock_trace_hooks *hooks);
 /* 1 when hooks are set. */

@@ -530,6 +530,52 @@ static void t_hooks_replaced_under_load(void)
 	free_mm(h.mm);
 }
 
+/*
+ * A hook may make and free mms while another thread changes the hooks (a
+ * binding's garbage collector may free one in any hook): the setter waits
+ * for the hook, and the hook's mm needs the registry the setter used to hold
+ * all along, so both hung.  A hook that changes the hooks itself is refused.
+ */
+static _Atomic long churn_rc_sum, churn_calls;
+
+static void churn_hook(struct mm_struct *mm, bool write, void *arg)
+{
+	struct mm_struct *tmp = mm_alloc(0);
+
+	(void)mm; (void)write; (void)arg;
+	if (tmp)
+		CHECK_EQ(mm_free(tmp), 0);
+	atomic_fetch_add(&churn_rc_sum, mmap_lock_set_trace_hooks(NULL));
+	atomic_fetch_add(&churn_calls, 1);
+}
+
+static void t_hooks_making_mms_while_hooks_change(void)
+{
+	struct hammer_arg h = { .mm = new_mm(0) };
+	struct mmap_lock_trace_hooks churn = { .start_locking = churn_hook };
+	pthread_t th[2];
+
+	atomic_store(&churn_rc_sum, 0);
+	atomic_store(&churn_calls, 0);
+	for (int i = 0; i < 2; i++)
+		tu_create(&th[i], hooks_hammer, &h);
+	for (int i = 0; i < 200; i++) {
+		CHECK_EQ(mmap_lock_set_trace_hooks(&churn), 0);
+		tu_spin(50000);
+		CHECK_EQ(mmap_lock_set_trace_hooks(i % 2 ? NULL : &tr_hooks), 0);
+	}
+	CHECK_EQ(mmap_lock_set_trace_hooks(NULL), 0);
+	atomic_store(&h.stop, 1);
+	for (int i = 0; i < 2; i++)
+		JOIN(th[i], "hammer");
+	printf("    %ld hook calls made and freed an mm while the hooks changed 400 times\n",
+	       atomic_load(&churn_calls));
+	CHECK(atomic_load(&churn_calls) >= 10);
+	/* Every hook's own attempt to change the hooks was refused. */
+	CHECK_EQ(atomic_load(&churn_rc_sum), -EDEADLK * atomic_load(&churn_calls));
+	free_mm(h.mm);
+}
+
 /* ------------------------------------------------------------- statistics */
 
 static void t_stats_counted(void)
@@ -865,6 +911,7 @@ static void t_design_names(void)
 
 static const struct tu_test tests[] = {
 	TU_TEST(t_static_initializer),
+	TU_TEST(t_hooks_making_mms_while_hooks_change),
 	TU_TEST(t_backends_exclude_writers),
 	TU_TEST(t_design_names),
 	TU_TEST(t_every_name),
