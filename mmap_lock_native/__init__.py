@@ -26,7 +26,8 @@ from .rwsem import SINGLE_DEPTH_NESTING, RWSemaphore
 from .stats import LockStats
 from .tasks import (TASK_ID_MAX, current_task, set_current_task, task_is_killed, task_kill,
                     task_revive)
-from .address_space import NotifierHandle, PinnedPages
+from .address_space import PinnedPages
+from .notifiers import NotifierError, NotifierHandle
 from .vm import (MADV_DONTNEED, MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED,
                  MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED,
                  PAGE_SIZE, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, SEGV_ACCERR,
@@ -44,6 +45,7 @@ __all__ = [
     "MAP_FIXED_NOREPLACE",
     "MAP_PRIVATE",
     "MAP_SHARED",
+    "NotifierError",
     "NotifierHandle",
     "PAGE_SIZE",
     "PROT_EXEC",

@@ -141,7 +141,8 @@ TAKE_ANYTHING = {"current_task", "get_debug", "lockdep_mode", "lockdep_reset", "
                  "mmap_lock_is_contended"}
 #: Classes the package makes for the caller (records, handles, exceptions).
 NOT_CONSTRUCTED_BY_CALLERS = {"LockError", "LockOrderError", "LockOrderWarning",
-                              "SegmentationFault", "VMA", "PinnedPages", "NotifierHandle"}
+                              "SegmentationFault", "VMA", "PinnedPages", "NotifierHandle",
+                              "NotifierError"}
 
 
 def _takes_arguments(fn: Any, method: bool) -> bool:
