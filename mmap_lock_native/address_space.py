@@ -12,7 +12,7 @@ from ._args import C_INT, U64, bad_args, int_in
 from ._ffi import ffi, lib
 from .notifiers import NotifierHandle, _pending, clear_stale, forget_mm, pending_error
 from .notifiers import raise_pending, register
-from .vm import MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, TASK_SIZE, VMA, SegmentationFault, os_error
+from .vm import PAGE_SIZE, TASK_SIZE, VMA, Access, SegmentationFault, os_error, vma_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from .mm import MM
@@ -24,6 +24,8 @@ __all__ = ["AddressSpace", "NotifierHandle", "PinnedPages"]
 # once the interpreter has run its handlers, so Ctrl-C reaches a blocked call.
 _mmap = lib.py_mm_mmap
 _fault = lib.py_mm_fault
+_guest_fault = lib.py_mm_guest_fault
+_KILLABLE = lib.MM_GUEST_KILLABLE
 _access = lib.py_mm_access
 _ERESTART = -_errno.ERESTART
 
@@ -56,6 +58,16 @@ def _scratch() -> Any:
 def _drop_pin(page: Any, _data: Any, _unpin: Any = lib.mm_unpin_page) -> None:
     # Bound at definition: a buffer may outlive the module's globals at exit.
     _unpin(page)
+
+
+def release_view(view: memoryview) -> None:
+    """Release a view of pinned memory; its pin goes with the last buffer
+    taken from it (one exported directly, as ctypes ``from_buffer`` does,
+    keeps the pin until it goes)."""
+    try:
+        view.release()
+    except BufferError:
+        pass
 
 
 def _own_pins(cpages: Any, n: int) -> List[Any]:
@@ -119,10 +131,7 @@ class PinnedPages:
         with self._lock:
             views, self.pages = self.pages, []
         for v in views:
-            try:
-                v.release()
-            except BufferError:  # exported directly (ctypes from_buffer): it keeps the pin
-                pass
+            release_view(v)
 
     def __enter__(self) -> "PinnedPages":
         return self
@@ -183,8 +192,13 @@ class AddressSpace:
         """Map ``length`` bytes of anonymous memory; return the address.
 
         ``flags`` needs ``MAP_ANONYMOUS`` and one of ``MAP_PRIVATE`` /
-        ``MAP_SHARED``, and may add ``MAP_FIXED``, ``MAP_FIXED_NOREPLACE``;
-        ``addr`` is a hint without them.  OSError with Linux's errno.
+        ``MAP_SHARED``, and may add ``MAP_FIXED``, ``MAP_FIXED_NOREPLACE``
+        (``addr`` is a hint without them), and as Linux: ``MAP_POPULATE``
+        (prefault; ``MAP_NONBLOCK`` cancels it, ``MAP_LOCKED`` implies it),
+        ``MAP_GROWSDOWN`` (a private mapping a fault just below grows),
+        ``MAP_32BIT`` (below 2 GiB), ``MAP_NORESERVE`` and ``MAP_STACK``
+        (accepted, nothing to do); ``MAP_HUGETLB`` is EINVAL, as on a kernel
+        without huge pages.  OSError with Linux's errno.
         """
         return self._syscall("mmap", _mmap, addr=(0 if addr is None else addr, *U64),
                              length=(length, *U64), prot=(prot, *C_INT), flags=(flags, *C_INT))
@@ -211,23 +225,39 @@ class AddressSpace:
 
     # -- faults and guest memory ------------------------------------------------
 
-    def fault(self, addr: int, write: bool = False) -> None:
-        """Fault the page at ``addr`` in (read lock); SegmentationFault if refused."""
+    def fault(self, addr: int, access: int = Access.READ, *, killable: bool = False) -> None:
+        """Fault the page at ``addr`` in for ``access`` (:class:`Access`:
+        ``READ``, ``WRITE``, ``EXEC``; ``True`` is a write).  Under the
+        default design only the VMA's lock is taken.  SegmentationFault if
+        the mm refuses the access (SEGV_ACCERR for an exec access to a VMA
+        without PROT_EXEC).  A fault just below a MAP_GROWSDOWN mapping
+        grows it.  ``killable``: InterruptedError at once if the current
+        task is killed (``task_kill``), as a killable fault."""
         if _pending:
             clear_stale()
         try:
-            rc = _fault(self._mm, addr, write)
+            if killable:
+                rc = _guest_fault(self._mm, addr, access, _KILLABLE)
+            else:
+                rc = _fault(self._mm, addr, access)
         except (TypeError, OverflowError) as exc:
             raise bad_args(f"fault on {self._label()}", exc, addr=(addr, *U64),
-                           write=(write, *C_INT)) from None
+                           access=(access, 0, 2)) from None
         if rc == _ERESTART:
-            rc = _again(_fault, self._mm, addr, write)
+            rc = _again(_guest_fault, self._mm, addr, access, _KILLABLE if killable else 0)
         if rc:
-            if rc < 0:
-                raise self._failed(os_error(rc, f"fault at {addr:#x} on {self._label()}"))
-            raise self._failed(SegmentationFault(addr, rc, f"fault on {self._label()}", write))
+            self._fault_failed(rc, addr, access, "fault")
         if _pending:
             raise_pending(lambda: f"fault at {addr:#x} on {self._label()}")
+
+    def _fault_failed(self, rc: int, addr: int, access: int, op: str) -> None:
+        if rc == -_errno.EINVAL and not (isinstance(access, int) and 0 <= access <= 2):
+            raise ValueError(f"{op} on {self._label()}: access {access!r} is not one of "
+                             f"Access.READ, WRITE, EXEC") from None
+        if rc < 0:
+            raise self._failed(os_error(rc, f"{op} at {addr:#x} on {self._label()}"))
+        raise self._failed(SegmentationFault(addr, rc, f"{op} on {self._label()}",
+                                             access == Access.WRITE))
 
     def read(self, addr: int, n: int) -> bytes:
         """Copy ``n`` bytes out of guest memory (copy_from_user), faulting
@@ -386,9 +416,7 @@ class AddressSpace:
             if count[0] <= cap:
                 break
             cap = count[0] + 16
-        return [VMA(v.start, v.end, v.prot, MAP_SHARED if v.flags else MAP_PRIVATE, v.pgoff,
-                    bool(v.heap))
-                for v in (out[i] for i in range(count[0]))]
+        return [vma_of(out[i]) for i in range(count[0])]
 
     def maps_text(self) -> str:
         """``maps()`` in the exact field layout of /proc/pid/maps."""
