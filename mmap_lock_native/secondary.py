@@ -4,9 +4,10 @@ coherent with the mm by the invalidation queue, in the manner of KVM's
 
 1. :meth:`SecondaryMMU.drain` and apply every record (drop the translations
    of its range, or lower their protection to ``new_prot``);
-2. to install a translation: read :attr:`~SecondaryMMU.seq`, look the page
-   up (``mm.vma_host_range``, a pin), and install it only if
-   ``changed_since(seq, start, end)`` is False;
+2. to install a translation: read :attr:`~SecondaryMMU.seq` (the count of
+   invalidations that have ended, KVM's ``mmu_invalidate_seq``), look the
+   page up (``mm.vma_host_range``, a pin), and install it only if
+   ``changed_since(seq, start, end)`` is False, without draining in between;
 3. :meth:`~SecondaryMMU.enter` before running guest code (False: records
    are pending, go back to 1) and :meth:`~SecondaryMMU.exit` after.
 
@@ -47,7 +48,8 @@ class InvalidationReason(enum.IntEnum):
 
 class Invalidation(NamedTuple):
     """One record: [start, end) changed; ``new_prot`` is what it allows now
-    (0 where the mapping is gone); ``seq`` its number."""
+    (0 where the mapping is gone); ``seq`` its number, in the order
+    invalidations started."""
 
     start: int
     end: int
@@ -115,7 +117,7 @@ class SecondaryMMU:
 
     @property
     def seq(self) -> int:
-        """The invalidation count (records are numbered up to it)."""
+        """The count of invalidations that have ended: read it before a lookup."""
         return int(lib.mm_tlb_seq(self._live("seq")))
 
     @property
@@ -130,8 +132,8 @@ class SecondaryMMU:
 
     def changed_since(self, seq: int, start: int, end: Optional[int] = None) -> bool:
         """Whether an invalidation overlapping [start, end) (one page from
-        ``start`` by default) started after count ``seq``, or is in progress:
-        then a translation looked up after reading ``seq`` must not be
+        ``start`` by default) is in progress or ended after count ``seq`` was
+        read: then a translation looked up after reading ``seq`` must not be
         installed."""
         where = f"SecondaryMMU.changed_since on {self.mm._label()}"
         seq = int_in(seq, "seq", where, *U64)

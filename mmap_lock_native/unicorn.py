@@ -50,10 +50,11 @@ except ImportError as exc:  # pragma: no cover - exercised when the extra is abs
                       "pip install 'mmap-lock-native[unicorn]' (unicorn 2.1)") from exc
 
 from . import tasks as _tasks
+from ._args import int_in
 from .mm import MM
 from .secondary import InvalidationReason, SecondaryMMU
-from .vm import (PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, SEGV_ACCERR, SEGV_MAPERR, Access,
-                 HostRange, SegmentationFault)
+from .vm import (PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, TASK_SIZE, Access, HostRange,
+                 SegmentationFault)
 
 __all__ = ["ARCHES", "Emulator", "ExitStatus", "GuestSignal", "GuestThread", "uc_emu_stop_address"]
 
@@ -453,8 +454,10 @@ class Emulator:
     """
 
     def __init__(self, mm: Optional[MM] = None, arch: str = "x86_64") -> None:
-        if arch not in ARCHES:
-            raise ValueError(f"Emulator: arch {arch!r} is not one of {', '.join(ARCHES)}")
+        if mm is not None and not isinstance(mm, MM):
+            raise TypeError(f"Emulator: mm must be an MM or None, not {type(mm).__name__}")
+        if not isinstance(arch, str) or arch not in ARCHES:
+            raise ValueError(f"Emulator: arch {arch!r:.40} is not one of {', '.join(ARCHES)}")
         self.mm = mm if mm is not None else MM(name="guest")
         self.arch = ARCHES[arch]
         self.pid = next(_pids)
@@ -470,6 +473,15 @@ class Emulator:
 
     def load(self, code: bytes, addr: int, prot: int = PROT_READ | PROT_EXEC) -> int:
         """Map ``code`` at ``addr`` (MAP_FIXED, page-rounded) with ``prot``."""
+        where = f"Emulator.load on {self.mm._label()}"
+        addr = int_in(addr, "addr", where, 0, TASK_SIZE)
+        try:
+            code = bytes(memoryview(code))
+        except TypeError:
+            raise TypeError(f"{where}: code must be a bytes-like object, not "
+                            f"{type(code).__name__}") from None
+        if not code:
+            raise ValueError(f"{where}: code is empty")
         length = (len(code) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
         from .vm import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE
         self.mm.mmap(length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, addr)
@@ -487,7 +499,16 @@ class Emulator:
     def thread(self, pc: int, sp: int = 0, regs: Optional[Dict[int, int]] = None,
                on_signal: Optional[Callable[[GuestThread, GuestSignal], bool]] = None
                ) -> GuestThread:
-        """A new guest thread starting at ``pc``."""
+        """A new guest thread starting at ``pc`` (stack pointer ``sp``, other
+        registers from ``regs``: Unicorn register id -> value)."""
+        where = f"Emulator.thread on {self.mm._label()}"
+        pc = int_in(pc, "pc", where, 0, (1 << 64) - 1)
+        sp = int_in(sp, "sp", where, 0, (1 << 64) - 1)
+        if regs is not None and not isinstance(regs, dict):
+            raise TypeError(f"{where}: regs must be a dict of register id -> value, not "
+                            f"{type(regs).__name__}")
+        if on_signal is not None and not callable(on_signal):
+            raise TypeError(f"{where}: on_signal must be callable or None")
         return GuestThread(self, pc, sp, regs, on_signal=on_signal)
 
     def _fork(self, parent: GuestThread) -> int:

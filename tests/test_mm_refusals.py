@@ -40,6 +40,14 @@ def _ops(mm: mln.MM, a: int) -> Dict[str, Callable[[], Any]]:
         "brk_value": lambda: mm.brk_value,
         "set_max_map_count": lambda: mm.set_max_map_count(100),
         "register_notifier": lambda: mm.register_notifier(object()),
+        "find_vma": lambda: mm.find_vma(a),
+        "vma_lookup": lambda: mm.vma_lookup(a),
+        "pin_page": lambda: mm.pin_page(a).unpin(),
+        "vma_host_range": lambda: mm.vma_host_range(a),
+        "mremap": lambda: mm.mremap(a, P, P),
+        "sys_munmap": lambda: mm.sys_munmap(a, P),
+        "read_locked": lambda: mm.read_locked().__enter__().__exit__(None, None, None),
+        "secondary_mmu": lambda: mm.secondary_mmu().close(),
         "close": lambda: mm.close(),
     }
 
@@ -48,10 +56,10 @@ OPS = sorted(_ops(None, 0))  # type: ignore[arg-type]   (names only: nothing is 
 
 
 WRITE_SIDE = {"mmap", "munmap", "mprotect", "brk", "fork", "set_max_map_count",
-              "register_notifier", "close"}
+              "register_notifier", "close", "mremap", "sys_munmap", "secondary_mmu"}
 # Faults and guest accesses under per_vma need only the VMA's lock, which the
 # caller's mmap write lock does not hold: they run (as they do in the kernel).
-VMA_LOCKED = {"fault", "read", "write"}
+VMA_LOCKED = {"fault", "read", "write", "vma_lookup", "pin_page", "vma_host_range"}
 
 
 @pytest.mark.parametrize("op", OPS)

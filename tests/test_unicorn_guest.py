@@ -201,3 +201,47 @@ def test_the_example_runs_the_guest_and_writes_a_trace_per_guest_thread(tmp_path
     tracks = {e["tid"] for e in events if e.get("ph") in ("B", "i")}
     assert len(tracks) == 3                     # one per guest thread
     assert any(e.get("name") == "SIGSEGV" for e in events)
+
+
+@pytest.mark.parametrize("call,exc,names", [
+    (lambda: Emulator(mm=3), TypeError, "mm"),
+    (lambda: Emulator(arch="sparc"), ValueError, "arch"),
+    (lambda: Emulator(arch=None), ValueError, "arch"),
+    (lambda: Emulator().load(3, CODE_AT), TypeError, "code"),
+    (lambda: Emulator().load(b"", CODE_AT), ValueError, "code"),
+    (lambda: Emulator().load(b"\x90", -1), ValueError, "addr"),
+    (lambda: Emulator().load(b"\x90", 1 << 64), ValueError, "addr"),
+    (lambda: Emulator().thread("x"), TypeError, "pc"),
+    (lambda: Emulator().thread(0, -5), ValueError, "sp"),
+    (lambda: Emulator().thread(0, 0, regs=[1]), TypeError, "regs"),
+    (lambda: Emulator().thread(0, on_signal=5), TypeError, "on_signal"),
+])
+def test_the_adapter_refuses_bad_arguments_naming_them(call, exc, names):
+    with pytest.raises(exc, match=names):
+        call()
+
+
+def test_a_closed_guest_thread_is_refused_and_calls_from_inside_the_guest_too():
+    emu = _emulator("closed")
+    t = _thread(emu, "mmap1", 1)
+    t.close()
+    with pytest.raises(ValueError, match="closed"):
+        t.run()
+    # A hook of the embedder's own that calls into the mm from inside the guest.
+    t2 = _thread(emu, "mmap1", 1)
+    seen = []
+
+    def inside(uc, address, size, data):
+        if seen:
+            return
+        try:
+            emu.mm.map_count
+        except OSError as exc:
+            seen.append(exc.errno)
+
+    import unicorn
+    t2.uc.hook_add(unicorn.UC_HOOK_CODE, inside)
+    assert t2.run() == (0, None)
+    import errno as errno_
+    assert seen == [errno_.EDEADLK]
+    t2.close()

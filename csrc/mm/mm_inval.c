@@ -12,6 +12,19 @@
  * mmap write lock, and every invalidation runs under the mmap lock, so the
  * list is stable while it is walked.
  *
+ * Two counts, as KVM keeps them.  Records are numbered as invalidations
+ * start (q->seq): what a consumer drains, and what mm_tlb_enter() compares
+ * with what it drained.  The count a consumer reads before a lookup
+ * (mm_tlb_seq) counts invalidations that have *ended* (q->ended, KVM's
+ * mmu_invalidate_seq, bumped in invalidate_range_end), and each ended
+ * range is kept in a second ring.  A count of started ones would not do: an
+ * invalidation that started before the consumer read it, and had not yet
+ * changed the PTEs when the consumer looked the page up, could end before
+ * the check, leaving nothing "since" the count and no range in progress.
+ * With the ended count, the lookup either follows the change (the count was
+ * read after it, with acquire) or the invalidation is in progress at the
+ * check, or it ended after the count was read and its range is in the ring.
+ *
  * Entering the guest against an invalidation is a store-buffering pair,
  * all four accesses seq_cst, so one of them sees the other:
  *
@@ -48,12 +61,16 @@
 #define KICK_MAX_NS 1000000ull		/* kick again at least this often */
 
 struct mm_inval {
-	_Atomic uint32_t lock;		/* futex mutex: ring, range, cursors */
+	_Atomic uint32_t lock;		/* futex mutex: both rings, the range, cursors */
 	_Atomic uint64_t seq;		/* invalidations started; written under lock */
+	_Atomic uint64_t ended;		/* invalidations ended: KVM's mmu_invalidate_seq */
 	uint32_t in_progress;		/* started and not ended */
 	uint64_t ip_start, ip_end;	/* union of those ranges */
 	struct mm_tlb *tlbs;		/* under the mmap write lock */
 	struct mm_inval_record ring[MM_INVAL_RING];	/* record n at n % MM_INVAL_RING */
+	struct {
+		uint64_t start, end;
+	} done[MM_INVAL_RING];		/* the n-th range to end at n % MM_INVAL_RING */
 };
 
 struct mm_tlb {
@@ -133,13 +150,20 @@ void mm_inval_start(struct mm_struct *mm, uint64_t start, uint64_t end, uint32_t
 void mm_inval_end(struct mm_struct *mm, uint64_t start, uint64_t end)
 {
 	struct mm_inval *q = mm->inval;
+	uint64_t n;
 
-	(void)start;
-	(void)end;
 	if (!q)
 		return;
 	mln_mutex_lock(&q->lock, 0);
 	q->in_progress--;
+	n = atomic_load_explicit(&q->ended, memory_order_relaxed) + 1;
+	q->done[n % MM_INVAL_RING].start = start;
+	q->done[n % MM_INVAL_RING].end = end;
+	/*
+	 * Release: a consumer that reads this count (acquire, mm_tlb_seq) and
+	 * then looks a page up sees the PTE change this invalidation made.
+	 */
+	atomic_store_explicit(&q->ended, n, memory_order_release);
 	mln_mutex_unlock(&q->lock, 0);
 }
 
@@ -263,8 +287,8 @@ void mm_inval_free(struct mm_struct *mm)
 
 uint64_t mm_tlb_seq(const struct mm_tlb *tlb)
 {
-	/* Acquire: pairs with N1; a count read before a lookup orders before it. */
-	return atomic_load_explicit(&tlb->q->seq, memory_order_acquire);
+	/* Acquire: pairs with mm_inval_end(); see there. */
+	return atomic_load_explicit(&tlb->q->ended, memory_order_acquire);
 }
 
 int mm_tlb_changed_since(struct mm_tlb *tlb, uint64_t seq, uint64_t start, uint64_t end)
@@ -274,17 +298,15 @@ int mm_tlb_changed_since(struct mm_tlb *tlb, uint64_t seq, uint64_t start, uint6
 	int changed;
 
 	mln_mutex_lock(&q->lock, 0);
-	now = atomic_load_explicit(&q->seq, memory_order_relaxed);
+	now = atomic_load_explicit(&q->ended, memory_order_relaxed);
 	changed = q->in_progress && overlaps(start, end, q->ip_start, q->ip_end);
 	if (!changed && seq != now) {
 		if (seq > now || now - seq >= MM_INVAL_RING) {
 			changed = 1;	/* not a count of ours, or older than the ring */
 		} else {
-			for (uint64_t n = seq + 1; n <= now && !changed; n++) {
-				const struct mm_inval_record *r = &q->ring[n % MM_INVAL_RING];
-
-				changed = overlaps(start, end, r->start, r->end);
-			}
+			for (uint64_t n = seq + 1; n <= now && !changed; n++)
+				changed = overlaps(start, end, q->done[n % MM_INVAL_RING].start,
+						   q->done[n % MM_INVAL_RING].end);
 		}
 	}
 	mln_mutex_unlock(&q->lock, 0);

@@ -19,7 +19,7 @@
  *     use the old translation once the PTEs change.
  *
  * A consumer installs a translation only if no invalidation covering it
- * started since it read the count and none is in progress
+ * ended since it read the count and none is in progress
  * (mm_tlb_changed_since), enters its guest only with every record drained
  * (mm_tlb_enter refuses with -EAGAIN otherwise), and applies the records it
  * drains (mm_tlb_drain).  The ring keeps the last MM_INVAL_RING records; a
@@ -75,12 +75,16 @@ int mm_tlb_unregister(struct mm_tlb *tlb);
  */
 void mm_tlb_abandon(struct mm_tlb *tlb);
 
-/* The invalidation count: records numbered up to it exist. */
+/*
+ * The count of invalidations that have ended (KVM's mmu_invalidate_seq):
+ * read it before looking a page up, and pass it to mm_tlb_changed_since().
+ */
 uint64_t mm_tlb_seq(const struct mm_tlb *tlb);
 /*
- * 1 if an invalidation overlapping [start, end) started after count @seq
- * (or may have: the ring no longer goes back that far) or is in progress;
- * else 0.
+ * 1 if an invalidation overlapping [start, end) is in progress, or ended
+ * after count @seq was read (or may have: the ring no longer goes back that
+ * far); else 0.  A translation looked up after reading @seq may be
+ * installed only on 0.
  */
 int mm_tlb_changed_since(struct mm_tlb *tlb, uint64_t seq, uint64_t start, uint64_t end);
 /* Copy up to @cap records not yet drained into @out, oldest first: how many. */

@@ -227,7 +227,43 @@ static void t_abandon_and_closed(void)
 	CHECK_EQ(mm_free(mm), 0);	/* frees the abandoned one */
 }
 
+/*
+ * A count read while an invalidation is in progress (here: from an MMU
+ * notifier's invalidate_range_end, which runs before the queue's end) must
+ * not let that invalidation go unseen once it has ended: a lookup made
+ * after reading the count could have seen the PTEs before the change.
+ */
+static struct mm_tlb *mid_tlb;
+static uint64_t mid_seq;
+
+static void read_seq_mid(struct mm_struct *mm, uint64_t start, uint64_t end, void *arg)
+{
+	(void)mm, (void)start, (void)end, (void)arg;
+	mid_seq = mm_tlb_seq(mid_tlb);
+	CHECK_EQ(mm_tlb_changed_since(mid_tlb, mid_seq, start, end), 1);	/* in progress */
+}
+
+static void t_count_read_mid_invalidation(void)
+{
+	static const struct mmu_notifier_ops ops = { .invalidate_range_end = read_seq_mid };
+	struct mm_struct *mm = new_mm();
+	uint64_t a = (uint64_t)mm_mmap(mm, 0, 2 * PG, RW, ANON_PRIV);
+	int id;
+
+	mid_tlb = new_tlb(mm, NULL, NULL, 0);
+	id = mm_register_notifier(mm, &ops, NULL);
+	CHECK(id > 0);
+	CHECK_EQ(mm_munmap(mm, a, PG), 0);
+	CHECK_EQ(mm_tlb_changed_since(mid_tlb, mid_seq, a, a + PG), 1);	/* ended since */
+	CHECK_EQ(mm_tlb_changed_since(mid_tlb, mid_seq, a + PG, a + 2 * PG), 0);
+	CHECK_EQ(mm_tlb_changed_since(mid_tlb, mm_tlb_seq(mid_tlb), a, a + PG), 0);
+	CHECK_EQ(mm_unregister_notifier(mm, id), 0);	/* it reads mid_tlb */
+	CHECK_EQ(mm_tlb_unregister(mid_tlb), 0);
+	CHECK_EQ(mm_free(mm), 0);
+}
+
 static const struct tu_test tests[] = {
+	TU_TEST(t_count_read_mid_invalidation),
 	TU_TEST(t_records),
 	TU_TEST(t_overflow),
 	TU_TEST(t_shootdown_waits_for_the_guest),
