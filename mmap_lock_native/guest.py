@@ -99,9 +99,11 @@ class _Ops:
 
     @staticmethod
     def host_range(mm: "MM", addr: int, access: Any, flags: int) -> HostRange:
-        where = f"vma_host_range on {mm._label()}"
-        addr = int_in(addr, "addr", where, *U64)
-        access = _access_of(access, where)
+        if not (type(addr) is int and 0 <= addr <= U64[1] and type(access) in (int, Access)
+                and 0 <= access <= 2):      # the emulator's hot path: checked cheaply
+            where = f"vma_host_range on {mm._label()}"
+            addr = int_in(addr, "addr", where, *U64)
+            access = _access_of(access, where)
         out = ffi.new("struct mm_host_range *")
         if _pending:
             clear_stale()

@@ -17,6 +17,7 @@ file table), and its offset must still be page aligned (``-EINVAL``).
 from __future__ import annotations
 
 import errno as _errno
+import functools
 from typing import Any, Callable
 
 from ._args import int_in
@@ -31,12 +32,15 @@ _U64 = (1 << 64) - 1
 _REG = (-(1 << 63), _U64)
 
 
-def _reg(value: Any, name: str, where: str) -> int:
-    """A register value as the kernel's unsigned long."""
-    return int_in(value, name, where, *_REG) & _U64
+def _reg(value: Any, name: str, where: Callable[[], str]) -> int:
+    """A register value as the kernel's unsigned long (``where()`` names the
+    call, built only for an error)."""
+    if type(value) is int and 0 <= value <= _U64:
+        return value                    # the common case, checked cheaply
+    return int_in(value, name, where(), *_REG) & _U64
 
 
-def _int(value: Any, name: str, where: str) -> int:
+def _int(value: Any, name: str, where: Callable[[], str]) -> int:
     """A register value as the kernel's int: the low 32 bits, signed."""
     v = _reg(value, name, where) & 0xFFFFFFFF
     return v - (1 << 32) if v & 0x80000000 else v
@@ -52,6 +56,9 @@ class Syscalls:
     def _label(self) -> str:  # pragma: no cover - MM overrides
         raise NotImplementedError
 
+    def _where(self, name: str) -> str:
+        return f"{name} on {self._label()}"
+
     def _sys(self, name: str, fn: Callable[..., int], *args: Any) -> int:
         if _pending:
             clear_stale()
@@ -65,7 +72,7 @@ class Syscalls:
     def sys_mmap(self, addr: Any, length: Any, prot: Any, flags: Any, fd: Any,
                  offset: Any) -> int:
         """mmap(2): the address, or -errno."""
-        w = f"sys_mmap on {self._label()}"
+        w = functools.partial(self._where, "sys_mmap")
         addr, length = _reg(addr, "addr", w), _reg(length, "length", w)
         prot, flags = _int(prot, "prot", w), _int(flags, "flags", w)
         _int(fd, "fd", w)
@@ -78,25 +85,25 @@ class Syscalls:
 
     def sys_munmap(self, addr: Any, length: Any) -> int:
         """munmap(2): 0, or -errno."""
-        w = f"sys_munmap on {self._label()}"
+        w = functools.partial(self._where, "sys_munmap")
         return self._sys("sys_munmap", lib.py_mm_munmap, _reg(addr, "addr", w),
                          _reg(length, "length", w))
 
     def sys_mprotect(self, addr: Any, length: Any, prot: Any) -> int:
         """mprotect(2): 0, or -errno."""
-        w = f"sys_mprotect on {self._label()}"
+        w = functools.partial(self._where, "sys_mprotect")
         return self._sys("sys_mprotect", lib.py_mm_mprotect, _reg(addr, "addr", w),
                          _reg(length, "length", w), _int(prot, "prot", w))
 
     def sys_brk(self, addr: Any) -> int:
         """brk(2): the new break, or the current one if refused (never an errno)."""
-        w = f"sys_brk on {self._label()}"
+        w = functools.partial(self._where, "sys_brk")
         return self._sys("sys_brk", lib.py_mm_brk, _reg(addr, "addr", w))
 
     def sys_madvise(self, addr: Any, length: Any, advice: Any) -> int:
         """madvise(2): 0, or -errno (EINVAL for advice other than
         MADV_NORMAL, RANDOM, SEQUENTIAL, WILLNEED and DONTNEED)."""
-        w = f"sys_madvise on {self._label()}"
+        w = functools.partial(self._where, "sys_madvise")
         return self._sys("sys_madvise", lib.py_mm_madvise, _reg(addr, "addr", w),
                          _reg(length, "length", w), _int(advice, "advice", w))
 
@@ -104,7 +111,7 @@ class Syscalls:
                    new_addr: Any = 0) -> int:
         """mremap(2) (MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP): the
         new address, or -errno as Linux gives it."""
-        w = f"sys_mremap on {self._label()}"
+        w = functools.partial(self._where, "sys_mremap")
         return self._sys("sys_mremap", lib.py_mm_mremap, _reg(addr, "addr", w),
                          _reg(old_length, "old_length", w), _reg(new_length, "new_length", w),
                          _int(flags, "flags", w), _reg(new_addr, "new_addr", w))
