@@ -329,7 +329,10 @@ class GuestThread:
         range ``vma_host_range`` returns (a page today, the VMA later) is
         mapped whole."""
         last = (addr + max(size, 1) - 1) & ~(PAGE_SIZE - 1)
+        covered = 0     # the end of what this call mapped (a whole VMA maps both pages)
         for page in sorted({addr & ~(PAGE_SIZE - 1), last}):
+            if page < covered:
+                continue
             while True:
                 if not inline:
                     self._drain()
@@ -347,6 +350,7 @@ class GuestThread:
                     return False
                 self.regions.install(hr)
                 self.counts["faults"] += 1
+                covered = hr.end
                 break
         return True
 

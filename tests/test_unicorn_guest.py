@@ -245,3 +245,41 @@ def test_a_closed_guest_thread_is_refused_and_calls_from_inside_the_guest_too():
     import errno as errno_
     assert seen == [errno_.EDEADLK]
     t2.close()
+
+
+class _FakeUc:
+    """Records what the region map asks of Unicorn."""
+
+    def __init__(self) -> None:
+        self.calls: List[tuple] = []
+
+    def mem_map_ptr(self, addr: int, size: int, perms: int, host: int) -> None:
+        self.calls.append(("map", addr, size, perms, host))
+
+    def mem_unmap(self, addr: int, size: int) -> None:
+        self.calls.append(("unmap", addr, size))
+
+    def mem_protect(self, addr: int, size: int, perms: int) -> None:
+        self.calls.append(("protect", addr, size, perms))
+
+
+def test_a_whole_vma_range_is_mapped_once_and_invalidated_in_part():
+    """The seam for contiguous backing: a host range of four pages (what
+    vma_host_range will return for a whole VMA) is one Unicorn region, and an
+    invalidation of its middle splits it, host offsets kept."""
+    from mmap_lock_native.unicorn import _Regions
+    uc = _FakeUc()
+    regions = _Regions(uc)
+    base, host = 0x10000, 0x7F0000000000
+    regions.install(mln.HostRange(host, base, base + 4 * P, RW))
+    assert uc.calls == [("map", base, 4 * P, 3, host)]
+    regions.change(base + P, base + 2 * P, None)             # munmap of page 1
+    regions.change(base + 2 * P, base + 3 * P, mln.PROT_READ)  # mprotect of page 2
+    assert uc.calls[1:] == [("unmap", base + P, P), ("protect", base + 2 * P, P, 1)]
+    assert regions.map == {base: (base + P, host, RW),
+                           base + 2 * P: (base + 3 * P, host + 2 * P, mln.PROT_READ),
+                           base + 3 * P: (base + 4 * P, host + 3 * P, RW)}
+    assert regions.overlaps(base + P, base + 2 * P) is False
+    assert regions.overlaps(base, base + 1) is True
+    regions.change(0, mln.TASK_SIZE, None)                   # close: everything goes
+    assert len(regions) == 0
