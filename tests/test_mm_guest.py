@@ -327,3 +327,24 @@ def test_an_invalidation_waits_for_a_guest_and_kicks_it(mm):
     assert log[0] == "kick" and log.index("left") < log.index("munmap returned")
     assert t.kicks >= 1 and not t.enter() and t.pending == 1
     t.close()
+
+
+def test_the_guest_api_after_close():
+    """After close(): lookups find nothing, faults and pins are SEGV_MAPERR,
+    the syscalls say EINVAL, a new secondary MMU is refused; nothing crashes."""
+    mm = mln.MM(name="closed")
+    a = mm.mmap(P, RW, PRIV)
+    smmu = mm.secondary_mmu()
+    mm.close()
+    assert mm.find_vma(0) is None and mm.vma_lookup(a) is None
+    for call in (lambda: mm.fault(a), lambda: mm.pin_page(a), lambda: mm.vma_host_range(a)):
+        with pytest.raises(mln.SegmentationFault) as info:
+            call()
+        assert info.value.si_code == mln.SEGV_MAPERR
+    assert mm.sys_mmap(0, P, RW, PRIV, -1, 0) == -errno.EINVAL
+    assert mm.sys_mremap(a, P, P, 0) == -errno.EFAULT
+    assert errno_of(mm.secondary_mmu) == errno.EINVAL
+    assert smmu.drain()[-1].reason == mln.InvalidationReason.UNMAP     # close unmapped all
+    with mm.read_locked() as locked:
+        assert locked.vma_lookup(a) is None
+    smmu.close()
