@@ -17,8 +17,12 @@ import pytest
 import mmap_lock_native as mln
 from conftest import TIMEOUT, Worker
 
-pytest.importorskip("unicorn", reason="the Unicorn adapter's tests need the unicorn package: "
-                    "pip install 'mmap-lock-native[unicorn]'")
+try:
+    import unicorn  # noqa: F401
+except Exception as exc:  # noqa: B902 - missing, or a wheel whose library will not load
+    pytest.skip(f"the Unicorn adapter's tests need the unicorn package (pip install "
+                f"'mmap-lock-native[unicorn]'): {type(exc).__name__}: {exc}",
+                allow_module_level=True)
 
 from unicorn.x86_const import (UC_X86_REG_RCX, UC_X86_REG_RDI,  # noqa: E402
                                UC_X86_REG_RDX, UC_X86_REG_RSI)
