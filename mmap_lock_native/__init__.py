@@ -26,13 +26,23 @@ from .rwsem import SINGLE_DEPTH_NESTING, RWSemaphore
 from .stats import LockStats
 from .tasks import (TASK_ID_MAX, current_task, set_current_task, task_is_killed, task_kill,
                     task_revive)
-from .address_space import NotifierHandle, PinnedPages
+from .address_space import PinnedPages
+from .guest import ReadLocked
+from .notifiers import NotifierError, NotifierHandle
+from .pins import Pin, PinnedRange
+from .secondary import Invalidation, InvalidationReason, SecondaryMMU
 from .vm import (MADV_DONTNEED, MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED,
-                 MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED,
-                 PAGE_SIZE, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, SEGV_ACCERR,
-                 SEGV_MAPERR, TASK_SIZE, VMA, SegmentationFault)
+                 MAP_32BIT, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN,
+                 MAP_HUGETLB, MAP_LOCKED, MAP_NONBLOCK, MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE,
+                 MAP_SHARED, MAP_STACK, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PAGE_SIZE,
+                 PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, SEGV_ACCERR, SEGV_MAPERR,
+                 TASK_SIZE, VMA, Access, HostRange, SegmentationFault)
 
 __all__ = [
+    "Access", "HostRange", "Invalidation", "InvalidationReason",
+    "MAP_32BIT", "MAP_GROWSDOWN", "MAP_HUGETLB", "MAP_LOCKED", "MAP_NONBLOCK", "MAP_NORESERVE",
+    "MAP_POPULATE", "MAP_STACK", "MREMAP_DONTUNMAP", "MREMAP_FIXED", "MREMAP_MAYMOVE",
+    "Pin", "PinnedRange", "ReadLocked", "SecondaryMMU",
     "DEFAULT_LOCK", "LOCK_BACKENDS",
     "MADV_DONTNEED",
     "MADV_NORMAL",
@@ -44,6 +54,7 @@ __all__ = [
     "MAP_FIXED_NOREPLACE",
     "MAP_PRIVATE",
     "MAP_SHARED",
+    "NotifierError",
     "NotifierHandle",
     "PAGE_SIZE",
     "PROT_EXEC",

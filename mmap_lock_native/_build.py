@@ -18,7 +18,7 @@ CSRC = os.path.normpath(os.path.join(HERE, "..", "csrc"))
 # The C core's layers, one folder each (csrc/Makefile); every .c in them is core.
 LAYERS = ["core", "mmap_lock", "mm", "workload"]
 # Public headers with a cffi block, in dependency order.
-HEADERS = ["task.h", "rwsem.h", "mm.h", "mmap_lock.h", "mmap_lock_stats.h",
+HEADERS = ["task.h", "rwsem.h", "mm.h", "mm_guest.h", "mm_inval.h", "mmap_lock.h", "mmap_lock_stats.h",
            "mmap_lock_trace.h", "lockdep.h", "workload.h"]
 SOURCES = sorted(os.path.join(layer, f) for layer in LAYERS
                  for f in os.listdir(os.path.join(CSRC, layer)) if f.endswith(".c"))
@@ -39,7 +39,9 @@ PARTIAL_STRUCTS = {
 # Linux's constants, taken from the system headers mm.h includes.
 SYSTEM_CONSTANTS = "\n".join(f"#define {name} ..." for name in (
     "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC", "MAP_SHARED", "MAP_PRIVATE",
-    "MAP_FIXED", "MAP_ANONYMOUS", "MAP_FIXED_NOREPLACE", "MADV_NORMAL", "MADV_RANDOM",
+    "MAP_FIXED", "MAP_ANONYMOUS", "MAP_FIXED_NOREPLACE", "MAP_POPULATE", "MAP_GROWSDOWN",
+    "MAP_HUGETLB", "MAP_NORESERVE", "MAP_STACK", "MAP_LOCKED", "MAP_NONBLOCK",
+    "MREMAP_MAYMOVE", "MREMAP_FIXED", "MREMAP_DONTUNMAP", "MADV_NORMAL", "MADV_RANDOM",
     "MADV_SEQUENTIAL", "MADV_WILLNEED", "MADV_DONTNEED", "SEGV_MAPERR", "SEGV_ACCERR"))
 
 # Callbacks the C core makes into Python (defined with @ffi.def_extern()).
@@ -66,15 +68,22 @@ _BLOCK = re.compile(r"/\* cffi:begin \*/(.*?)/\* cffi:end \*/", re.S)
 SIGNAL_AWARE = ["mm_mmap", "mm_munmap", "mm_mprotect", "mm_brk", "mm_madvise", "mm_fork",
                 "mm_fault", "mm_access", "mm_get_user_pages", "mm_register_notifier",
                 "mm_unregister_notifier", "mm_exit_mmap", "mm_maps", "mm_set_max_map_count",
-                "mm_map_count", "mm_get_brk"]
-_PROTO = re.compile(r"^([\w ]+?[\s*]+)(\w+)\(([^;]*?)\);", re.M | re.S)
+                "mm_map_count", "mm_get_brk", "mm_mremap", "mm_guest_fault", "mm_guest_access",
+                "mm_pin_pages", "mm_host_range", "mm_find_vma", "mm_read_lock", "mm_tlb_register",
+                "mm_tlb_unregister"]
+# The headers whose prototypes the wrappers may wrap.
+_WRAPPED_HEADERS = ["mm.h", "mm_guest.h", "mm_inval.h"]
+# A prototype starts at column 0 with its type (comment lines start with " *").
+_PROTO = re.compile(r"^(\w[\w ]*?[\s*]+)(\w+)\(([^;]*?)\);", re.M | re.S)
 
 
 def _signal_aware_wrappers() -> "tuple[str, str]":
     """The wrappers' declarations (for the cdef) and definitions (for the
     extension): each sets the thread's mm_signal_aware around the call."""
-    with open(_header_path("mm.h"), encoding="utf-8") as f:
-        text = "\n".join(_BLOCK.findall(f.read()))
+    text = ""
+    for header in _WRAPPED_HEADERS:
+        with open(_header_path(header), encoding="utf-8") as f:
+            text += "\n".join(_BLOCK.findall(f.read())) + "\n"
     protos = {m.group(2): (m.group(1).strip(), " ".join(m.group(3).split()))
               for m in _PROTO.finditer(text)}
     decls, defs = [], []

@@ -2,17 +2,17 @@
 faults, guest memory, get_user_pages, fork, MMU notifiers and the maps."""
 from __future__ import annotations
 
-import atexit
 import errno as _errno
 import functools
-import itertools
 import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Type
 
 from ._args import C_INT, U64, bad_args, int_in
 from ._ffi import ffi, lib
-from .vm import MAP_PRIVATE, MAP_SHARED, PAGE_SIZE, TASK_SIZE, VMA, SegmentationFault, os_error
+from .notifiers import NotifierHandle, _pending, clear_stale, forget_mm, pending_error
+from .notifiers import raise_pending, register
+from .vm import PAGE_SIZE, TASK_SIZE, VMA, Access, SegmentationFault, os_error, vma_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from .mm import MM
@@ -24,6 +24,8 @@ __all__ = ["AddressSpace", "NotifierHandle", "PinnedPages"]
 # once the interpreter has run its handlers, so Ctrl-C reaches a blocked call.
 _mmap = lib.py_mm_mmap
 _fault = lib.py_mm_fault
+_guest_fault = lib.py_mm_guest_fault
+_KILLABLE = lib.MM_GUEST_KILLABLE
 _access = lib.py_mm_access
 _ERESTART = -_errno.ERESTART
 
@@ -56,6 +58,16 @@ def _scratch() -> Any:
 def _drop_pin(page: Any, _data: Any, _unpin: Any = lib.mm_unpin_page) -> None:
     # Bound at definition: a buffer may outlive the module's globals at exit.
     _unpin(page)
+
+
+def release_view(view: memoryview) -> None:
+    """Release a view of pinned memory; its pin goes with the last buffer
+    taken from it (one exported directly, as ctypes ``from_buffer`` does,
+    keeps the pin until it goes)."""
+    try:
+        view.release()
+    except BufferError:
+        pass
 
 
 def _own_pins(cpages: Any, n: int) -> List[Any]:
@@ -119,10 +131,7 @@ class PinnedPages:
         with self._lock:
             views, self.pages = self.pages, []
         for v in views:
-            try:
-                v.release()
-            except BufferError:  # exported directly (ctypes from_buffer): it keeps the pin
-                pass
+            release_view(v)
 
     def __enter__(self) -> "PinnedPages":
         return self
@@ -133,83 +142,6 @@ class PinnedPages:
 
     def __len__(self) -> int:
         return len(self.pages)
-
-
-class NotifierHandle:
-    """What :meth:`AddressSpace.register_notifier` returns; ``unregister()`` removes it."""
-
-    def __init__(self, mm: "MM", token: int, obj: Any, ops: Any) -> None:
-        self.mm = mm
-        #: The C registration id (0 once unregistered).
-        self.id = 0
-        self.obj = obj
-        self._token = token
-        self._ops = ops   # the C ops structure must outlive the registration
-
-    def unregister(self) -> None:
-        """Stop calling the notifier (takes the mm's write lock).  OSError
-        EDEADLK, and still registered, if that lock is refused (called from a
-        notifier of the same mm, or while this task holds its lock)."""
-        if self.id:
-            rc = _again(lib.py_mm_unregister_notifier, self.mm._mm, self.id)
-            if rc == -_errno.EDEADLK:
-                raise os_error(rc, f"unregister of notifier {self.id} on {self.mm._label()}")
-        _notifiers.pop(self._token, None)
-        self.id = 0
-
-
-# token -> handle, for the C callbacks (which get the token back as their argument).
-_notifiers: Dict[int, NotifierHandle] = {}
-_tokens = itertools.count(1)
-_notifier_ops: Any = None
-
-
-def _handle_of(arg: Any) -> Optional[NotifierHandle]:
-    return _notifiers.get(int(ffi.cast("intptr_t", arg)))
-
-
-def _report(exc_type: Any, exc: Any, tb: Any) -> None:
-    import sys
-    print(f"mmap_lock_native: exception in an MMU notifier: {exc_type.__name__}: {exc}",
-          file=sys.stderr)
-
-
-@ffi.def_extern(onerror=_report)
-def _mln_notify_start(mm, start, end, arg):  # type: ignore[no-untyped-def]
-    h = _handle_of(arg)
-    if h is not None and hasattr(h.obj, "invalidate_range_start"):
-        h.obj.invalidate_range_start(start, end)
-
-
-@ffi.def_extern(onerror=_report)
-def _mln_notify_end(mm, start, end, arg):  # type: ignore[no-untyped-def]
-    h = _handle_of(arg)
-    if h is not None and hasattr(h.obj, "invalidate_range_end"):
-        h.obj.invalidate_range_end(start, end)
-
-
-@ffi.def_extern(onerror=_report)
-def _mln_notify_release(mm, arg):  # type: ignore[no-untyped-def]
-    h = _handle_of(arg)
-    if h is not None and hasattr(h.obj, "release"):
-        h.obj.release()
-
-
-def _ops() -> Any:
-    """The C core's static relay ops, forwarding to the callbacks above.
-    Registering those (not a Python-owned structure) means an mm freed after
-    this interpreter is gone calls nothing that went with it: the relay is
-    cleared at exit."""
-    global _notifier_ops
-    if _notifier_ops is None:
-        to = ffi.new("struct mmu_notifier_ops *")
-        to.invalidate_range_start = lib._mln_notify_start
-        to.invalidate_range_end = lib._mln_notify_end
-        to.release = lib._mln_notify_release
-        lib.mm_set_notifier_relay(to)
-        _notifier_ops = lib.mm_relay_notifier_ops()
-        atexit.register(lib.mm_set_notifier_relay, ffi.NULL)
-    return _notifier_ops
 
 
 class AddressSpace:
@@ -226,8 +158,19 @@ class AddressSpace:
 
     def _check(self, rc: int, what: str) -> int:
         if rc < 0:
-            raise os_error(rc, f"{what} on {self._label()}")
+            raise self._failed(os_error(rc, f"{what} on {self._label()}"))
+        if _pending:
+            raise_pending(lambda: f"{what} on {self._label()}", rc)
         return rc
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """``exc``, for an operation that failed, with what its MMU notifiers
+        raised meanwhile (if anything) as its cause (notifiers.py)."""
+        if _pending:
+            cause = pending_error(lambda: f"the operation that raised {exc!r:.80}")
+            if cause is not None:
+                exc.__cause__ = cause
+        return exc
 
     def _syscall(self, op: str, fn: Any, **args: Tuple[Any, int, int]) -> int:
         """``fn(mm, *values)`` for ``args`` (name=(value, lowest, highest) of
@@ -235,6 +178,8 @@ class AddressSpace:
         to C as it is; only when cffi refuses a value (not an int, or beyond
         the C type) does bad_args() find which argument and say so."""
         values = [value for value, _, _ in args.values()]
+        if _pending:
+            clear_stale()
         try:
             rc = _again(fn, self._mm, *values)
         except (TypeError, OverflowError) as exc:
@@ -247,8 +192,13 @@ class AddressSpace:
         """Map ``length`` bytes of anonymous memory; return the address.
 
         ``flags`` needs ``MAP_ANONYMOUS`` and one of ``MAP_PRIVATE`` /
-        ``MAP_SHARED``, and may add ``MAP_FIXED``, ``MAP_FIXED_NOREPLACE``;
-        ``addr`` is a hint without them.  OSError with Linux's errno.
+        ``MAP_SHARED``, and may add ``MAP_FIXED``, ``MAP_FIXED_NOREPLACE``
+        (``addr`` is a hint without them), and as Linux: ``MAP_POPULATE``
+        (prefault; ``MAP_NONBLOCK`` cancels it, ``MAP_LOCKED`` implies it),
+        ``MAP_GROWSDOWN`` (a private mapping a fault just below grows),
+        ``MAP_32BIT`` (below 2 GiB), ``MAP_NORESERVE`` and ``MAP_STACK``
+        (accepted, nothing to do); ``MAP_HUGETLB`` is EINVAL, as on a kernel
+        without huge pages.  OSError with Linux's errno.
         """
         return self._syscall("mmap", _mmap, addr=(0 if addr is None else addr, *U64),
                              length=(length, *U64), prot=(prot, *C_INT), flags=(flags, *C_INT))
@@ -275,23 +225,45 @@ class AddressSpace:
 
     # -- faults and guest memory ------------------------------------------------
 
-    def fault(self, addr: int, write: bool = False) -> None:
-        """Fault the page at ``addr`` in (read lock); SegmentationFault if refused."""
+    def fault(self, addr: int, access: int = Access.READ, *, killable: bool = False) -> None:
+        """Fault the page at ``addr`` in for ``access`` (:class:`Access`:
+        ``READ``, ``WRITE``, ``EXEC``; ``True`` is a write).  Under the
+        default design only the VMA's lock is taken.  SegmentationFault if
+        the mm refuses the access (SEGV_ACCERR for an exec access to a VMA
+        without PROT_EXEC).  A fault just below a MAP_GROWSDOWN mapping
+        grows it.  ``killable``: InterruptedError at once if the current
+        task is killed (``task_kill``), as a killable fault."""
+        if _pending:
+            clear_stale()
         try:
-            rc = _fault(self._mm, addr, write)
+            if killable:
+                rc = _guest_fault(self._mm, addr, access, _KILLABLE)
+            else:
+                rc = _fault(self._mm, addr, access)
         except (TypeError, OverflowError) as exc:
             raise bad_args(f"fault on {self._label()}", exc, addr=(addr, *U64),
-                           write=(write, *C_INT)) from None
+                           access=(access, 0, 2)) from None
         if rc == _ERESTART:
-            rc = _again(_fault, self._mm, addr, write)
+            rc = _again(_guest_fault, self._mm, addr, access, _KILLABLE if killable else 0)
         if rc:
-            if rc < 0:
-                raise os_error(rc, f"fault at {addr:#x} on {self._label()}")
-            raise SegmentationFault(addr, rc, f"fault on {self._label()}", write)
+            self._fault_failed(rc, addr, access, "fault")
+        if _pending:
+            raise_pending(lambda: f"fault at {addr:#x} on {self._label()}")
+
+    def _fault_failed(self, rc: int, addr: int, access: int, op: str) -> None:
+        if rc == -_errno.EINVAL and not (isinstance(access, int) and 0 <= access <= 2):
+            raise ValueError(f"{op} on {self._label()}: access {access!r} is not one of "
+                             f"Access.READ, WRITE, EXEC") from None
+        if rc < 0:
+            raise self._failed(os_error(rc, f"{op} at {addr:#x} on {self._label()}"))
+        raise self._failed(SegmentationFault(addr, rc, f"{op} on {self._label()}",
+                                             access == Access.WRITE))
 
     def read(self, addr: int, n: int) -> bytes:
         """Copy ``n`` bytes out of guest memory (copy_from_user), faulting
         pages in; one read-lock acquisition."""
+        if _pending:
+            clear_stale()
         if 0 <= n <= _SCRATCH:
             buf = _scratch()
         else:
@@ -306,12 +278,17 @@ class AddressSpace:
             rc = _again(_access, self._mm, addr, buf, n, 0, ffi.NULL)
         if rc:
             self._access_failed(rc, addr, None, "read", False)
-        return ffi.unpack(buf, n)
+        data = ffi.unpack(buf, n)
+        if _pending:
+            raise_pending(lambda: f"read at {addr:#x} on {self._label()}", data)
+        return data
 
     def write(self, addr: int, data: Any) -> None:
         """Copy ``data`` (any bytes-like object) into guest memory
         (copy_to_user), faulting pages in; one read-lock acquisition.
         On a fault, the bytes before the faulting page have been written."""
+        if _pending:
+            clear_stale()
         if type(data) is bytes:
             src, n = data, len(data)    # cffi passes bytes as a pointer, no copy
         else:
@@ -330,6 +307,8 @@ class AddressSpace:
         if rc:
             # The C core kept where it faulted for this thread.
             self._access_failed(rc, addr, None, "write", True)
+        if _pending:
+            raise_pending(lambda: f"write at {addr:#x} on {self._label()}")
 
     def _access_failed(self, rc: int, addr: int, fault_addr: Optional[int], op: str,
                        write: bool) -> None:
@@ -337,10 +316,10 @@ class AddressSpace:
         negative errno (the lock refused, memory ran out), else the fault at
         ``fault_addr`` (None: the calling thread's last mm_access() recorded it)."""
         if rc < 0:
-            raise os_error(rc, f"{op} at {addr:#x} on {self._label()}")
+            raise self._failed(os_error(rc, f"{op} at {addr:#x} on {self._label()}"))
         if fault_addr is None:
             fault_addr = lib.mm_access_fault_addr()
-        raise SegmentationFault(fault_addr, rc, f"{op} on {self._label()}", write)
+        raise self._failed(SegmentationFault(fault_addr, rc, f"{op} on {self._label()}", write))
 
     def _allocate(self, ctype: str, n: int, op: str, asked: str) -> Any:
         """An uninitialised C array for ``n`` items: nothing touches its
@@ -357,13 +336,18 @@ class AddressSpace:
         """Pin ``n`` pages from ``addr``: one buffer per page, owning its pin."""
         cpages = self._allocate("struct page *[]", n or 1, op, asked)
         where = ffi.new("uint64_t *")
+        if _pending:
+            clear_stale()
         try:
             rc = _again(lib.py_mm_get_user_pages, self._mm, addr, n, write, cpages, where)
         except (TypeError, OverflowError) as exc:
             raise bad_args(f"{op} on {self._label()}", exc, write=(write, *C_INT)) from None
         if rc:
             self._access_failed(rc, addr, where[0], op, write)
-        return _own_pins(cpages, n)
+        owned = _own_pins(cpages, n)
+        if _pending:
+            raise_pending(lambda: f"{op} at {addr:#x} on {self._label()}", owned)
+        return owned
 
     def get_user_pages(self, addr: int, n: int, write: bool = False) -> PinnedPages:
         """Fault in and pin ``n`` pages from ``addr`` (page aligned) under
@@ -397,26 +381,30 @@ class AddressSpace:
         shared ones shared (the child's lock is taken nested, as fork does)."""
         from .mm import MM
         err = ffi.new("int *")
+        if _pending:
+            clear_stale()
         raw = lib.py_mm_fork(self._mm, err)
         while raw == ffi.NULL and err[0] == _ERESTART:     # see _again()
             raw = lib.py_mm_fork(self._mm, err)
         if raw == ffi.NULL:
-            raise os_error(err[0], f"fork of {self._label()}")
-        return MM._adopt(raw, name=f"{getattr(self, 'name', None) or 'mm'}-child")
+            raise self._failed(os_error(err[0], f"fork of {self._label()}"))
+        child = MM._adopt(raw, name=f"{getattr(self, 'name', None) or 'mm'}-child")
+        if _pending:
+            raise_pending(lambda: f"fork of {self._label()}", child)
+        return child
 
     def close(self) -> None:
         """exit_mmap(): notifiers' release(), then every mapping goes.  Later
         operations fail (OSError EINVAL; faults SegmentationFault)."""
+        if _pending:
+            clear_stale()
         if not self._closed():
             rc = _again(lib.py_mm_exit_mmap, self._mm)
             if rc < 0 and rc != -_errno.EINVAL:     # EINVAL: closed meanwhile by another thread
-                raise os_error(rc, f"close on {self._label()}")
-        # The notifiers got their release(): forget them, so they do not keep
-        # this MM (and what they hold) alive.
-        for token, handle in list(_notifiers.items()):
-            if handle.mm is self:
-                handle.id = 0
-                _notifiers.pop(token, None)     # a racing register may have gone first
+                raise self._failed(os_error(rc, f"close on {self._label()}"))
+        forget_mm(self)  # type: ignore[arg-type]
+        if _pending:
+            raise_pending(lambda: f"close of {self._label()}")
 
     def maps(self) -> List[VMA]:
         """The mappings in address order (read under the read lock)."""
@@ -428,9 +416,7 @@ class AddressSpace:
             if count[0] <= cap:
                 break
             cap = count[0] + 16
-        return [VMA(v.start, v.end, v.prot, MAP_SHARED if v.flags else MAP_PRIVATE, v.pgoff,
-                    bool(v.heap))
-                for v in (out[i] for i in range(count[0]))]
+        return [vma_of(out[i]) for i in range(count[0])]
 
     def maps_text(self) -> str:
         """``maps()`` in the exact field layout of /proc/pid/maps."""
@@ -441,16 +427,13 @@ class AddressSpace:
         (start, end)`` around every removal or write-protection of page-table
         entries, and ``obj.release()`` when the mm is closed (any may be
         missing).  Takes the write lock.  Callbacks run with the mm's lock
-        held: they must not call into this mm."""
-        token = next(_tokens)
-        handle = NotifierHandle(self, token, obj, _ops())  # type: ignore[arg-type]
-        _notifiers[token] = handle          # before: a callback may come at once
-        rc = _again(lib.py_mm_register_notifier, self._mm, _ops(), ffi.cast("void *", token))
-        if rc < 0:
-            _notifiers.pop(token, None)         # a racing close may have gone first
-            raise os_error(rc, f"register_notifier on {self._label()}")
-        handle.id = rc
-        return handle
+        held: they must not call into this mm.
+
+        A callback that raises does not stop the operation: it completes, and
+        its Python call then raises :class:`NotifierError` (``result``: what
+        it returned), or the OSError it fails with, caused by that
+        NotifierError.  Each exception is also kept on ``handle.errors``."""
+        return register(self, obj)  # type: ignore[arg-type]
 
     @property
     def brk_value(self) -> int:

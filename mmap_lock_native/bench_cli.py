@@ -174,6 +174,28 @@ def _progress(i: int, n: int, what: str, left_s: float) -> None:
     print(f"[{i}/{n}] {what} (about {left_s:.0f} s left)", file=sys.stderr, flush=True)
 
 
+def _embed(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
+    """``--embed``: the guest workloads on the adapter against plain Unicorn."""
+    try:
+        from . import bench_embed
+        import unicorn  # noqa: F401
+    except ImportError:
+        ap.exit(2, "bench --embed: needs the unicorn package: "
+                   "pip install 'mmap-lock-native[unicorn]'\n")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    _check_outputs(args, ap)
+    rows = bench_embed.run_embed(list(bench_embed.WORKLOADS), args.rounds,
+                                 progress=lambda s: print(s, file=sys.stderr, flush=True))
+    print(bench_embed.format_embed(rows))
+    print("(ratio: adapter ops/s over plain uc.mem_map ops/s, medians of alternated rounds; "
+          "pages are one region each until VMAs get contiguous backing)")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"machine": _machine(), "results": rows}, f, indent=2)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``python -m mmap_lock_native bench``; returns the exit status."""
     ap = argparse.ArgumentParser(prog="python -m mmap_lock_native bench",
@@ -200,7 +222,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--json", metavar="PATH", help="write every figure as JSON")
     ap.add_argument("--plot", metavar="PATH.png",
                     help="plot ops/s against threads (needs matplotlib: the 'plot' extra)")
+    ap.add_argument("--embed", action="store_true",
+                    help="instead: the guest workloads under Unicorn, on the adapter and on "
+                    "plain uc.mem_map, alternated (needs the 'unicorn' extra); --json applies")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="--embed: alternated rounds per workload (default 5)")
     args = ap.parse_args(argv)
+    if args.embed:
+        return _embed(args, ap)
     workloads = [w for group in args.workload or [list(bench.WORKLOADS)] for w in group]
     locks = [lk for group in args.lock or [list(bench.LOCKS)] for lk in group]
     workloads = list(dict.fromkeys(workloads))

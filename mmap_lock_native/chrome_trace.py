@@ -35,6 +35,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "ACQUIRE_RETURNED",
+    "Annotation",
     "CATEGORY",
     "EVENT_NAMES",
     "MMAP_OP_KILLABLE",
@@ -100,6 +101,30 @@ class TraceEvent(NamedTuple):
     """Whether the acquisition succeeded (``acquire_returned`` only)."""
     op: int
     """``MMAP_OP_*`` bits of the call (trylock, killable, ...)."""
+    mm_op: str = ""
+    """The mm operation that made the call (``"fault"``, ``"munmap"``, ...), or
+    ``""`` for a direct lock call."""
+
+
+class Annotation(NamedTuple):
+    """An embedder's own event (``Recorder.annotate``): an instant on the
+    task's track, beside its lock spans."""
+
+    ts_ns: int
+    """CLOCK_MONOTONIC timestamp in nanoseconds."""
+    task: int
+    """The task that made it."""
+    name: str
+    """What happened (``"syscall"``, ``"SIGSEGV"``, ...)."""
+    args: Dict[str, Any]
+    """Its details, shown with it."""
+
+
+def _lock_args(ev: "TraceEvent") -> Dict[str, Any]:
+    args: Dict[str, Any] = {"op": op_names(ev.op), "mm": hex(ev.mm)}
+    if ev.mm_op:
+        args["mm_op"] = ev.mm_op
+    return args
 
 
 def op_names(op: int) -> List[str]:
@@ -154,7 +179,7 @@ class _Builder:
         return span
 
     def _hold(self, ev: TraceEvent, write: bool, extra: Dict[str, Any]) -> None:
-        args: Dict[str, Any] = {"op": op_names(ev.op), "mm": hex(ev.mm)}
+        args = _lock_args(ev)
         args.update(extra)
         span = self._open(ev.task, ev.mm, "hold write" if write else "hold read", ev.ts_ns,
                           args)
@@ -169,7 +194,7 @@ class _Builder:
         if stale is not None:       # its acquire_returned is missing
             stale.end = ev.ts_ns
             stale.args["unterminated"] = True
-        args = {"op": op_names(ev.op), "mm": hex(ev.mm)}
+        args = _lock_args(ev)
         self.waits[ev.task] = self._open(ev.task, ev.mm,
                                          "wait write" if ev.write else "wait read",
                                          ev.ts_ns, args)
@@ -242,7 +267,7 @@ class _Builder:
         return self.spans
 
 
-def _tid_map(events: Sequence[TraceEvent]) -> Dict[int, int]:
+def _tid_map(events: Sequence["TraceEvent | Annotation"]) -> Dict[int, int]:
     """Task id -> JSON tid: the id itself, unless some id does not fit."""
     tasks: Dict[int, None] = {}
     for ev in events:
@@ -291,7 +316,8 @@ def _nest(spans: List[_Span], pid: int, tid: int,
 
 
 def chrome_trace(events: Sequence[TraceEvent], *, pid: int, end_ns: Optional[int] = None,
-                 dropped: int = 0, label: str = "mmap_lock") -> Dict[str, Any]:
+                 dropped: int = 0, label: str = "mmap_lock",
+                 annotations: Sequence[Annotation] = ()) -> Dict[str, Any]:
     """Build a Chrome trace-event JSON object from recorder events.
 
     Args:
@@ -303,6 +329,7 @@ def chrome_trace(events: Sequence[TraceEvent], *, pid: int, end_ns: Optional[int
         dropped: Events the recorder had no room for (``dropped`` of the C
             recorder); reported in ``otherData`` and as a global instant.
         label: The process track's name.
+        annotations: The embedder's own events: instants on their tasks' tracks.
 
     Returns:
         ``{"traceEvents": [...], "displayTimeUnit": "ns", "otherData": {...}}``,
@@ -325,7 +352,7 @@ def chrome_trace(events: Sequence[TraceEvent], *, pid: int, end_ns: Optional[int
     for ev in ordered:
         getattr(builder, ev.event)(ev)
     spans = builder.finish(end_ns)
-    tids = _tid_map(ordered)
+    tids = _tid_map([*ordered, *annotations])
 
     timeline: List[Dict[str, Any]] = []
     async_spans: List[_Span] = [s for s in spans if s.non_owner]
@@ -347,6 +374,10 @@ def chrome_trace(events: Sequence[TraceEvent], *, pid: int, end_ns: Optional[int
         timeline.append({"name": span.name, "cat": CATEGORY, "ph": "e", "id": ident,
                          "ts": _us(span.end), "pid": pid, "tid": tids[span.end_task]})
 
+    for note in annotations:
+        timeline.append({"name": note.name, "cat": "annotation", "ph": "i", "s": "t",
+                         "ts": _us(note.ts_ns), "pid": pid, "tid": tids[note.task],
+                         "args": dict(note.args)})
     if dropped:
         timeline.append({"name": f"events dropped: {dropped}", "cat": CATEGORY, "ph": "i",
                          "s": "g", "ts": _us(end_ns), "pid": pid, "tid": 0,

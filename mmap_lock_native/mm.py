@@ -8,8 +8,10 @@ from typing import Any, Dict, Optional
 from ._args import as_int, check_name
 from ._ffi import ffi, lib
 from .address_space import AddressSpace
+from .guest import GuestMemory
 from .rwsem import RWSemaphore
 from .stats import LockStats
+from .syscalls import Syscalls
 
 __all__ = ["MM"]
 
@@ -43,7 +45,7 @@ def mm_from_address(address: int) -> "Optional[MM]":
     return _by_address.get(address)
 
 
-class MM(AddressSpace):
+class MM(AddressSpace, GuestMemory, Syscalls):
     """An emulated address space; ``mm.mmap_lock`` is its ``RWSemaphore``.
 
     Lock it with the kernel-named functions (``mmap_read_lock(mm)``, ...) or

@@ -18,13 +18,18 @@ from typing import Any, Callable, List, Optional, Type, Union
 
 from ._args import int_in
 from ._ffi import ffi, lib
-from .chrome_trace import TraceEvent, write_chrome_trace
+from .chrome_trace import Annotation, TraceEvent, write_chrome_trace
 from .mm import MM, mm_from_address
 from .vm import os_error
 
-__all__ = ["Recorder", "TraceEvent", "clear_hooks", "hooks", "record", "set_hooks"]
+__all__ = ["Annotation", "MM_OPS", "Recorder", "TraceEvent", "clear_hooks", "hooks", "record",
+           "set_hooks"]
 
 EVENT_NAMES = ("start_locking", "acquire_returned", "released")
+
+#: The mm operations' tags (C: ``MM_OP_*``) by number: ``"fault"``, ``"munmap"``, ...
+MM_OPS = {getattr(lib, name): name[len("MM_OP_"):].lower() for name in dir(lib)
+          if name.startswith("MM_OP_") and name != "MM_OP_NR"}
 
 #: What a hook receives as its first argument: the MM, or the C address of an
 #: mm that has no Python object.
@@ -139,7 +144,7 @@ def hooks() -> "dict[str, Optional[Callable[..., Any]]]":
     return dict(_hooks)
 
 
-_EVENT = struct.Struct("=QQQBBBBI")
+_EVENT = struct.Struct("=QQQBBBBHH")
 assert _EVENT.size == ffi.sizeof("struct mmap_lock_event")
 
 
@@ -162,6 +167,8 @@ class Recorder:
         self.events: List[TraceEvent] = []
         #: Events lost because the buffer was full.
         self.dropped = 0
+        #: The embedder's own events (:meth:`annotate`), in the order made.
+        self.annotations: List[Annotation] = []
         self.start_ns = 0
         self.stop_ns = 0
         self._active = False
@@ -198,17 +205,33 @@ class Recorder:
         try:
             n = lib.mmap_lock_recorder_count(rec)
             raw = ffi.buffer(lib.mmap_lock_recorder_events(rec), n * _EVENT.size)
-            self.events = [TraceEvent(ts, task, mm, EVENT_NAMES[ev], bool(w), bool(ok), op)
-                           for ts, task, mm, ev, w, ok, op, _ in _EVENT.iter_unpack(raw)]
+            self.events = [TraceEvent(ts, task, mm, EVENT_NAMES[ev], bool(w), bool(ok), op,
+                                      MM_OPS.get(caller, str(caller) if caller else ""))
+                           for ts, task, mm, ev, w, ok, op, caller, _ in
+                           _EVENT.iter_unpack(raw)]
             self.dropped = lib.mmap_lock_recorder_dropped(rec)
         finally:
             lib.mmap_lock_recorder_free(rec)
 
+    def annotate(self, name: str, **args: Any) -> None:
+        """Record an event of the embedder's own (a guest syscall, a signal
+        delivered) on the calling task's track, beside its lock spans:
+        ``rec.annotate("syscall", nr=9)``.  RuntimeError unless recording."""
+        if not isinstance(name, str):
+            raise TypeError(f"annotate on {self!r}: name must be a str, not "
+                            f"{type(name).__name__}")
+        if not self._active:
+            raise RuntimeError(f"annotate({name!r}) on {self!r}: not recording")
+        self.annotations.append(Annotation(lib.rwsem_now_ns(), lib.task_current(), name, args))
+
     def to_chrome_trace(self, path: "str | os.PathLike[str]") -> None:
         """Write the events as Chrome trace-event JSON: one track per task,
-        waits and holds as spans; a span still open at the end is closed there."""
+        waits and holds as spans (``mm_op`` in their args names the mm
+        operation), annotations as instants; a span still open at the end is
+        closed there."""
         write_chrome_trace(path, self.events, pid=os.getpid(), end_ns=self.stop_ns or None,
-                           dropped=self.dropped, label=self.mm._label())
+                           dropped=self.dropped, label=self.mm._label(),
+                           annotations=self.annotations)
 
     def __repr__(self) -> str:
         state = "recording" if self._active else f"{len(self.events)} events"

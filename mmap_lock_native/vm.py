@@ -1,6 +1,7 @@
 """Constants, records and errors of the mm emulation (Linux's values)."""
 from __future__ import annotations
 
+import enum
 import errno as _errno
 import os
 from typing import NamedTuple
@@ -8,10 +9,13 @@ from typing import NamedTuple
 from ._ffi import lib
 
 __all__ = [
+    "Access", "HostRange",
     "MADV_DONTNEED", "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_WILLNEED",
-    "MAP_ANONYMOUS", "MAP_FIXED", "MAP_FIXED_NOREPLACE", "MAP_PRIVATE", "MAP_SHARED",
-    "PAGE_SIZE", "PROT_EXEC", "PROT_NONE", "PROT_READ", "PROT_WRITE", "SEGV_ACCERR",
-    "SEGV_MAPERR", "TASK_SIZE", "SegmentationFault", "VMA",
+    "MAP_32BIT", "MAP_ANONYMOUS", "MAP_FIXED", "MAP_FIXED_NOREPLACE", "MAP_GROWSDOWN",
+    "MAP_HUGETLB", "MAP_LOCKED", "MAP_NONBLOCK", "MAP_NORESERVE", "MAP_POPULATE",
+    "MAP_PRIVATE", "MAP_SHARED", "MAP_STACK", "MREMAP_DONTUNMAP", "MREMAP_FIXED",
+    "MREMAP_MAYMOVE", "PAGE_SIZE", "PROT_EXEC", "PROT_NONE", "PROT_READ", "PROT_WRITE",
+    "SEGV_ACCERR", "SEGV_MAPERR", "TASK_SIZE", "SegmentationFault", "VMA",
 ]
 
 PROT_NONE: int = lib.PROT_NONE
@@ -23,6 +27,22 @@ MAP_PRIVATE: int = lib.MAP_PRIVATE
 MAP_FIXED: int = lib.MAP_FIXED
 MAP_ANONYMOUS: int = lib.MAP_ANONYMOUS
 MAP_FIXED_NOREPLACE: int = lib.MAP_FIXED_NOREPLACE
+#: Prefault the mapping (MAP_NONBLOCK cancels it; MAP_LOCKED implies it).
+MAP_POPULATE: int = lib.MAP_POPULATE
+MAP_NONBLOCK: int = lib.MAP_NONBLOCK
+MAP_LOCKED: int = lib.MAP_LOCKED
+#: A private mapping that a fault just below grows (a stack).
+MAP_GROWSDOWN: int = lib.MAP_GROWSDOWN
+#: Refused with EINVAL, as by a kernel without huge pages.
+MAP_HUGETLB: int = lib.MAP_HUGETLB
+#: Accepted; nothing to do (as in Linux).
+MAP_NORESERVE: int = lib.MAP_NORESERVE
+MAP_STACK: int = lib.MAP_STACK
+#: x86-64's: place the mapping in [1 GiB, 2 GiB).
+MAP_32BIT: int = 0x40
+MREMAP_MAYMOVE: int = lib.MREMAP_MAYMOVE
+MREMAP_FIXED: int = lib.MREMAP_FIXED
+MREMAP_DONTUNMAP: int = lib.MREMAP_DONTUNMAP
 MADV_NORMAL: int = lib.MADV_NORMAL
 MADV_RANDOM: int = lib.MADV_RANDOM
 MADV_SEQUENTIAL: int = lib.MADV_SEQUENTIAL
@@ -34,6 +54,29 @@ SEGV_ACCERR: int = lib.SEGV_ACCERR
 PAGE_SIZE: int = lib.MM_PAGE_SIZE
 #: Addresses are below this (x86-64's 47-bit user space).
 TASK_SIZE: int = lib.MM_TASK_SIZE
+
+
+
+class Access(enum.IntEnum):
+    """What the guest does at an address: the access type of a fault or a pin.
+    ``WRITE`` is 1, so ``True`` still means a write where a bool was taken."""
+
+    READ = lib.MM_ACCESS_READ
+    WRITE = lib.MM_ACCESS_WRITE
+    #: An instruction fetch: the VMA needs PROT_EXEC (else SEGV_ACCERR).
+    EXEC = lib.MM_ACCESS_EXEC
+
+
+class HostRange(NamedTuple):
+    """Guest [start, end) is host memory [host, host + end - start) in this
+    process, with protection ``prot`` for the guest (``MM.vma_host_range``).
+    Nothing is pinned: it stays valid until an invalidation covering it starts."""
+
+    host: int
+    start: int
+    end: int
+    prot: int
+
 
 _SI_CODE_NAMES = {SEGV_MAPERR: "SEGV_MAPERR (no mapping)", SEGV_ACCERR: "SEGV_ACCERR (protection)"}
 
@@ -63,7 +106,7 @@ class VMA(NamedTuple):
     start: int
     end: int
     prot: int
-    flags: int        #: MAP_SHARED or MAP_PRIVATE
+    flags: int        #: MAP_SHARED or MAP_PRIVATE, and MAP_GROWSDOWN for a growing one
     pgoff: int        #: offset, in pages, into a shared mapping's backing
     heap: bool        #: the brk area ("[heap]")
 
@@ -75,15 +118,31 @@ class VMA(NamedTuple):
             "x" if self.prot & PROT_EXEC else "-",
             "s" if self.flags & MAP_SHARED else "p"))
 
+    @property
+    def name(self) -> str:
+        """The name /proc/pid/maps gives it: ``"[heap]"``, ``"/dev/zero (deleted)"``
+        for a shared anonymous mapping, or ``""``."""
+        if self.flags & MAP_SHARED:
+            return "/dev/zero (deleted)"
+        return "[heap]" if self.heap else ""
+
     def maps_line(self) -> str:
         """This mapping as a line of /proc/pid/maps (without the newline)."""
         shared = bool(self.flags & MAP_SHARED)
         head = (f"{self.start:08x}-{self.end:08x} {self.perms()} "
                 f"{(self.pgoff * PAGE_SIZE if shared else 0):08x} "
                 f"{'00:01' if shared else '00:00'} 0 ")
-        name = "/dev/zero (deleted)" if shared else ("[heap]" if self.heap else "")
+        name = self.name
         # The kernel pads the header to 72 columns before a name, then a space.
         return f"{head:<72} {name}" if name else head
+
+
+def vma_of(info: object) -> VMA:
+    """A VMA record from a C ``struct mm_vma_info``."""
+    flags: int = info.flags  # type: ignore[attr-defined]
+    return VMA(info.start, info.end, info.prot,  # type: ignore[attr-defined]
+               (MAP_SHARED if flags & 1 else MAP_PRIVATE) | (MAP_GROWSDOWN if flags & 4 else 0),
+               info.pgoff, bool(info.heap))  # type: ignore[attr-defined]
 
 
 def os_error(rc: int, what: str) -> OSError:

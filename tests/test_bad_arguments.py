@@ -46,6 +46,18 @@ def _mapped(mm: mln.MM) -> int:
     return mm.mmap(4 * P, RW, PRIV)
 
 
+def _smmu(mm: mln.MM, fn: Callable[[mln.SecondaryMMU], Any]) -> Any:
+    with mm.secondary_mmu() as t:
+        return fn(t)
+
+
+def _locked(mm: mln.MM, fn: Callable[[mln.ReadLocked, int], Any]) -> Any:
+    """``fn(locked, a)`` under ``mm.read_locked()``, ``a`` a mapping made before."""
+    a = _mapped(mm)
+    with mm.read_locked() as lk:
+        return fn(lk, a)
+
+
 #: name -> (argument named in the error, call(mm, value)).
 MM_CALLS: Dict[str, Tuple[str, Callable[[mln.MM, Any], Any]]] = {
     "mmap length": ("length", lambda mm, v: mm.mmap(v, RW, PRIV)),
@@ -62,7 +74,43 @@ MM_CALLS: Dict[str, Tuple[str, Callable[[mln.MM, Any], Any]]] = {
     "madvise length": ("length", lambda mm, v: mm.madvise(_mapped(mm), v, mln.MADV_DONTNEED)),
     "madvise advice": ("advice", lambda mm, v: mm.madvise(_mapped(mm), P, v)),
     "fault addr": ("addr", lambda mm, v: mm.fault(v)),
-    "fault write": ("write", lambda mm, v: mm.fault(_mapped(mm), v)),
+    "fault access": ("access", lambda mm, v: mm.fault(_mapped(mm), v)),
+    "find_vma addr": ("addr", lambda mm, v: mm.find_vma(v)),
+    "vma_lookup addr": ("addr", lambda mm, v: mm.vma_lookup(v)),
+    "pin_page addr": ("addr", lambda mm, v: mm.pin_page(v).unpin()),
+    "pin_page access": ("access", lambda mm, v: mm.pin_page(_mapped(mm), v).unpin()),
+    "pin_pages addr": ("addr", lambda mm, v: mm.pin_pages(v, 1).unpin()),
+    "pin_pages n": ("n", lambda mm, v: mm.pin_pages(_mapped(mm), v).unpin()),
+    "pin_pages access": ("access", lambda mm, v: mm.pin_pages(_mapped(mm), 1, v).unpin()),
+    "vma_host_range addr": ("addr", lambda mm, v: mm.vma_host_range(v)),
+    "vma_host_range access": ("access", lambda mm, v: mm.vma_host_range(_mapped(mm), v)),
+    "mremap addr": ("addr", lambda mm, v: mm.mremap(v, P, P)),
+    "mremap old_length": ("old_length", lambda mm, v: mm.mremap(_mapped(mm), v, P)),
+    "mremap new_length": ("new_length", lambda mm, v: mm.mremap(_mapped(mm), P, v)),
+    "mremap flags": ("flags", lambda mm, v: mm.mremap(_mapped(mm), P, 2 * P, v)),
+    "mremap new_addr": ("new_addr", lambda mm, v: mm.mremap(_mapped(mm), P, P, 3, v)),
+    "secondary_mmu kick": ("kick", lambda mm, v: mm.secondary_mmu(v).close()),
+    "changed_since seq": ("seq", lambda mm, v: _smmu(mm, lambda t: t.changed_since(v, 0))),
+    "changed_since start": ("start", lambda mm, v: _smmu(mm, lambda t: t.changed_since(0, v))),
+    "changed_since end": ("end", lambda mm, v: _smmu(mm, lambda t: t.changed_since(0, 0, v))),
+    "locked find_vma addr": ("addr", lambda mm, v: _locked(mm, lambda lk, a: lk.find_vma(v))),
+    "locked vma_lookup addr": ("addr", lambda mm, v: _locked(mm, lambda lk, a: lk.vma_lookup(v))),
+    "locked fault addr": ("addr", lambda mm, v: _locked(mm, lambda lk, a: lk.fault(v))),
+    "locked fault access": ("access", lambda mm, v: _locked(mm, lambda lk, a: lk.fault(a, v))),
+    "locked pin_page addr": ("addr", lambda mm, v: _locked(mm, lambda lk, a: lk.pin_page(v))),
+    "locked pin_page access": ("access", lambda mm, v: _locked(
+        mm, lambda lk, a: lk.pin_page(a, v).unpin())),
+    "locked pin_pages n": ("n", lambda mm, v: _locked(mm, lambda lk, a: lk.pin_pages(a, v))),
+    "locked vma_host_range addr": ("addr", lambda mm, v: _locked(
+        mm, lambda lk, a: lk.vma_host_range(v))),
+    "locked vma_host_range access": ("access", lambda mm, v: _locked(
+        mm, lambda lk, a: lk.vma_host_range(a, v))),
+    "locked read addr": ("addr", lambda mm, v: _locked(mm, lambda lk, a: lk.read(v, 8))),
+    "locked read n": ("n", lambda mm, v: _locked(mm, lambda lk, a: lk.read(a, v))),
+    "locked write addr": ("addr", lambda mm, v: _locked(mm, lambda lk, a: lk.write(v, b"12"))),
+    "locked write data": ("data", lambda mm, v: _locked(mm, lambda lk, a: lk.write(a, v))),
+    "unpin start": ("start", lambda mm, v: mm.pin_pages(_mapped(mm), 2).unpin(v)),
+    "unpin stop": ("stop", lambda mm, v: mm.pin_pages(_mapped(mm), 2).unpin(0, v)),
     "read addr": ("addr", lambda mm, v: mm.read(v, 8)),
     "read n": ("n", lambda mm, v: mm.read(_mapped(mm), v)),
     "write addr": ("addr", lambda mm, v: mm.write(v, b"12345678")),
@@ -74,6 +122,26 @@ MM_CALLS: Dict[str, Tuple[str, Callable[[mln.MM, Any], Any]]] = {
     "view length": ("length", lambda mm, v: mm.view(_mapped(mm), v).unpin()),
     "view write": ("write", lambda mm, v: mm.view(_mapped(mm), 8, v).unpin()),
     "set_max_map_count n": ("n", lambda mm, v: mm.set_max_map_count(v)),
+    "sys_mmap addr": ("addr", lambda mm, v: mm.sys_mmap(v, P, RW, PRIV, -1, 0)),
+    "sys_mmap length": ("length", lambda mm, v: mm.sys_mmap(0, v, RW, PRIV, -1, 0)),
+    "sys_mmap prot": ("prot", lambda mm, v: mm.sys_mmap(0, P, v, PRIV, -1, 0)),
+    "sys_mmap flags": ("flags", lambda mm, v: mm.sys_mmap(0, P, RW, v, -1, 0)),
+    "sys_mmap fd": ("fd", lambda mm, v: mm.sys_mmap(0, P, RW, PRIV, v, 0)),
+    "sys_mmap offset": ("offset", lambda mm, v: mm.sys_mmap(0, P, RW, PRIV, -1, v)),
+    "sys_munmap addr": ("addr", lambda mm, v: mm.sys_munmap(v, P)),
+    "sys_munmap length": ("length", lambda mm, v: mm.sys_munmap(_mapped(mm), v)),
+    "sys_mprotect addr": ("addr", lambda mm, v: mm.sys_mprotect(v, P, RW)),
+    "sys_mprotect length": ("length", lambda mm, v: mm.sys_mprotect(_mapped(mm), v, RW)),
+    "sys_mprotect prot": ("prot", lambda mm, v: mm.sys_mprotect(_mapped(mm), P, v)),
+    "sys_brk addr": ("addr", lambda mm, v: mm.sys_brk(v)),
+    "sys_madvise addr": ("addr", lambda mm, v: mm.sys_madvise(v, P, mln.MADV_DONTNEED)),
+    "sys_madvise length": ("length", lambda mm, v: mm.sys_madvise(_mapped(mm), v, 4)),
+    "sys_madvise advice": ("advice", lambda mm, v: mm.sys_madvise(_mapped(mm), P, v)),
+    "sys_mremap addr": ("addr", lambda mm, v: mm.sys_mremap(v, P, P, 0)),
+    "sys_mremap old_length": ("old_length", lambda mm, v: mm.sys_mremap(_mapped(mm), v, P, 0)),
+    "sys_mremap new_length": ("new_length", lambda mm, v: mm.sys_mremap(_mapped(mm), P, v, 1)),
+    "sys_mremap flags": ("flags", lambda mm, v: mm.sys_mremap(_mapped(mm), P, P, v)),
+    "sys_mremap new_addr": ("new_addr", lambda mm, v: mm.sys_mremap(_mapped(mm), P, P, 3, v)),
     "set_hold_sampling period": ("period", lambda mm, v: mm.set_hold_sampling(v)),
     "mmap_write_lock_nested subclass": (
         "subclass", lambda mm, v: (mln.mmap_write_lock_nested(mm, v), mln.mmap_write_unlock(mm))),
@@ -107,6 +175,7 @@ PLAIN_CALLS: Dict[str, Tuple[str, Callable[[Any], Any]]] = {
     "set_hooks start_locking": ("start_locking", lambda v: mln.trace.set_hooks(start_locking=v)),
     "record mm": ("mm", lambda v: mln.trace.record(v)),
     "LockStats mm": ("mm", lambda v: mln.LockStats(v)),
+    "SecondaryMMU mm": ("mm", lambda v: mln.SecondaryMMU(v)),
 }
 
 #: Every function of the mmap locking API takes the mm first.
@@ -138,10 +207,12 @@ def _judge(arg: str, value: Any, call: Callable[[], Any]) -> None:
 #: Public callables that take no argument, or any value (truthiness, an opaque object).
 TAKE_ANYTHING = {"current_task", "get_debug", "lockdep_mode", "lockdep_reset", "set_debug",
                  "set_lock_stats", "register_notifier", "reset_lock_stats", "lock_stats",
-                 "mmap_lock_is_contended"}
+                 "mmap_lock_is_contended", "read_locked"}
 #: Classes the package makes for the caller (records, handles, exceptions).
 NOT_CONSTRUCTED_BY_CALLERS = {"LockError", "LockOrderError", "LockOrderWarning",
-                              "SegmentationFault", "VMA", "PinnedPages", "NotifierHandle"}
+                              "SegmentationFault", "VMA", "PinnedPages", "NotifierHandle",
+                              "NotifierError", "Access", "HostRange", "Invalidation",
+                              "InvalidationReason", "Pin", "PinnedRange", "ReadLocked"}
 
 
 def _takes_arguments(fn: Any, method: bool) -> bool:
@@ -154,7 +225,8 @@ def _public_callables() -> Iterator[Tuple[str, Any, bool]]:
         obj = getattr(mln, name)
         if callable(obj) and name not in NOT_CONSTRUCTED_BY_CALLERS:
             yield name, obj, False
-    for cls in (mln.MM, mln.RWSemaphore):
+    for cls in (mln.MM, mln.RWSemaphore, mln.ReadLocked, mln.SecondaryMMU, mln.Pin,
+                mln.PinnedRange):
         for klass in cls.__mro__[:-1]:
             for name, fn in vars(klass).items():
                 if callable(fn) and not name.startswith("_"):

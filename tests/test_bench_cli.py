@@ -231,3 +231,27 @@ def test_runner_counts_no_failed_operation_as_throughput():
     # Only the pages that fitted (some tens of MiB; a counted failure would
     # make this the whole 1 GiB mapping's 262144 pages, and more).
     assert ops < (256 << 20) // 4096
+
+
+def test_cli_embed_writes_each_guest_workload_with_its_ratio(tmp_path):
+    """--embed runs the three guest workloads on the adapter and on plain
+    Unicorn; the JSON rows carry both throughputs and ratio_vs_plain."""
+    try:
+        import unicorn  # noqa: F401
+    except Exception as exc:  # noqa: B902 - missing, or a wheel whose library will not load
+        pytest.skip(f"bench --embed needs the unicorn package (pip install "
+                    f"'mmap-lock-native[unicorn]'): {type(exc).__name__}: {exc}")
+    out = tmp_path / "embed.json"
+    p = _cli("bench", "--embed", "--rounds", "1", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert [r["workload"] for r in rows] == ["embed_page_fault1", "embed_steady", "embed_mmap1"]
+    for r in rows:
+        assert r["ops_per_sec"] > 0 and r["plain_ops_per_sec"] > 0
+        assert r["ratio_vs_plain"] == pytest.approx(r["ops_per_sec"] / r["plain_ops_per_sec"])
+    assert "ratio" in p.stdout
+
+
+def test_cli_embed_refuses_zero_rounds():
+    p = _cli("bench", "--embed", "--rounds", "0")
+    assert p.returncode == 2 and ("--rounds" in p.stderr or "unicorn" in p.stderr)

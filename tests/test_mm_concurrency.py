@@ -180,7 +180,7 @@ def test_concurrent_faults_on_one_page_install_exactly_one(flags):
             barriers[r].wait()
             kind = (tid + r) % 3
             if kind == 0:
-                mm.fault(page + tid, write=bool(r % 2))
+                mm.fault(page + tid, bool(r % 2))
             elif kind == 1:
                 pinned = mm.get_user_pages(page, 1, write=bool(r % 2))
                 with lock:

@@ -164,7 +164,7 @@ def test_read_side_operations_take_the_read_lock_once(populated, op):
     mm, a, s = populated
     calls = {
         "fault": lambda: mm.fault(a + 3),
-        "fault_write": lambda: mm.fault(s, write=True),
+        "fault_write": lambda: mm.fault(s, mln.Access.WRITE),
         "read": lambda: mm.read(a + P - 2, 3 * P),       # several pages: still one acquisition
         "write": lambda: mm.write(s + 10, b"x" * (P + 1)),
         "gup": lambda: mm.get_user_pages(a, 4).unpin(),

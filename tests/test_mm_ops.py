@@ -465,7 +465,7 @@ def test_fault_results(mm):
     w = mm.mmap(P, mln.PROT_WRITE, PRIV)        # write implies read, as on x86
     x = mm.mmap(P, mln.PROT_EXEC, PRIV)         # exec implies read too
     mm.fault(a + 5)
-    mm.fault(w, write=True)
+    mm.fault(w, mln.Access.WRITE)
     mm.fault(w + 9)
     mm.fault(x)
     for addr, write, code in [(a + 7, True, mln.SEGV_ACCERR), (n + 1, False, mln.SEGV_ACCERR),

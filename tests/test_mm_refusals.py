@@ -40,6 +40,14 @@ def _ops(mm: mln.MM, a: int) -> Dict[str, Callable[[], Any]]:
         "brk_value": lambda: mm.brk_value,
         "set_max_map_count": lambda: mm.set_max_map_count(100),
         "register_notifier": lambda: mm.register_notifier(object()),
+        "find_vma": lambda: mm.find_vma(a),
+        "vma_lookup": lambda: mm.vma_lookup(a),
+        "pin_page": lambda: mm.pin_page(a).unpin(),
+        "vma_host_range": lambda: mm.vma_host_range(a),
+        "mremap": lambda: mm.mremap(a, P, P),
+        "sys_munmap": lambda: mm.sys_munmap(a, P),
+        "read_locked": lambda: mm.read_locked().__enter__().__exit__(None, None, None),
+        "secondary_mmu": lambda: mm.secondary_mmu().close(),
         "close": lambda: mm.close(),
     }
 
@@ -48,10 +56,10 @@ OPS = sorted(_ops(None, 0))  # type: ignore[arg-type]   (names only: nothing is 
 
 
 WRITE_SIDE = {"mmap", "munmap", "mprotect", "brk", "fork", "set_max_map_count",
-              "register_notifier", "close"}
+              "register_notifier", "close", "mremap", "sys_munmap", "secondary_mmu"}
 # Faults and guest accesses under per_vma need only the VMA's lock, which the
 # caller's mmap write lock does not hold: they run (as they do in the kernel).
-VMA_LOCKED = {"fault", "read", "write"}
+VMA_LOCKED = {"fault", "read", "write", "vma_lookup", "pin_page", "vma_host_range"}
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -201,10 +209,25 @@ def _blocking_ops(mm: mln.MM) -> Dict[str, Callable[[], Any]]:
         "maps": lambda: mm.maps(),
         "fork": lambda: mm.fork().close(),
         "madvise": lambda: mm.madvise(UNMAPPED, P, mln.MADV_WILLNEED),
+        # The guest-memory entry points (issue 11): the same pattern.
+        "find_vma": lambda: mm.find_vma(UNMAPPED),
+        "vma_lookup": lambda: mm.vma_lookup(UNMAPPED),
+        "fault_killable": lambda: mm.fault(UNMAPPED, killable=True),
+        "pin_page": lambda: mm.pin_page(UNMAPPED),
+        "vma_host_range": lambda: mm.vma_host_range(UNMAPPED),
+        "mremap": lambda: mm.mremap(UNMAPPED, P, P),
+        "read_locked": lambda: mm.read_locked().__enter__(),
+        "secondary_mmu": lambda: mm.secondary_mmu().close(),
+        "sys_munmap": lambda: mm.sys_munmap(UNMAPPED, P),
     }
 
 
-@pytest.mark.parametrize("op", ["read", "mmap", "maps", "fork", "madvise"])
+FAILS_UNMAPPED = {"read", "madvise", "fault_killable", "pin_page", "vma_host_range", "mremap"}
+
+
+@pytest.mark.parametrize("op", ["read", "mmap", "maps", "fork", "madvise", "find_vma",
+                                "vma_lookup", "fault_killable", "pin_page", "vma_host_range",
+                                "mremap", "read_locked", "secondary_mmu", "sys_munmap"])
 def test_ctrl_c_reaches_an_operation_blocked_on_the_lock(op):
     """The main thread blocked in an mm operation behind another thread's write
     lock gets KeyboardInterrupt at once (it used to wait for the holder), with
@@ -247,7 +270,10 @@ def test_ctrl_c_reaches_an_operation_blocked_on_the_lock(op):
     finally:
         h.done()
     assert mm.maps() == before
-    if op not in ("read", "madvise"):       # those two fail on an unmapped address
+    if op == "read_locked":
+        with mm.read_locked():
+            pass
+    elif op not in FAILS_UNMAPPED:          # the others fail on an unmapped address
         _blocking_ops(mm)[op]()
     mm.close()
 

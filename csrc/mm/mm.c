@@ -13,6 +13,8 @@
 #include "mm.h"
 #include "mm_internal.h"
 #include "mmap_lock.h"
+#include "mmap_lock_stats.h"
+#include "vma_lock.h"
 
 /* ------------------------------------------------------------------------
  * Shared anonymous backing.
@@ -54,9 +56,11 @@ struct page *anon_shared_page(struct anon_shared *s, uint64_t index)
 {
 	struct page *p;
 
-	if (index >= s->nr_pages)
-		return NULL;
 	mln_mutex_lock(&s->lock, 0);
+	if (index >= s->nr_pages) {	/* under the lock: mremap may grow it */
+		mln_mutex_unlock(&s->lock, 0);
+		return NULL;
+	}
 	p = s->pages[index];
 	if (!p) {
 		/* Zeroing 4 KiB under this lock is short, and keeps one page per index. */
@@ -67,6 +71,25 @@ struct page *anon_shared_page(struct anon_shared *s, uint64_t index)
 		page_get(p);
 	mln_mutex_unlock(&s->lock, 0);
 	return p;
+}
+
+int anon_shared_grow(struct anon_shared *s, uint64_t nr_pages)
+{
+	struct page **pages;
+
+	mln_mutex_lock(&s->lock, 0);
+	if (nr_pages > s->nr_pages) {
+		pages = realloc(s->pages, nr_pages * sizeof(*pages));
+		if (!pages) {
+			mln_mutex_unlock(&s->lock, 0);
+			return -ENOMEM;
+		}
+		memset(pages + s->nr_pages, 0, (nr_pages - s->nr_pages) * sizeof(*pages));
+		s->pages = pages;
+		s->nr_pages = nr_pages;
+	}
+	mln_mutex_unlock(&s->lock, 0);
+	return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -93,14 +116,18 @@ MLN_HOT_TLS _Thread_local struct mm_notify_frame *mm_notifying;
 		mm_notifying = frame.up;						\
 	} while (0)
 
-void mm_notify_start(struct mm_struct *mm, uint64_t start, uint64_t end)
+void mm_notify_start(struct mm_struct *mm, uint64_t start, uint64_t end, uint32_t reason,
+		     uint32_t new_prot)
 {
+	/* The secondary MMUs first: their guests stop before anything else runs. */
+	mm_inval_start(mm, start, end, reason, new_prot);
 	NOTIFY_EACH(mm, invalidate_range_start, mm, start, end);
 }
 
 void mm_notify_end(struct mm_struct *mm, uint64_t start, uint64_t end)
 {
 	NOTIFY_EACH(mm, invalidate_range_end, mm, start, end);
+	mm_inval_end(mm, start, end);
 }
 
 static void notify_release(struct mm_struct *mm)
@@ -110,6 +137,7 @@ static void notify_release(struct mm_struct *mm)
 
 int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *ops, void *arg)
 {
+	MM_OP(MM_OP_NOTIFIER);
 	static _Atomic int next_id = 1;
 	struct mmu_notifier *n;
 	int id, rc;
@@ -145,6 +173,7 @@ int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *op
 
 int mm_unregister_notifier(struct mm_struct *mm, int id)
 {
+	MM_OP(MM_OP_NOTIFIER);
 	struct mmu_notifier **pp, *n = NULL;
 	int rc;
 
@@ -240,6 +269,8 @@ static int mm_space_init(struct mm_struct *mm)
 	mm->max_map_count = 0;
 	mm->mm_closed = 0;
 	mm->notifiers = NULL;
+	mm->inval = NULL;
+	atomic_init(&mm->vma_seq, 0);
 	return pgtable_init(&mm->pgt);
 }
 
@@ -276,7 +307,7 @@ void mm_unmap_all(struct mm_struct *mm)
 
 	/* Brackets come in pairs, or not at all (nothing to invalidate). */
 	if (any)
-		mm_notify_start(mm, 0, MM_TASK_SIZE);
+		mm_notify_start(mm, 0, MM_TASK_SIZE, MM_INVAL_UNMAP, 0);
 	while ((v = vma_first(&mm->mm_vmas))) {
 		mm_vma_unlink(mm, v);
 		pgtable_zap(&mm->pgt, v->vm_start, v->vm_end);
@@ -296,6 +327,7 @@ static void exit_mmap_locked(struct mm_struct *mm)
 
 int mm_exit_mmap(struct mm_struct *mm)
 {
+	MM_OP(MM_OP_EXIT);
 	int rc;
 
 	if (mm_reentered(mm))
@@ -331,6 +363,7 @@ int mm_free(struct mm_struct *mm)
 	if (rc)
 		return rc;
 	free_notifiers(mm);
+	mm_inval_free(mm);
 	pgtable_destroy(&mm->pgt);
 	free(mm);
 	return 0;
@@ -345,6 +378,7 @@ int mm_free(struct mm_struct *mm)
  */
 struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 {
+	MM_OP(MM_OP_FORK);
 	unsigned int flags = mmap_lock_is_debug(mm) ? MMAP_LOCK_DEBUG : MMAP_LOCK_NODEBUG;
 	struct mm_struct *child;
 	int rc;
@@ -390,11 +424,16 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 		/* Its PTEs become read-only: no fault may work on it meanwhile. */
 		mm_vma_lock(mm, v);
 		if (cow)
-			mm_notify_start(mm, v->vm_start, v->vm_end);
+			mm_notify_start(mm, v->vm_start, v->vm_end, MM_INVAL_WRPROTECT,
+					v->vm_prot & ~(uint32_t)PROT_WRITE);
 		rc = pgtable_copy(&child->pgt, &mm->pgt, v->vm_start, v->vm_end, cow);
 		if (cow)
 			mm_notify_end(mm, v->vm_start, v->vm_end);
 	}
+	/* The child's layout is the parent's at its count: it starts there. */
+	atomic_store_explicit(&child->vma_seq,
+			      atomic_load_explicit(&mm->vma_seq, memory_order_relaxed),
+			      memory_order_release);
 	mmap_write_unlock(child);
 	mmap_write_unlock(mm);
 	if (rc) {
@@ -409,8 +448,60 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 /* ------------------------------------------------------------------------
  * Queries.
  */
+/* @v as a record; the lock that keeps @v is held. */
+static struct mm_vma_info vma_info(struct mm_struct *mm, const struct vm_area_struct *v)
+{
+	return (struct mm_vma_info){
+		.start = v->vm_start, .end = v->vm_end, .prot = v->vm_prot,
+		.flags = v->vm_flags & (VM_SHARED | VM_GROWSDOWN), .pgoff = v->vm_pgoff,
+		/* The kernel's test for "[heap]" (show_map_vma). */
+		.heap = v->vm_start <= mm->brk && v->vm_end >= mm->start_brk,
+		/* Acquire: as mm_vma_seq(). */
+		.seq = atomic_load_explicit(&mm->vma_seq, memory_order_acquire),
+	};
+}
+
+int mm_find_vma(struct mm_struct *mm, uint64_t addr, int containing, unsigned int flags,
+		struct mm_vma_info *out)
+{
+	MM_OP(MM_OP_MAPS);
+	struct vm_area_struct *v;
+	int rc;
+
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* from one of its own notifiers, or its guest */
+	if (flags & ~(unsigned int)MM_GUEST_LOCKED || (containing != 0 && containing != 1))
+		return -EINVAL;
+	if (flags & MM_GUEST_LOCKED) {
+		if (mmap_lock_check_held(mm, 0) != MMAP_CHECK_OK)
+			return -EPERM;
+	} else if (containing && mmap_lock_has_vma_locks(mm) &&
+		   (v = mm_lock_vma_under_rcu(mm, addr))) {
+		/*
+		 * Only this VMA's lock, as a fault: it cannot change meanwhile,
+		 * and the count is read before any change of it bumps it.  The
+		 * break can move under us (the "[heap]" test): a brk bumps the
+		 * count, so a record read here is exact while the count holds.
+		 */
+		*out = vma_info(mm, v);
+		vma_end_read(&v->vm_lock);
+		mmap_vma_lock_event(mm, MMAP_VMA_LOCK_SUCCESS);
+		return 1;
+	} else if ((rc = mm_lock(mm, false))) {
+		return rc;
+	}
+	v = mm->mm_closed ? NULL : containing ? vma_lookup(&mm->mm_vmas, addr)
+					      : vma_find(&mm->mm_vmas, addr);
+	if (v)
+		*out = vma_info(mm, v);
+	if (!(flags & MM_GUEST_LOCKED))
+		mmap_read_unlock(mm);
+	return v != NULL;
+}
+
 int mm_maps(struct mm_struct *mm, struct mm_vma_info *out, size_t cap, size_t *count)
 {
+	MM_OP(MM_OP_MAPS);
 	size_t n = 0;
 	int rc;
 
@@ -420,14 +511,8 @@ int mm_maps(struct mm_struct *mm, struct mm_vma_info *out, size_t cap, size_t *c
 	if (rc)
 		return rc;
 	for (struct vm_area_struct *v = vma_first(&mm->mm_vmas); v; v = vma_next(v), n++) {
-		if (n < cap) {
-			out[n] = (struct mm_vma_info){
-				.start = v->vm_start, .end = v->vm_end, .prot = v->vm_prot,
-				.flags = v->vm_flags & VM_SHARED, .pgoff = v->vm_pgoff,
-				/* The kernel's test for "[heap]" (show_map_vma). */
-				.heap = v->vm_start <= mm->brk && v->vm_end >= mm->start_brk,
-			};
-		}
+		if (n < cap)
+			out[n] = vma_info(mm, v);
 	}
 	mmap_read_unlock(mm);
 	*count = n;
@@ -436,6 +521,7 @@ int mm_maps(struct mm_struct *mm, struct mm_vma_info *out, size_t cap, size_t *c
 
 int mm_set_max_map_count(struct mm_struct *mm, uint32_t count)
 {
+	MM_OP(MM_OP_MAPS);
 	int rc;
 
 	if (mm_reentered(mm))
@@ -452,6 +538,7 @@ int mm_set_max_map_count(struct mm_struct *mm, uint32_t count)
 
 int64_t mm_map_count(struct mm_struct *mm)
 {
+	MM_OP(MM_OP_MAPS);
 	int64_t n;
 
 	if (mm_reentered(mm))
@@ -466,6 +553,7 @@ int64_t mm_map_count(struct mm_struct *mm)
 
 int64_t mm_get_brk(struct mm_struct *mm)
 {
+	MM_OP(MM_OP_MAPS);
 	int64_t b;
 
 	if (mm_reentered(mm))

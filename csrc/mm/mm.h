@@ -52,6 +52,8 @@
 #define MM_START_BRK 0x0000555555560000		/* where the heap begins */
 #define MM_MMAP_MIN_ADDR 65536			/* vm.mmap_min_addr */
 #define MM_DEFAULT_MAX_MAP_COUNT 65530		/* vm.max_map_count */
+#define MM_STACK_GUARD_GAP 0x100000		/* stack_guard_gap: 256 pages */
+#define MM_STACK_LIMIT 0x800000		/* RLIMIT_STACK's default: 8 MiB */
 
 /* A new, empty mm, its lock initialised with @lock_flags (mmap_lock_init) over
  * the default design, per_vma as in current kernels (the rwsem for a
@@ -66,9 +68,24 @@ int mm_free(struct mm_struct *mm);
  * with -EINVAL (faults with SEGV_MAPERR).  0, or -EINVAL if already closed. */
 int mm_exit_mmap(struct mm_struct *mm);
 
-/* mmap(2) of anonymous memory: the address, or a negative errno. */
+/*
+ * mmap(2) of anonymous memory: the address, or a negative errno.  Flags as
+ * Linux: MAP_POPULATE (and MAP_LOCKED) prefault the range after the write
+ * lock is dropped, unless MAP_NONBLOCK; MAP_GROWSDOWN makes a private
+ * mapping that a fault just below grows (EINVAL with MAP_SHARED);
+ * MAP_32BIT places it in [1 GiB, 2 GiB) as x86-64 does; MAP_HUGETLB is
+ * EINVAL, as on a kernel without huge pages; MAP_NORESERVE, MAP_STACK and
+ * flags Linux ignores are accepted and do nothing.
+ */
 int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, int flags);
 int mm_munmap(struct mm_struct *mm, uint64_t addr, uint64_t length);
+/*
+ * mremap(2) of anonymous memory (MREMAP_MAYMOVE, MREMAP_FIXED,
+ * MREMAP_DONTUNMAP): the new address, or a negative errno as Linux gives it
+ * (mm_mremap.c lists them).
+ */
+int64_t mm_mremap(struct mm_struct *mm, uint64_t addr, uint64_t old_len, uint64_t new_len,
+		  int flags, uint64_t new_addr);
 int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot);
 /* brk(2): the new break, or the current one when the request fails (as the
  * syscall); a negative errno only when the mm's lock was refused. */
@@ -125,10 +142,11 @@ void mm_set_notifier_relay(const struct mmu_notifier_ops *to);
 
 struct mm_vma_info {
 	uint64_t start, end;
-	uint32_t prot, flags;	/* PROT_*; VM_SHARED */
+	uint32_t prot, flags;	/* PROT_*; VM_SHARED, VM_GROWSDOWN */
 	uint64_t pgoff;
 	uint32_t heap;		/* the brk area */
 	uint32_t reserved;
+	uint64_t seq;		/* mm_vma_seq() when read (mm_find_vma) */
 };
 /* Copy the VMAs into @out (at most @cap) under the read lock; *@count = how
  * many there are (call again with a bigger array if it exceeds @cap). */
@@ -141,6 +159,26 @@ int64_t mm_get_brk(struct mm_struct *mm);
 /* Page-table bytes and mapped pages, for accounting. */
 size_t mm_pgtable_bytes(struct mm_struct *mm);
 size_t mm_nr_pages(struct mm_struct *mm);
+/*
+ * What an mm operation tags its lock events with (the recorder's caller
+ * field: mmap_lock_trace.h), so a trace shows which operation took the lock.
+ */
+#define MM_OP_MMAP 1
+#define MM_OP_MUNMAP 2
+#define MM_OP_MPROTECT 3
+#define MM_OP_BRK 4
+#define MM_OP_MADVISE 5
+#define MM_OP_MREMAP 6
+#define MM_OP_FORK 7
+#define MM_OP_FAULT 8
+#define MM_OP_ACCESS 9		/* read / write: copy_from_user, copy_to_user */
+#define MM_OP_PIN 10		/* get_user_pages, pins, host ranges */
+#define MM_OP_MAPS 11		/* maps, find_vma, the counts */
+#define MM_OP_EXIT 12
+#define MM_OP_NOTIFIER 13	/* registering or unregistering a notifier or a TLB */
+#define MM_OP_READ_LOCKED 14	/* mm_read_lock / mm_read_unlock */
+#define MM_OP_POPULATE 15
+#define MM_OP_NR 16
 /* cffi:end */
 
 #endif /* MLN_MM_H */

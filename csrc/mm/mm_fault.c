@@ -25,6 +25,7 @@
 #include "mm_internal.h"
 #include "mmap_lock.h"
 #include "mmap_lock_stats.h"
+#include "task.h"
 #include "vma_lock.h"
 
 static struct page *new_page_for(struct vm_area_struct *vma, uint64_t addr)
@@ -54,7 +55,7 @@ static bool page_exclusive(const struct page *p)
  * mapped with @flags.  Called with @leaf locked; returns with it unlocked.
  */
 static int copy_page_locked(struct mm_struct *mm, struct pte_table *leaf, uint64_t addr,
-			    pte_t pte, pte_t flags)
+			    pte_t pte, pte_t flags, uint32_t prot)
 {
 	struct page *old = pte_page(pte), *copy;
 	uint64_t page_addr = addr & MLN_PAGE_MASK;
@@ -67,7 +68,7 @@ static int copy_page_locked(struct mm_struct *mm, struct pte_table *leaf, uint64
 		return -ENOMEM;
 	}
 	/* The old translation of this page is about to go. */
-	mm_notify_start(mm, page_addr, page_addr + MLN_PAGE_SIZE);
+	mm_notify_start(mm, page_addr, page_addr + MLN_PAGE_SIZE, MM_INVAL_COW, prot);
 	pte_table_lock(leaf);
 	if (atomic_load_explicit(pte_slot(leaf, addr), memory_order_relaxed) == pte) {
 		pte_replace_locked(leaf, addr, (pte_t)copy | flags);
@@ -96,16 +97,17 @@ static int wp_fault(struct mm_struct *mm, struct vm_area_struct *vma, struct pte
 		pte_table_unlock(leaf);
 		return MM_FAULT_RETRY;	/* the copy calls notifiers: needs the mmap lock */
 	}
-	return copy_page_locked(mm, leaf, addr, pte, PTE_WRITE);
+	return copy_page_locked(mm, leaf, addr, pte, PTE_WRITE, vma->vm_prot);
 }
 
 int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t addr,
-		    bool write, bool vma_locked)
+		    int access, bool vma_locked)
 {
+	bool write = access == MM_ACCESS_WRITE;
 	struct pte_table *leaf;
 	struct page *page;
 
-	if (!vma_permits(vma, write))
+	if (!vma_permits(vma, access))
 		return SEGV_ACCERR;
 	leaf = pgtable_leaf(&mm->pgt, addr, 1);
 	if (!leaf)
@@ -181,15 +183,41 @@ static void unlock_vma(struct mm_struct *mm, struct vm_area_struct *v, bool retr
 	mmap_vma_lock_event(mm, retry ? MMAP_VMA_LOCK_RETRY : MMAP_VMA_LOCK_SUCCESS);
 }
 
-int mm_fault(struct mm_struct *mm, uint64_t addr, int write)
-{
-	struct vm_area_struct *vma;
-	int rc;
+#define GUEST_FLAGS (MM_GUEST_KILLABLE | MM_GUEST_LOCKED)
 
+/*
+ * The checks every guest-memory call makes first: not from the mm's own
+ * notifiers nor from inside its guest (-EDEADLK), known @access and @flags
+ * (-EINVAL), a killed task with MM_GUEST_KILLABLE (-EINTR), and with
+ * MM_GUEST_LOCKED a read lock someone holds (-EPERM otherwise).
+ */
+static int guest_call_ok(struct mm_struct *mm, int access, unsigned int flags)
+{
 	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+		return -EDEADLK;
+	if ((unsigned int)access > MM_ACCESS_EXEC || (flags & ~GUEST_FLAGS))
+		return -EINVAL;
+	if ((flags & MM_GUEST_KILLABLE) && task_is_killed(task_current()))
+		return -EINTR;
+	if ((flags & MM_GUEST_LOCKED) && mmap_lock_check_held(mm, 0) != MMAP_CHECK_OK)
+		return -EPERM;
+	return 0;
+}
+
+int mm_guest_fault(struct mm_struct *mm, uint64_t addr, int access, unsigned int flags)
+{
+	MM_OP(MM_OP_FAULT);
+	struct vm_area_struct *vma;
+	int rc = guest_call_ok(mm, access, flags);
+
+	if (rc)
+		return rc;
+	if (flags & MM_GUEST_LOCKED) {
+		vma = mm->mm_closed ? NULL : vma_lookup(&mm->mm_vmas, addr);
+		return vma ? mm_handle_fault(mm, vma, addr, access, false) : SEGV_MAPERR;
+	}
 	if (mmap_lock_has_vma_locks(mm) && (vma = mm_lock_vma_under_rcu(mm, addr))) {
-		rc = mm_handle_fault(mm, vma, addr, write, true);
+		rc = mm_handle_fault(mm, vma, addr, access, true);
 		unlock_vma(mm, vma, rc == MM_FAULT_RETRY);
 		if (rc != MM_FAULT_RETRY)
 			return rc;
@@ -198,20 +226,40 @@ int mm_fault(struct mm_struct *mm, uint64_t addr, int write)
 	if (rc)
 		return rc;
 	vma = mm->mm_closed ? NULL : vma_lookup(&mm->mm_vmas, addr);
-	rc = vma ? mm_handle_fault(mm, vma, addr, write, false) : SEGV_MAPERR;
+	if (!vma && !mm->mm_closed) {
+		rc = mm_grow_stack_relock(mm, addr);
+		if (rc < 0)
+			return rc;	/* the write lock was refused: nothing held */
+		vma = rc ? NULL : vma_lookup(&mm->mm_vmas, addr);
+	}
+	rc = vma ? mm_handle_fault(mm, vma, addr, access, false) : SEGV_MAPERR;
 	mmap_read_unlock(mm);
 	return rc;
 }
 
+int mm_fault(struct mm_struct *mm, uint64_t addr, int write)
+{
+	return mm_guest_fault(mm, addr, write, 0);
+}
+
 /*
  * What an access or a pin holds while it walks its pages: the mmap read
- * lock, or (per_vma) a read lock on one VMA, given up for the next VMA's.
+ * lock, or (per_vma) a read lock on one VMA, given up for the next VMA's;
+ * or, with MM_GUEST_LOCKED, the caller's read lock, which it keeps.
  */
 struct fault_lock {
 	struct vm_area_struct *vma;	/* the VMA last used (read-locked if vma_locked) */
 	bool vma_locked;
 	bool mmap_locked;
+	bool caller_locked;		/* the mmap read lock is the caller's */
 };
+
+static void fault_lock_init(struct fault_lock *fl, unsigned int flags)
+{
+	fl->vma = NULL;
+	fl->vma_locked = false;
+	fl->caller_locked = fl->mmap_locked = flags & MM_GUEST_LOCKED;
+}
 
 /* Take the mmap read lock: 0, or its refusal. */
 static int fault_lock_mmap(struct mm_struct *mm, struct fault_lock *fl)
@@ -251,37 +299,56 @@ static int fault_lock_upgrade(struct mm_struct *mm, struct fault_lock *fl)
 	return fault_lock_mmap(mm, fl);
 }
 
+/*
+ * After a SEGV_MAPERR under our own mmap read lock: grow a stack mapping
+ * just above @addr (mm_grow_stack_relock).  0: mapped now, try again.
+ */
+static int fault_lock_grow(struct mm_struct *mm, struct fault_lock *fl, uint64_t addr)
+{
+	int rc;
+
+	if (!fl->mmap_locked || fl->caller_locked || mm->mm_closed)
+		return SEGV_MAPERR;
+	fl->vma = NULL;		/* the lock is dropped meanwhile: forget the cache */
+	rc = mm_grow_stack_relock(mm, addr);
+	if (rc < 0)
+		fl->mmap_locked = false;
+	return rc;
+}
+
 static void fault_lock_release(struct mm_struct *mm, struct fault_lock *fl)
 {
 	if (fl->vma_locked)
 		unlock_vma(mm, fl->vma, false);
-	if (fl->mmap_locked)
+	if (fl->mmap_locked && !fl->caller_locked)
 		mmap_read_unlock(mm);
 	fl->vma_locked = fl->mmap_locked = false;
 }
 
 /*
- * The page at @addr with a reference for the caller, faulting it in as
- * needed: 0, a SEGV_* code, -ENOMEM, or MM_FAULT_RETRY (only with @vma
- * read-locked alone: @vma_locked).  @vma caches the last VMA; with
- * @vma_locked it is the locked one, which covers @addr.
+ * The page at @addr with a reference for the caller, faulted in for
+ * @access as needed, and its PTE in *@pte_out: 0, a SEGV_* code, -ENOMEM,
+ * or MM_FAULT_RETRY (only with @fl holding a VMA lock alone).  @fl->vma
+ * caches the last VMA; with @fl->vma_locked it is the locked one, which
+ * covers @addr.
  *
  * With @pin (get_user_pages), the reference is a pin, taken under the leaf
  * lock, and a private page still shared copy-on-write with a fork is first
  * copied into this mm (Linux 5.19+'s unsharing for FOLL_PIN), so the pin
  * follows this mm's writes and never sees the fork's.
  */
-static int page_at(struct mm_struct *mm, struct vm_area_struct **vma, uint64_t addr,
-		   bool write, bool pin, bool vma_locked, struct page **out)
+static int page_at(struct mm_struct *mm, struct fault_lock *fl, uint64_t addr, int access,
+		   bool pin, struct page **out, pte_t *pte_out)
 {
-	struct vm_area_struct *v = *vma;
+	struct vm_area_struct *v = fl->vma;
+	bool write = access == MM_ACCESS_WRITE;
 
 	if (!v || addr < v->vm_start || addr >= v->vm_end) {
-		v = *vma = mm->mm_closed ? NULL : vma_lookup(&mm->mm_vmas, addr);
+		v = fl->vma = mm->mm_closed ? NULL : vma_lookup(&mm->mm_vmas, addr);
 		if (!v)
 			return SEGV_MAPERR;
 	}
-	if (!vma_permits(v, write))
+	if (!vma_permits(v, access))
 		return SEGV_ACCERR;
 	for (;;) {
 		struct pte_table *leaf = pgtable_leaf(&mm->pgt, addr, 0);
@@ -297,12 +364,13 @@ static int page_at(struct mm_struct *mm, struct vm_area_struct **vma, uint64_t a
 
 				if (pin && !v->vm_shared && !(pte & PTE_WRITE) &&
 				    !page_exclusive(page)) {
-					if (vma_locked) {
+					if (fl->vma_locked) {
 						pte_table_unlock(leaf);
 						return MM_FAULT_RETRY;
 					}
 					rc = copy_page_locked(mm, leaf, addr, pte,
-							      v->vm_prot & PROT_WRITE ? PTE_WRITE : 0);
+							      v->vm_prot & PROT_WRITE ? PTE_WRITE : 0,
+							      v->vm_prot);
 					if (rc)
 						return rc;
 					continue;	/* pin the copy */
@@ -313,14 +381,61 @@ static int page_at(struct mm_struct *mm, struct vm_area_struct **vma, uint64_t a
 								  memory_order_relaxed);
 				pte_table_unlock(leaf);
 				*out = page;
+				*pte_out = pte;
 				return 0;
 			}
 			pte_table_unlock(leaf);
 		}
-		rc = mm_handle_fault(mm, v, addr, write, vma_locked);
+		rc = mm_handle_fault(mm, v, addr, access, fl->vma_locked);
 		if (rc)
 			return rc;
 	}
+}
+
+/*
+ * page_at() under @fl, which it first makes cover @addr, retrying under
+ * the mmap lock where the VMA lock is not enough and, with @grow, growing
+ * a stack mapping as a user fault does (not for pins: get_user_pages does
+ * not grow stacks).  0, a SEGV_* code, or -errno (then @fl may hold less).
+ */
+static int page_at_locked(struct mm_struct *mm, struct fault_lock *fl, uint64_t addr,
+			  int access, bool pin, bool grow, struct page **out, pte_t *pte_out)
+{
+	for (;;) {
+		int rc = fault_lock_cover(mm, fl, addr);
+
+		if (rc)
+			return rc;	/* the lock was refused */
+		rc = page_at(mm, fl, addr, access, pin, out, pte_out);
+		if (rc == MM_FAULT_RETRY)
+			rc = fault_lock_upgrade(mm, fl);
+		else if (rc == SEGV_MAPERR && grow)
+			rc = fault_lock_grow(mm, fl, addr);
+		else
+			return rc;
+		if (rc)
+			return rc;
+	}
+}
+
+/*
+ * One page of a walk: a killed task stops it first (MM_GUEST_KILLABLE,
+ * checked before each page, as get_user_pages checks for a fatal signal);
+ * then page_at_locked(), growing a stack only for an access, never for a
+ * pin.  A fault's address goes to *@fault_addr.
+ */
+static int walk_page(struct mm_struct *mm, struct fault_lock *fl, unsigned int flags,
+		     uint64_t addr, int access, bool pin, struct page **page, pte_t *pte,
+		     uint64_t *fault_addr)
+{
+	int rc;
+
+	if ((flags & MM_GUEST_KILLABLE) && task_is_killed(task_current()))
+		return -EINTR;
+	rc = page_at_locked(mm, fl, addr, access, pin, !pin, page, pte);
+	if (rc > 0)
+		*fault_addr = addr;
+	return rc;
 }
 
 /* Where the calling thread's last mm_access() faulted. */
@@ -331,40 +446,33 @@ uint64_t mm_access_fault_addr(void)
 	return last_fault_addr;
 }
 
-int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int write,
-	      uint64_t *fault_addr)
+int mm_guest_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int write,
+		    unsigned int flags, uint64_t *fault_addr)
 {
-	struct fault_lock fl = { 0 };
+	MM_OP(MM_OP_ACCESS);
+	int access = write ? MM_ACCESS_WRITE : MM_ACCESS_READ;
+	struct fault_lock fl;
 	uint8_t *p = buf;
-	int rc = 0;
+	int rc = guest_call_ok(mm, access, flags);
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	if (rc)
+		return rc;
 	if (!fault_addr)
 		fault_addr = &last_fault_addr;
 	if (addr + n < addr) {
 		*fault_addr = addr;
 		return SEGV_MAPERR;
 	}
+	fault_lock_init(&fl, flags);
 	while (n) {
 		size_t off = addr & (MLN_PAGE_SIZE - 1);
 		size_t chunk = MLN_PAGE_SIZE - off < n ? MLN_PAGE_SIZE - off : n;
 		struct page *page;
+		pte_t pte;
 
-		rc = fault_lock_cover(mm, &fl, addr);
+		rc = walk_page(mm, &fl, flags, addr, access, false, &page, &pte, fault_addr);
 		if (rc)
-			break;		/* the lock was refused: nothing more copied */
-		rc = page_at(mm, &fl.vma, addr, write, false, fl.vma_locked, &page);
-		if (rc == MM_FAULT_RETRY) {
-			rc = fault_lock_upgrade(mm, &fl);
-			if (rc)
-				break;
-			continue;
-		}
-		if (rc) {
-			*fault_addr = addr;
-			break;
-		}
+			break;		/* a fault, or the lock refused: nothing more copied */
 		if (write)
 			memcpy(page->data + off, p, chunk);
 		else
@@ -378,10 +486,103 @@ int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int writ
 	return rc;
 }
 
+int mm_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, int write,
+	      uint64_t *fault_addr)
+{
+	return mm_guest_access(mm, addr, buf, n, write, 0, fault_addr);
+}
+
+/* The guest's protection through a page mapped by @pte in @vma. */
+static uint32_t pte_prot(const struct vm_area_struct *vma, pte_t pte)
+{
+	return pte & PTE_WRITE ? vma->vm_prot : vma->vm_prot & ~(uint32_t)PROT_WRITE;
+}
+
+int mm_pin_pages(struct mm_struct *mm, uint64_t addr, size_t npages, int access,
+		 unsigned int flags, struct mm_pin *out, uint64_t *fault_addr)
+{
+	MM_OP(MM_OP_PIN);
+	struct fault_lock fl;
+	size_t i;
+	int rc = guest_call_ok(mm, access, flags);
+
+	if (rc)
+		return rc;
+	if (addr & (MLN_PAGE_SIZE - 1))
+		return -EINVAL;
+	if (npages && (addr >= MM_TASK_SIZE || npages > (MM_TASK_SIZE - addr) >> MLN_PAGE_SHIFT))
+		return -EFAULT;		/* past the top of user space, as pin_user_pages() */
+	/* pin_user_pages_fast(): under per_vma, the VMA's lock (the kernel's GUP-fast walks none). */
+	fault_lock_init(&fl, flags);
+	for (i = 0; i < npages; i++) {
+		uint64_t a = addr + i * MLN_PAGE_SIZE;
+		struct page *page;
+		pte_t pte;
+
+		rc = walk_page(mm, &fl, flags, a, access, true, &page, &pte, fault_addr);
+		if (rc)
+			break;
+		out[i] = (struct mm_pin){ .page = page, .host = (uint64_t)(uintptr_t)page->data,
+					  .addr = a, .prot = pte_prot(fl.vma, pte) };
+	}
+	fault_lock_release(mm, &fl);
+	if (rc) {
+		while (i--) {
+			mm_unpin_page(out[i].page);
+			out[i].page = NULL;
+		}
+	}
+	return rc;
+}
+
+size_t mm_unpin_pins(struct mm_pin *pins, size_t n)
+{
+	size_t done = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (pins[i].page) {
+			mm_unpin_page(pins[i].page);
+			pins[i].page = NULL;
+			done++;
+		}
+	}
+	return done;
+}
+
+int mm_host_range(struct mm_struct *mm, uint64_t addr, int access, unsigned int flags,
+		  struct mm_host_range *out)
+{
+	MM_OP(MM_OP_PIN);
+	struct fault_lock fl;
+	struct page *page;
+	pte_t pte;
+	int rc = guest_call_ok(mm, access, flags);
+
+	if (rc)
+		return rc;
+	fault_lock_init(&fl, flags);
+	rc = page_at_locked(mm, &fl, addr, access, false, true, &page, &pte);
+	if (rc == 0) {
+		/*
+		 * One page: that is what is contiguous in host memory today.
+		 * The reference goes now; the page stays until an invalidation
+		 * covering it has started (docs/embedding.md).
+		 */
+		*out = (struct mm_host_range){ .host = (uint64_t)(uintptr_t)page->data,
+					       .start = addr & MLN_PAGE_MASK,
+					       .end = (addr & MLN_PAGE_MASK) + MLN_PAGE_SIZE,
+					       .prot = pte_prot(fl.vma, pte) };
+		page_put(page);
+	}
+	fault_lock_release(mm, &fl);
+	return rc;
+}
+
 int mm_get_user_pages(struct mm_struct *mm, uint64_t addr, size_t npages, int write,
 		      struct page **pages, uint64_t *fault_addr)
 {
-	struct vm_area_struct *vma = NULL;
+	MM_OP(MM_OP_PIN);
+	struct fault_lock fl;
 	size_t i;
 	int rc = 0;
 
@@ -390,19 +591,22 @@ int mm_get_user_pages(struct mm_struct *mm, uint64_t addr, size_t npages, int wr
 	if (addr & (MLN_PAGE_SIZE - 1))
 		return -EINVAL;
 	/* As the kernel's get_user_pages(): under the mmap read lock, whatever the design. */
-	rc = mm_lock(mm, false);
+	fault_lock_init(&fl, 0);
+	rc = fault_lock_mmap(mm, &fl);
 	if (rc)
 		return rc;
 	for (i = 0; i < npages; i++) {
 		uint64_t a = addr + i * MLN_PAGE_SIZE;
+		pte_t pte;
 
-		rc = page_at(mm, &vma, a, write, true, false, &pages[i]);
+		rc = page_at(mm, &fl, a, write ? MM_ACCESS_WRITE : MM_ACCESS_READ, true, &pages[i],
+			     &pte);
 		if (rc) {
 			*fault_addr = a;
 			break;
 		}
 	}
-	mmap_read_unlock(mm);
+	fault_lock_release(mm, &fl);
 	if (rc)
 		while (i--)
 			mm_unpin_page(pages[i]);
@@ -418,4 +622,60 @@ void mm_unpin_page(struct page *page)
 const uint8_t *mm_page_data(const struct page *page)
 {
 	return page->data;
+}
+
+void mm_populate(struct mm_struct *mm, uint64_t start, uint64_t len)
+{
+	MM_OP(MM_OP_POPULATE);
+	uint64_t addr = start, end = start + len;
+
+	/* A refusal or an interrupted wait leaves the pages to later faults. */
+	if (mm_lock(mm, false))
+		return;
+	while (addr < end && !mm->mm_closed) {
+		struct vm_area_struct *v = vma_find(&mm->mm_vmas, addr);
+		uint64_t stop;
+		int access;
+
+		if (!v || v->vm_start >= end)
+			break;
+		if (addr < v->vm_start)
+			addr = v->vm_start;
+		stop = v->vm_end < end ? v->vm_end : end;
+		/*
+		 * populate_vma_page_range(): a private writable mapping is
+		 * written (it gets its own pages), others read; PROT_NONE is
+		 * skipped.
+		 */
+		access = (v->vm_prot & PROT_WRITE) && !(v->vm_flags & VM_SHARED) ? MM_ACCESS_WRITE
+										   : MM_ACCESS_READ;
+		for (; v->vm_prot != PROT_NONE && addr < stop; addr += MLN_PAGE_SIZE)
+			if (mm_handle_fault(mm, v, addr, access, false) < 0)
+				goto out;	/* out of memory: the rest faults later */
+		addr = stop;
+	}
+out:
+	mmap_read_unlock(mm);
+}
+
+uint64_t mm_vma_seq(struct mm_struct *mm)
+{
+	/* Acquire: pairs with mm_layout_changed()'s release. */
+	return atomic_load_explicit(&mm->vma_seq, memory_order_acquire);
+}
+
+int mm_read_lock(struct mm_struct *mm)
+{
+	MM_OP(MM_OP_READ_LOCKED);
+	if (mm_reentered(mm))
+		return -EDEADLK;
+	return mm_lock(mm, false);
+}
+
+int mm_read_unlock(struct mm_struct *mm)
+{
+	MM_OP(MM_OP_READ_LOCKED);
+	if (mm_reentered(mm))
+		return -EDEADLK;	/* the lock an operation in progress holds */
+	return mmap_read_unlock(mm);
 }

@@ -12,8 +12,24 @@
 
 #include "futex.h"
 #include "mm.h"
+#include "mm_guest.h"
+#include "mm_inval.h"
+#include "mmap_lock_trace.h"
 #include "pgtable.h"
 #include "vma.h"
+
+/*
+ * MM_OP(MM_OP_X) at the top of an mm entry point: the lock events of the
+ * call are tagged with MM_OP_X, and the caller's tag is back when it returns
+ * (a cleanup attribute, so that every return path restores it).
+ */
+static inline void mm_op_end(const uint16_t *prev)
+{
+	mmap_lock_set_caller(*prev);
+}
+#define MM_OP(op) \
+	const uint16_t mm_op_prev __attribute__((cleanup(mm_op_end), unused)) = \
+		mmap_lock_set_caller(op)
 
 static inline uint64_t mm_max_map_count(const struct mm_struct *mm)
 {
@@ -53,9 +69,28 @@ void mm_vma_lock(struct mm_struct *mm, struct vm_area_struct *v);
 int mm_vma_link(struct mm_struct *mm, struct vm_area_struct *v);
 void mm_vma_unlink(struct mm_struct *mm, struct vm_area_struct *v);
 
-/* Notifier calls; the caller holds the mmap_lock in either mode. */
-void mm_notify_start(struct mm_struct *mm, uint64_t start, uint64_t end);
+/*
+ * Notifier calls; the caller holds the mmap_lock in either mode.  @reason
+ * (MM_INVAL_*, mm_inval.h) and @new_prot (the range's protection after it,
+ * 0 when it goes) are for the invalidation queue; MMU notifiers get the range.
+ */
+void mm_notify_start(struct mm_struct *mm, uint64_t start, uint64_t end, uint32_t reason,
+		     uint32_t new_prot);
 void mm_notify_end(struct mm_struct *mm, uint64_t start, uint64_t end);
+
+/*
+ * The layout count (mm_vma_seq): bumped by the write holder alone, after it
+ * has write-locked what it changes (mm_vma_lock), so a reader holding a
+ * VMA's read lock reads a count no change of that VMA has bumped yet.
+ */
+static inline void mm_layout_changed(struct mm_struct *mm)
+{
+	/* Release: a reader that loads the new count (acquire) sees every
+	 * change of the sections before this one. */
+	atomic_store_explicit(&mm->vma_seq,
+			      atomic_load_explicit(&mm->vma_seq, memory_order_relaxed) + 1,
+			      memory_order_release);
+}
 
 /*
  * Take @mm's lock for an operation (mm_lock.c): killable (-EINTR once the
@@ -79,13 +114,36 @@ struct mm_notify_frame {
 };
 extern MLN_HOT_TLS _Thread_local struct mm_notify_frame *mm_notifying;
 
+/*
+ * The mm whose guest the calling thread runs (between mm_tlb_enter and
+ * mm_tlb_exit, mm_inval.c), or NULL.  An invalidation of that mm waits for
+ * the thread to leave its guest, so a call into the mm from inside (an
+ * emulator's hook) could wait for that invalidation: refused too.
+ */
+extern MLN_HOT_TLS _Thread_local const struct mm_struct *mm_in_guest;
+
 static inline bool mm_reentered(const struct mm_struct *mm)
 {
+	if (mln_unlikely(mm_in_guest == mm))
+		return true;
 	for (const struct mm_notify_frame *f = mm_notifying; mln_unlikely(f); f = f->up)
 		if (f->mm == mm)
 			return true;
 	return false;
 }
+
+/*
+ * For mremap (mm_mremap.c), from mm_mmap.c; the write lock is held.
+ * mm_do_munmap: unmap [start, end) (page aligned) as munmap does, without
+ * the downgrade: 0, or -ENOMEM (the VMA limit, nothing done).
+ * mm_find_room: a free range of @len bytes (the hint if free): 0 if none.
+ * mm_merge_around: merge @v with its compatible neighbours; the survivor.
+ */
+int mm_do_munmap(struct mm_struct *mm, uint64_t start, uint64_t end);
+uint64_t mm_find_room(struct mm_struct *mm, uint64_t hint, uint64_t len, bool low32);
+struct vm_area_struct *mm_merge_around(struct mm_struct *mm, struct vm_area_struct *v);
+/* Make a shared backing hold at least @nr_pages pages (mremap growing it): 0 or -ENOMEM. */
+int anon_shared_grow(struct anon_shared *s, uint64_t nr_pages);
 
 /* Remove every mapping (exit_mmap's work); write lock held. */
 void mm_unmap_all(struct mm_struct *mm);
@@ -105,11 +163,31 @@ void mm_unmap_all(struct mm_struct *mm);
  */
 struct vm_area_struct *mm_lock_vma_under_rcu(struct mm_struct *mm, uint64_t addr);
 int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t addr,
-		    bool write, bool vma_locked);
-/* Whether @vma permits the access (read: any protection but PROT_NONE). */
-static inline bool vma_permits(const struct vm_area_struct *vma, bool write)
+		    int access, bool vma_locked);
+/* Whether @vma permits @access (MM_ACCESS_*; read: any protection but PROT_NONE). */
+static inline bool vma_permits(const struct vm_area_struct *vma, int access)
 {
-	return write ? (vma->vm_prot & PROT_WRITE) : vma->vm_prot != PROT_NONE;
+	if (access == MM_ACCESS_WRITE)
+		return vma->vm_prot & PROT_WRITE;
+	if (access == MM_ACCESS_EXEC)
+		return vma->vm_prot & PROT_EXEC;
+	return vma->vm_prot != PROT_NONE;
 }
+
+/*
+ * MAP_POPULATE's prefault of [start, start + len) under the read lock
+ * (mm_fault.c); what cannot be faulted in is left to later faults.
+ */
+void mm_populate(struct mm_struct *mm, uint64_t start, uint64_t len);
+
+/*
+ * A fault at unmapped @addr with the read lock held (mm_stack.c): if a
+ * MAP_GROWSDOWN mapping lies just above, trade the read lock for the write
+ * lock, grow it down to @addr's page as expand_downwards() does, and
+ * downgrade back.  0: @addr is mapped now; SEGV_MAPERR: it is not; either
+ * way the read lock is held (the layout may have changed meanwhile).  A
+ * negative errno: the write lock was refused, and no lock is held.
+ */
+int mm_grow_stack_relock(struct mm_struct *mm, uint64_t addr);
 
 #endif /* MLN_MM_INTERNAL_H */

@@ -20,6 +20,10 @@
 #include "mmap_lock.h"
 
 #define PAGE_ALIGN(x) (((x) + MM_PAGE_SIZE - 1) & ~(uint64_t)(MM_PAGE_SIZE - 1))
+/* x86-64's MAP_32BIT, whatever the host (the emulated address space is x86-64's). */
+#define MM_MAP_32BIT 0x40
+#define MM_32BIT_LOW 0x40000000ull	/* x86-64's find_start_end() for MAP_32BIT */
+#define MM_32BIT_HIGH 0x80000000ull
 #define PROT_ALL (PROT_READ | PROT_WRITE | PROT_EXEC)
 #ifndef PROT_SEM
 #define PROT_SEM 0x8	/* <asm-generic/mman-common.h>; glibc does not export it */
@@ -51,7 +55,7 @@ static bool mergeable(const struct vm_area_struct *a, const struct vm_area_struc
 }
 
 /* Merge @v with its touching compatible neighbours; the surviving VMA. */
-static struct vm_area_struct *merge_around(struct mm_struct *mm, struct vm_area_struct *v)
+struct vm_area_struct *mm_merge_around(struct mm_struct *mm, struct vm_area_struct *v)
 {
 	struct vm_area_struct *prev = vma_prev(v), *next;
 
@@ -128,7 +132,7 @@ static size_t vmas_in(struct mm_struct *mm, uint64_t start, uint64_t end)
  * (CHANGE_UNMAP), by one new mapping (CHANGE_MAP), or by the same VMAs with
  * another protection (CHANGE_PROTECT).  Only the window of VMAs touching or
  * intersecting [start, end) can change; it is rebuilt as segments, merged as
- * merge_around() would, and counted.
+ * mm_merge_around() would, and counted.
  */
 enum change { CHANGE_UNMAP, CHANGE_MAP, CHANGE_PROTECT };
 
@@ -251,7 +255,7 @@ static int unmap_range(struct mm_struct *mm, uint64_t start, uint64_t end, bool 
 	if (!list)
 		return err;
 	if (n)
-		mm_notify_start(mm, start, end);
+		mm_notify_start(mm, start, end, MM_INVAL_UNMAP, 0);
 	/* Cannot be refused: we hold the write lock (and asked for it ourselves). */
 	if (downgrade)
 		(void)mmap_write_downgrade(mm);
@@ -297,7 +301,21 @@ static uint64_t gap_topdown(struct mm_struct *mm, uint64_t len, uint64_t low, ui
 	}
 }
 
-static uint64_t find_room(struct mm_struct *mm, uint64_t hint, uint64_t len)
+/* The lowest @len-byte gap in [low, high), or 0 (MAP_32BIT searches bottom-up, as x86-64). */
+static uint64_t gap_bottomup(struct mm_struct *mm, uint64_t len, uint64_t low, uint64_t high)
+{
+	uint64_t at = low;
+
+	for (struct vm_area_struct *v = vma_find(&mm->mm_vmas, low); at + len <= high;
+	     v = vma_next(v)) {
+		if (!v || v->vm_start >= at + len)
+			return at;
+		at = v->vm_end;
+	}
+	return 0;
+}
+
+uint64_t mm_find_room(struct mm_struct *mm, uint64_t hint, uint64_t len, bool low32)
 {
 	uint64_t a;
 
@@ -310,6 +328,8 @@ static uint64_t find_room(struct mm_struct *mm, uint64_t hint, uint64_t len)
 		    range_free(mm, hint, hint + len))
 			return hint;
 	}
+	if (low32)
+		return gap_bottomup(mm, len, MM_32BIT_LOW, MM_32BIT_HIGH);
 	a = gap_topdown(mm, len, MM_MMAP_MIN_ADDR, mm->mmap_base);
 	if (!a)
 		a = gap_topdown(mm, len, MM_MMAP_MIN_ADDR, MM_TASK_SIZE);
@@ -333,7 +353,7 @@ static int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, int pr
 			return -EEXIST;
 		removed = vmas_in(mm, addr, addr + len);
 	} else {
-		addr = find_room(mm, addr, len);
+		addr = mm_find_room(mm, addr, len, flags & MM_MAP_32BIT);
 		if (!addr)
 			return -ENOMEM;
 	}
@@ -341,6 +361,12 @@ static int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, int pr
 	type = flags & (MAP_SHARED | MAP_PRIVATE);
 	if (type != MAP_SHARED && type != MAP_PRIVATE)
 		return -EINVAL;
+	if (flags & MAP_GROWSDOWN) {
+		/* do_mmap(): a shared anonymous mapping cannot grow (VM_GROWSDOWN). */
+		if (type == MAP_SHARED)
+			return -EINVAL;
+		vm_flags |= VM_GROWSDOWN;
+	}
 	if (over_limit(mm, addr, addr + len, CHANGE_MAP, (uint32_t)prot, vm_flags))
 		return -ENOMEM;
 	v = vma_alloc();
@@ -349,8 +375,8 @@ static int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, int pr
 	v->vm_start = addr;
 	v->vm_end = addr + len;
 	v->vm_prot = (uint32_t)prot;
+	v->vm_flags = vm_flags;
 	if (flags & MAP_SHARED) {
-		v->vm_flags = vm_flags;
 		v->vm_shared = anon_shared_new(len >> MLN_PAGE_SHIFT);
 		if (!v->vm_shared) {
 			vma_free(v);
@@ -366,12 +392,13 @@ static int64_t do_mmap(struct mm_struct *mm, uint64_t addr, uint64_t len, int pr
 		}
 	}
 	mm_vma_link(mm, v);	/* the range is free now */
-	merge_around(mm, v);
+	mm_merge_around(mm, v);
 	return (int64_t)addr;
 }
 
 int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, int flags)
 {
+	MM_OP(MM_OP_MMAP);
 	bool fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE);
 	uint64_t len = PAGE_ALIGN(length);
 	int64_t ret;
@@ -381,6 +408,13 @@ int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, 
 	/* The kernel's order of checks: descriptor, length, range; the type comes last. */
 	if (!(flags & MAP_ANONYMOUS))
 		return -EBADF;		/* no file descriptor: only anonymous memory here */
+	/*
+	 * ksys_mmap_pgoff(): an anonymous MAP_HUGETLB mapping needs a huge page
+	 * size, and a kernel without hugetlb support has none (EINVAL, as on
+	 * such a kernel; with hugetlbfs but no pages reserved Linux gives ENOMEM).
+	 */
+	if (flags & MAP_HUGETLB)
+		return -EINVAL;
 	if (!length)
 		return -EINVAL;
 	if (len < length || len > MM_TASK_SIZE)
@@ -400,14 +434,30 @@ int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, 
 		return ret;	/* refused (we hold it already, or the checker said no) */
 	ret = mm->mm_closed ? -EINVAL : do_mmap(mm, addr, len, prot, flags);
 	mmap_write_unlock(mm);
+	/*
+	 * vm_mmap_pgoff(): MAP_POPULATE (without MAP_NONBLOCK) and MAP_LOCKED
+	 * prefault after the write lock is dropped, under the read lock; what
+	 * cannot be faulted in is left for later faults, as mm_populate() does.
+	 */
+	if (ret >= 0 && ((flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE ||
+			 (flags & MAP_LOCKED)))
+		mm_populate(mm, (uint64_t)ret, len);
 	return ret;
 }
 
 /* ------------------------------------------------------------------------
  * munmap.
  */
+int mm_do_munmap(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	if (over_limit(mm, start, end, CHANGE_UNMAP, 0, 0))
+		return -ENOMEM;
+	return unmap_range(mm, start, end, false);
+}
+
 int mm_munmap(struct mm_struct *mm, uint64_t addr, uint64_t length)
 {
+	MM_OP(MM_OP_MUNMAP);
 	uint64_t len = page_length(addr, length), end = addr + len;
 	int err;
 
@@ -498,7 +548,7 @@ static int protect_range(struct mm_struct *mm, uint64_t start, uint64_t end, int
 	if (err)
 		return err;
 	/* The emulator's translations of the range are stale from here. */
-	mm_notify_start(mm, start, end);
+	mm_notify_start(mm, start, end, MM_INVAL_PROTECT, (uint32_t)prot);
 	for (v = vma_find(&mm->mm_vmas, start); v && v->vm_start < end; v = vma_next(v)) {
 		mm_vma_lock(mm, v);
 		if ((v->vm_prot & PROT_WRITE) && !(prot & PROT_WRITE))
@@ -508,14 +558,15 @@ static int protect_range(struct mm_struct *mm, uint64_t start, uint64_t end, int
 	mm_notify_end(mm, start, end);
 	/* Merge the changed VMAs with each other and with their outer neighbours. */
 	first = vma_find(&mm->mm_vmas, start);
-	v = merge_around(mm, first);
+	v = mm_merge_around(mm, first);
 	while ((v = vma_next(v)) && v->vm_start <= end)
-		v = merge_around(mm, v);
+		v = mm_merge_around(mm, v);
 	return 0;
 }
 
 int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot)
 {
+	MM_OP(MM_OP_MPROTECT);
 	uint64_t len, end;
 	int err;
 
@@ -555,7 +606,7 @@ static bool brk_grow(struct mm_struct *mm, uint64_t oldbrk, uint64_t newbrk)
 	    prev->vm_end == oldbrk) {
 		mm_vma_lock(mm, prev);
 		prev->vm_end = newbrk;		/* the heap VMA grows in place */
-		merge_around(mm, prev);
+		mm_merge_around(mm, prev);
 		return true;
 	}
 	if (over_limit(mm, oldbrk, newbrk, CHANGE_MAP, PROT_READ | PROT_WRITE, 0))
@@ -567,12 +618,13 @@ static bool brk_grow(struct mm_struct *mm, uint64_t oldbrk, uint64_t newbrk)
 	v->vm_end = newbrk;
 	v->vm_prot = PROT_READ | PROT_WRITE;
 	mm_vma_link(mm, v);
-	merge_around(mm, v);
+	mm_merge_around(mm, v);
 	return true;
 }
 
 int64_t mm_brk(struct mm_struct *mm, uint64_t brk)
 {
+	MM_OP(MM_OP_BRK);
 	uint64_t oldbrk, newbrk;
 	int64_t ret;
 
@@ -586,6 +638,8 @@ int64_t mm_brk(struct mm_struct *mm, uint64_t brk)
 		goto out;
 	oldbrk = PAGE_ALIGN(mm->brk);
 	newbrk = PAGE_ALIGN(brk);
+	if (brk != mm->brk)
+		mm_layout_changed(mm);	/* the "[heap]" test reads the break */
 	if (newbrk == oldbrk) {
 		mm->brk = brk;
 	} else if (brk < mm->brk) {
@@ -618,7 +672,7 @@ static int dontneed(struct mm_struct *mm, uint64_t start, uint64_t end)
 
 		if (s > at)
 			hole = true;
-		mm_notify_start(mm, s, e);
+		mm_notify_start(mm, s, e, MM_INVAL_DONTNEED, v->vm_prot);
 		pgtable_zap(&mm->pgt, s, e);
 		mm_notify_end(mm, s, e);
 		at = e;
@@ -629,6 +683,7 @@ static int dontneed(struct mm_struct *mm, uint64_t start, uint64_t end)
 
 int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
 {
+	MM_OP(MM_OP_MADVISE);
 	uint64_t len, end;
 	int err = 0;
 

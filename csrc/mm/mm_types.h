@@ -27,6 +27,7 @@ struct mmu_notifier;		/* mm.c: registered notifiers */
 struct mmap_lock_backend;	/* mmap_lock_backend.h: a lock other than the rwsem */
 struct mmap_lock_recorder;	/* mmap_lock_recorder.c: event buffer */
 struct mmap_lock_alt_reads;	/* mmap_lock.c: per-thread read holds of a glibc design */
+struct mm_inval;		/* mm_inval.c: invalidation records for secondary MMUs */
 
 /*
  * The state of the lock designs other than the rwsem (mmap_lock_backend.h),
@@ -109,6 +110,8 @@ struct mm_struct {
 	uint32_t max_map_count;		/* like vm.max_map_count; 0 = the default */
 	uint32_t mm_closed;		/* exit_mmap() ran: every operation fails */
 	struct mmu_notifier *notifiers;	/* registered under the write lock */
+	struct mm_inval *inval;		/* the invalidation queue (mm_inval.c), or NULL */
+	_Atomic uint64_t vma_seq;	/* layout changes (mm_vma_seq), by the write holder */
 	struct pgtable pgt;
 };
 

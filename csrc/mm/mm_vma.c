@@ -105,6 +105,7 @@ void vma_free(struct vm_area_struct *v)
 void mm_vma_lock(struct mm_struct *mm, struct vm_area_struct *v)
 {
 	vma_start_write(mm, &v->vm_lock);
+	mm_layout_changed(mm);	/* after: see mm_layout_changed() */
 }
 
 int mm_vma_link(struct mm_struct *mm, struct vm_area_struct *v)

@@ -772,6 +772,7 @@ struct walk {
 	uint64_t tables, slots;
 	struct pgtable *dst;	/* copy */
 	int cow;		/* copy */
+	uint64_t delta;		/* move: destination - source */
 };
 
 static long walk_range(struct walk *w, uint64_t start, uint64_t end)
@@ -880,6 +881,50 @@ static long wrprotect_leaf(struct walk *w, struct pte_table *t, uint64_t base, u
 	pte_table_unlock(t);
 	w->slots += i - lo;
 	return n;
+}
+
+/*
+ * Move the present PTEs of a leaf to the same slots @w->delta bytes up
+ * (mremap's move_page_tables()).  The destination leaves exist already
+ * (pgtable_move() made them), so nothing here can fail.  Each PTE keeps its
+ * page reference and its flags; pins stay with the page.
+ */
+static long move_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsigned int lo,
+		      unsigned int hi)
+{
+	unsigned int i;
+	long n = 0;
+
+	for (i = lo; i < hi; i++) {
+		uint64_t from = base + ((uint64_t)i << MLN_PAGE_SHIFT), to = from + w->delta;
+		struct pte_table *d;
+		pte_t pte;
+
+		pte_table_lock(t);
+		pte = pte_clear_locked(w->pt, t, from);
+		pte_table_unlock(t);
+		if (!pte)
+			continue;
+		d = pgtable_leaf(w->pt, to, 0);
+		pte_table_lock(d);
+		pte_install_locked(w->pt, d, to, pte);
+		pte_table_unlock(d);
+		n++;
+	}
+	w->slots += hi - lo;
+	return n;
+}
+
+int pgtable_move(struct pgtable *pt, uint64_t src, uint64_t dst, uint64_t len)
+{
+	struct walk w = { .pt = pt, .leaf = move_leaf, .delta = dst - src };
+
+	/* Every destination leaf first: then the move itself cannot fail half done. */
+	for (uint64_t a = dst; a < dst + len; a = (a | (MLN_PTRS_PER_TABLE * MLN_PAGE_SIZE - 1)) + 1)
+		if (!pgtable_leaf(pt, a, 1))
+			return -ENOMEM;
+	walk_range(&w, src, src + len);
+	return 0;
 }
 
 size_t pgtable_wrprotect(struct pgtable *pt, uint64_t start, uint64_t end)

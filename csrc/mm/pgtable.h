@@ -137,6 +137,13 @@ size_t pgtable_wrprotect(struct pgtable *pt, uint64_t start, uint64_t end);
 int pgtable_copy(struct pgtable *dst, struct pgtable *src, uint64_t start, uint64_t end,
 		 int cow);
 
+/*
+ * Move the PTEs of [src, src + len) to [dst, dst + len), which has none
+ * (mremap): 0, or -ENOMEM with nothing moved.  The caller holds the mmap
+ * write lock, so no fault runs on either range.
+ */
+int pgtable_move(struct pgtable *pt, uint64_t src, uint64_t dst, uint64_t len);
+
 /* Bytes of table memory (all levels); pages mapped. */
 size_t pgtable_bytes(const struct pgtable *pt);
 size_t pgtable_nr_pages(const struct pgtable *pt);

@@ -28,6 +28,7 @@
 /* vm_flags */
 #define VM_SHARED 1u	/* MAP_SHARED: pages shared with forks, never copied on write */
 #define VM_HEAP 2u	/* the brk area ("[heap]" in maps) */
+#define VM_GROWSDOWN 4u	/* MAP_GROWSDOWN: a fault below it grows it (mm_stack.c) */
 
 struct anon_shared;	/* mm.c: the backing of a shared anonymous mapping */
 struct mm_struct;

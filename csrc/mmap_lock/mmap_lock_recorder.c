@@ -68,6 +68,8 @@
 #include "rwsem.h"
 #include "task_internal.h"
 
+MLN_HOT_TLS _Thread_local uint16_t mmap_lock_caller;
+
 /* Spins of the drain loop before each further look also yields the CPU. */
 #define RECORDER_SPINS 128
 
@@ -134,6 +136,7 @@ void mmap_lock_record_event(struct mm_struct *mm, int event, bool write, bool su
 			ev->write = write;
 			ev->success = success;
 			ev->op = (uint8_t)op;
+			ev->caller = mmap_lock_caller;
 			ev->reserved = 0;
 		}
 	}

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "futex.h"
 #include "mm_types.h"
 
 /* cffi:begin */
@@ -55,7 +56,8 @@ struct mmap_lock_event {
 	uint8_t write;
 	uint8_t success;	/* acquire_returned only */
 	uint8_t op;		/* MMAP_OP_* of the call (trylock, killable, ...) */
-	uint32_t reserved;
+	uint16_t caller;	/* what the caller said it was doing (mmap_lock_set_caller) */
+	uint16_t reserved;
 };
 
 /*
@@ -75,5 +77,20 @@ uint64_t mmap_lock_recorder_dropped(const struct mmap_lock_recorder *rec);
 const struct mmap_lock_event *mmap_lock_recorder_events(const struct mmap_lock_recorder *rec);
 void mmap_lock_recorder_free(struct mmap_lock_recorder *rec);
 /* cffi:end */
+
+/*
+ * A tag the recorder stores with each event of the calling thread: what
+ * the caller is doing (the mm layer's MM_OP_*, mm.h), 0 for nothing said.
+ * Returns the previous tag, to be put back when the caller is done.
+ */
+extern MLN_HOT_TLS _Thread_local uint16_t mmap_lock_caller;
+
+static inline uint16_t mmap_lock_set_caller(uint16_t tag)
+{
+	uint16_t prev = mmap_lock_caller;
+
+	mmap_lock_caller = tag;
+	return prev;
+}
 
 #endif /* MLN_MMAP_LOCK_TRACE_H */

@@ -1,0 +1,117 @@
+"""Linux's memory system calls with the syscall ABI, for an emulator's
+syscall handler: arguments are register values, the result is what the
+guest's ``rax`` (or ``x0``) gets, a value or ``-errno``; a guest's error is
+never an exception.
+
+Register values are taken as the kernel takes them: 64-bit unsigned, or the
+low 32 bits for an ``int`` argument (``prot``, ``flags``, ``fd``,
+``advice``).  A value that is no register (not an int, or outside
+-2**63..2**64-1) is the embedder's error: TypeError or ValueError naming it.
+So is a refusal of the mm's lock (EDEADLK: a call from a notifier, or from
+inside the guest), which the guest could not have caused.
+
+Only anonymous memory exists here: ``sys_mmap`` without ``MAP_ANONYMOUS``
+returns ``-EBADF`` whatever the descriptor, as for a closed one (there is no
+file table), and its offset must still be page aligned (``-EINVAL``).
+"""
+from __future__ import annotations
+
+import errno as _errno
+import functools
+from typing import Any, Callable
+
+from ._args import int_in
+from ._ffi import lib
+from .address_space import _again
+from .notifiers import _pending, clear_stale, raise_pending
+from .vm import MAP_ANONYMOUS, PAGE_SIZE, os_error
+
+__all__ = ["Syscalls"]
+
+_U64 = (1 << 64) - 1
+_REG = (-(1 << 63), _U64)
+
+
+def _reg(value: Any, name: str, where: Callable[[], str]) -> int:
+    """A register value as the kernel's unsigned long (``where()`` names the
+    call, built only for an error)."""
+    if type(value) is int and 0 <= value <= _U64:
+        return value                    # the common case, checked cheaply
+    return int_in(value, name, where(), *_REG) & _U64
+
+
+def _int(value: Any, name: str, where: Callable[[], str]) -> int:
+    """A register value as the kernel's int: the low 32 bits, signed."""
+    v = _reg(value, name, where) & 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+class Syscalls:
+    """Mixin of :class:`MM`: ``sys_mmap``, ``sys_munmap``, ``sys_mprotect``,
+    ``sys_brk``, ``sys_madvise`` and ``sys_mremap``."""
+
+    __slots__ = ()
+    _mm: Any
+
+    def _label(self) -> str:  # pragma: no cover - MM overrides
+        raise NotImplementedError
+
+    def _where(self, name: str) -> str:
+        return f"{name} on {self._label()}"
+
+    def _sys(self, name: str, fn: Callable[..., int], *args: Any) -> int:
+        if _pending:
+            clear_stale()
+        rc = int(_again(fn, self._mm, *args))
+        if rc == -_errno.EDEADLK:
+            raise os_error(rc, f"{name} on {self._label()}")
+        if _pending:
+            raise_pending(lambda: f"{name} on {self._label()}", rc)
+        return rc
+
+    def sys_mmap(self, addr: Any, length: Any, prot: Any, flags: Any, fd: Any,
+                 offset: Any) -> int:
+        """mmap(2): the address, or -errno."""
+        w = functools.partial(self._where, "sys_mmap")
+        addr, length = _reg(addr, "addr", w), _reg(length, "length", w)
+        prot, flags = _int(prot, "prot", w), _int(flags, "flags", w)
+        _int(fd, "fd", w)
+        offset = _reg(offset, "offset", w)
+        if offset & (PAGE_SIZE - 1):
+            return -_errno.EINVAL       # the arch's sys_mmap() checks it first
+        if not flags & MAP_ANONYMOUS:
+            return -_errno.EBADF        # no files here: every descriptor is closed
+        return self._sys("sys_mmap", lib.py_mm_mmap, addr, length, prot, flags)
+
+    def sys_munmap(self, addr: Any, length: Any) -> int:
+        """munmap(2): 0, or -errno."""
+        w = functools.partial(self._where, "sys_munmap")
+        return self._sys("sys_munmap", lib.py_mm_munmap, _reg(addr, "addr", w),
+                         _reg(length, "length", w))
+
+    def sys_mprotect(self, addr: Any, length: Any, prot: Any) -> int:
+        """mprotect(2): 0, or -errno."""
+        w = functools.partial(self._where, "sys_mprotect")
+        return self._sys("sys_mprotect", lib.py_mm_mprotect, _reg(addr, "addr", w),
+                         _reg(length, "length", w), _int(prot, "prot", w))
+
+    def sys_brk(self, addr: Any) -> int:
+        """brk(2): the new break, or the current one if refused (never an errno)."""
+        w = functools.partial(self._where, "sys_brk")
+        return self._sys("sys_brk", lib.py_mm_brk, _reg(addr, "addr", w))
+
+    def sys_madvise(self, addr: Any, length: Any, advice: Any) -> int:
+        """madvise(2): 0, or -errno (EINVAL for advice other than
+        MADV_NORMAL, RANDOM, SEQUENTIAL, WILLNEED and DONTNEED)."""
+        w = functools.partial(self._where, "sys_madvise")
+        return self._sys("sys_madvise", lib.py_mm_madvise, _reg(addr, "addr", w),
+                         _reg(length, "length", w), _int(advice, "advice", w))
+
+    def sys_mremap(self, addr: Any, old_length: Any, new_length: Any, flags: Any,
+                   new_addr: Any = 0) -> int:
+        """mremap(2) (MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP): the
+        new address, or -errno as Linux gives it."""
+        w = functools.partial(self._where, "sys_mremap")
+        return self._sys("sys_mremap", lib.py_mm_mremap, _reg(addr, "addr", w),
+                         _reg(old_length, "old_length", w), _reg(new_length, "new_length", w),
+                         _int(flags, "flags", w), _reg(new_addr, "new_addr", w))

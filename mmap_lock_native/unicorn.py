@@ -1,0 +1,560 @@
+"""Unicorn bound to an :class:`~mmap_lock_native.MM`: the mm is the guest's
+address space and its mmap lock, each guest thread one Unicorn instance
+whose memory map is a secondary MMU of the mm (``docs/embedding.md``).
+
+Needs the optional extra: ``pip install 'mmap-lock-native[unicorn]'``.
+
+What the adapter does for each guest thread (:class:`GuestThread`):
+
+- **maps guest memory zero-copy, on demand**: an access Unicorn finds
+  unmapped (or mapped without the permission it needs) is resolved in the
+  mm (``MM.vma_host_range``: a fault, copy-on-write included) and the host
+  range mapped with ``uc.mem_map_ptr``.  Today that range is one page,
+  because pages are separate host allocations; once the mm backs a VMA with
+  one contiguous range, the same call returns the VMA and the adapter maps
+  it whole (the seam is :meth:`GuestThread._resolve`, nothing else changes);
+- **keeps every instance coherent** through its :class:`SecondaryMMU`: the
+  mm's invalidations (munmap, mprotect, copy-on-write, DONTNEED, fork,
+  mremap) stop the instance with ``uc_emu_stop``, called from C without the
+  GIL and repeated until it has left ``emu_start``, and the records are
+  applied (``mem_unmap``/``mem_protect``) before it runs guest code again;
+- **delivers SIGSEGV** to the guest: a :class:`GuestSignal` with ``si_code``
+  (``SEGV_MAPERR``/``SEGV_ACCERR``) and the address, to ``on_signal``, which
+  may resume the guest (after fixing its state) or end the thread;
+- **sets the current task** per guest thread, so the lock statistics, the
+  lock-order checker and the recorder see one task per guest thread;
+- **implements the memory system calls** of an x86-64 and an arm64 guest
+  (mmap, munmap, mprotect, brk, madvise, mremap, plus write, getpid, gettid,
+  exit, exit_group; fork for x86-64), through ``MM.sys_*``.
+
+Guest code never runs while its thread is inside the mm: every hook leaves
+the guest (``SecondaryMMU.exit``) before it calls into the mm and drains the
+invalidations before it enters again.
+"""
+from __future__ import annotations
+
+import bisect
+import ctypes
+import errno as _errno
+import itertools
+import threading
+import weakref
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+try:
+    import unicorn as _uc
+    from unicorn import arm64_const as _arm64
+    from unicorn import x86_const as _x86
+except ImportError as exc:  # pragma: no cover - exercised when the extra is absent
+    raise ImportError("mmap_lock_native.unicorn needs the unicorn package: "
+                      "pip install 'mmap-lock-native[unicorn]' (unicorn 2.1)") from exc
+
+from . import tasks as _tasks
+from ._args import int_in
+from .mm import MM
+from .secondary import InvalidationReason, SecondaryMMU
+from .vm import (PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, TASK_SIZE, Access, HostRange,
+                 SegmentationFault)
+
+__all__ = ["ARCHES", "Emulator", "ExitStatus", "GuestSignal", "GuestThread", "uc_emu_stop_address"]
+
+SIGSEGV = 11
+_UC_PROT = {PROT_READ: _uc.UC_PROT_READ, PROT_WRITE: _uc.UC_PROT_WRITE,
+            PROT_EXEC: _uc.UC_PROT_EXEC}
+_ACCESS = {_uc.UC_MEM_READ_UNMAPPED: Access.READ, _uc.UC_MEM_READ_PROT: Access.READ,
+           _uc.UC_MEM_WRITE_UNMAPPED: Access.WRITE, _uc.UC_MEM_WRITE_PROT: Access.WRITE,
+           _uc.UC_MEM_FETCH_UNMAPPED: Access.EXEC, _uc.UC_MEM_FETCH_PROT: Access.EXEC}
+_NEVER = (1 << 64) - 1     # an emu_start "until" no guest reaches
+
+
+def _uc_prot(prot: int) -> int:
+    out = 0
+    for bit, ucbit in _UC_PROT.items():
+        if prot & bit:
+            out |= ucbit
+    return out
+
+
+def _uclib() -> Any:
+    """The ctypes library the unicorn binding loaded (2.1's layout, then older)."""
+    for path in ("unicorn.unicorn_py3.unicorn", "unicorn.unicorn"):
+        try:
+            module = __import__(path, fromlist=["uclib"])
+        except ImportError:
+            continue
+        lib = getattr(module, "uclib", None) or getattr(module, "_uc", None)
+        if lib is not None:
+            return lib
+    raise ImportError("mmap_lock_native.unicorn: cannot find libunicorn in the unicorn "
+                      f"package {getattr(_uc, '__version__', '?')}")
+
+
+def uc_emu_stop_address() -> int:
+    """The address of libunicorn's ``uc_emu_stop``: the C kick of a guest thread."""
+    return int(ctypes.cast(_uclib().uc_emu_stop, ctypes.c_void_p).value or 0)
+
+
+class GuestSignal(NamedTuple):
+    """A signal for the guest: SIGSEGV with its ``si_code`` and address."""
+
+    signo: int
+    si_code: int
+    addr: int
+    access: Access
+
+
+class ExitStatus(NamedTuple):
+    """How a guest thread ended: ``exit(code)``, or a signal it did not survive."""
+
+    code: Optional[int]
+    signal: Optional[GuestSignal]
+
+
+class _Arch(NamedTuple):
+    """What differs between guest architectures."""
+
+    name: str
+    uc_arch: int
+    uc_mode: int
+    pc: int
+    sp: int
+    nr: int                     # the register with the syscall number
+    args: Tuple[int, ...]       # syscall arguments, in order
+    ret: int                    # the register with the result
+    syscalls: Dict[int, str]    # number -> name
+    hook: Tuple[int, ...]       # hook_add's type and extra arguments for the syscall trap
+    regs: Tuple[int, ...]       # every register fork copies
+
+
+_X86_64 = _Arch(
+    "x86_64", _uc.UC_ARCH_X86, _uc.UC_MODE_64, _x86.UC_X86_REG_RIP, _x86.UC_X86_REG_RSP,
+    _x86.UC_X86_REG_RAX,
+    (_x86.UC_X86_REG_RDI, _x86.UC_X86_REG_RSI, _x86.UC_X86_REG_RDX, _x86.UC_X86_REG_R10,
+     _x86.UC_X86_REG_R8, _x86.UC_X86_REG_R9),
+    _x86.UC_X86_REG_RAX,
+    {0: "read", 1: "write", 9: "mmap", 10: "mprotect", 11: "munmap", 12: "brk", 25: "mremap",
+     28: "madvise", 39: "getpid", 57: "fork", 60: "exit", 186: "gettid", 231: "exit_group"},
+    (_uc.UC_HOOK_INSN, _x86.UC_X86_INS_SYSCALL),
+    tuple(getattr(_x86, f"UC_X86_REG_{r}") for r in (
+        "RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "RSP", "R8", "R9", "R10", "R11",
+        "R12", "R13", "R14", "R15", "RIP", "EFLAGS", "FS_BASE", "GS_BASE")))
+
+_ARM64 = _Arch(
+    "arm64", _uc.UC_ARCH_ARM64, _uc.UC_MODE_ARM, _arm64.UC_ARM64_REG_PC,
+    _arm64.UC_ARM64_REG_SP, _arm64.UC_ARM64_REG_X8,
+    tuple(getattr(_arm64, f"UC_ARM64_REG_X{i}") for i in range(6)),
+    _arm64.UC_ARM64_REG_X0,
+    {64: "write", 93: "exit", 94: "exit_group", 172: "getpid", 178: "gettid", 214: "brk",
+     215: "munmap", 216: "mremap", 222: "mmap", 226: "mprotect", 233: "madvise"},
+    (_uc.UC_HOOK_INTR,),
+    tuple(getattr(_arm64, f"UC_ARM64_REG_X{i}") for i in range(31)) + (
+        _arm64.UC_ARM64_REG_SP, _arm64.UC_ARM64_REG_PC, _arm64.UC_ARM64_REG_NZCV))
+
+#: The guest architectures, by name.
+ARCHES: Dict[str, _Arch] = {"x86_64": _X86_64, "arm64": _ARM64}
+_ARM64_EXCP_SWI = 2         # the interrupt number of svc
+
+
+class _Regions:
+    """What one Unicorn instance has mapped: guest [start, end) -> (host, prot),
+    kept sorted, so that an invalidation finds what it overlaps in O(log n)
+    and can split a region (a whole-VMA range, once there are such, may be
+    invalidated in part)."""
+
+    def __init__(self, uc: Any) -> None:
+        self.uc = uc
+        self.starts: List[int] = []
+        self.map: Dict[int, Tuple[int, int, int]] = {}     # start -> (end, host, prot)
+
+    def _add(self, start: int, end: int, host: int, prot: int) -> None:
+        bisect.insort(self.starts, start)
+        self.map[start] = (end, host, prot)
+
+    def _remove(self, start: int) -> Tuple[int, int, int]:
+        del self.starts[bisect.bisect_left(self.starts, start)]
+        return self.map.pop(start)
+
+    def install(self, hr: HostRange) -> None:
+        """Map ``hr`` (whatever overlaps it goes first)."""
+        self.change(hr.start, hr.end, None)
+        self.uc.mem_map_ptr(hr.start, hr.end - hr.start, _uc_prot(hr.prot), hr.host)
+        self._add(hr.start, hr.end, hr.host, hr.prot)
+
+    def change(self, start: int, end: int, new_prot: Optional[int]) -> None:
+        """Unmap [start, end) (``new_prot`` None or 0), or lower its protection to
+        what ``new_prot`` allows; the parts of regions outside stay as they were."""
+        i = max(bisect.bisect_right(self.starts, start) - 1, 0)
+        while i < len(self.starts) and self.starts[i] < end:
+            rs = self.starts[i]
+            re, host, prot = self.map[rs]
+            if re <= start:
+                i += 1
+                continue
+            s, e = max(rs, start), min(re, end)
+            keep = prot & new_prot if new_prot else 0
+            if keep == prot:
+                i += 1
+                continue
+            self._remove(rs)
+            if keep:
+                self.uc.mem_protect(s, e - s, _uc_prot(keep))
+                self._add(s, e, host + (s - rs), keep)
+            else:
+                self.uc.mem_unmap(s, e - s)
+            if rs < s:
+                self._add(rs, s, host, prot)
+            if e < re:
+                self._add(e, re, host + (e - rs), prot)
+            i = bisect.bisect_right(self.starts, e - 1)
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """Whether anything is mapped in [start, end)."""
+        i = bisect.bisect_right(self.starts, start) - 1
+        if i >= 0 and self.map[self.starts[i]][0] > start:
+            return True
+        return i + 1 < len(self.starts) and self.starts[i + 1] < end
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+class _SyscallRegs:
+    """The syscall number and arguments in one ``uc_reg_read_batch`` call (the
+    binding's ``reg_read`` costs about a microsecond per register, most of a
+    syscall's time here), and the result written back."""
+
+    def __init__(self, uc: Any, handle: int, arch: _Arch) -> None:
+        ids = (arch.nr, *arch.args)
+        self.uc, self.arch = uc, arch
+        self.n = len(ids)
+        self.lib = _uclib()
+        self.handle = ctypes.c_void_p(handle)
+        self.ids = (ctypes.c_int * self.n)(*ids)
+        self.vals = (ctypes.c_uint64 * self.n)()
+        base = ctypes.addressof(self.vals)
+        self.ptrs = (ctypes.c_void_p * self.n)(*(base + 8 * i for i in range(self.n)))
+        self.ret = ctypes.c_uint64()
+        self.fast = hasattr(self.lib, "uc_reg_read_batch") and hasattr(self.lib, "uc_reg_write")
+
+    def read(self) -> List[int]:
+        if self.fast and self.lib.uc_reg_read_batch(self.handle, self.ids, self.ptrs,
+                                                    self.n) == 0:
+            return list(self.vals)
+        return [self.uc.reg_read(r) for r in (self.arch.nr, *self.arch.args)]
+
+    def write_result(self, value: int) -> None:
+        self.ret.value = value & ((1 << 64) - 1)
+        if not self.fast or self.lib.uc_reg_write(self.handle, self.arch.ret,
+                                                  ctypes.byref(self.ret)) != 0:
+            self.uc.reg_write(self.arch.ret, self.ret.value)
+
+
+def _close(smmu: SecondaryMMU, uc: Any) -> None:
+    """A dropped thread: abandon its consumer before the engine can go (the
+    finalizer holds ``uc``, so the kick never reaches a closed engine)."""
+    smmu._finalizer()   # abandon: never kicked or waited for again
+
+
+_pids = itertools.count(1000)
+
+
+class GuestThread:
+    """One guest thread: a Unicorn instance on the emulator's mm.
+
+    ``on_signal(thread, signal) -> bool`` is called for each SIGSEGV: True
+    resumes the guest at ``thread.pc``, the faulting instruction unless the
+    handler moved it (as a guest's handler would longjmp), False ends the
+    thread with that signal.  Without one, a SIGSEGV ends the thread.
+    """
+
+    def __init__(self, emu: "Emulator", pc: int, sp: int = 0,
+                 regs: Optional[Dict[int, int]] = None, task: Optional[int] = None,
+                 on_signal: Optional[Callable[["GuestThread", GuestSignal], bool]] = None
+                 ) -> None:
+        self.emu = emu
+        self.mm = emu.mm
+        self.arch = emu.arch
+        #: The task id this thread's mm calls are made as.
+        self.task = task if task is not None else next(emu._tasks)
+        self.on_signal = on_signal
+        #: SIGSEGVs delivered, in order.
+        self.signals: List[GuestSignal] = []
+        #: Hook calls, by kind: faults resolved, syscalls, invalidation records applied, runs.
+        self.counts = {"faults": 0, "syscalls": 0, "invalidations": 0, "runs": 0}
+        self.status: Optional[ExitStatus] = None
+        self.uc = _uc.Uc(self.arch.uc_arch, self.arch.uc_mode)
+        self.regions = _Regions(self.uc)
+        handle = int(self.uc._uch.value)
+        self.smmu = self.mm.secondary_mmu((emu._kick, handle))
+        self._finalizer = weakref.finalize(self, _close, self.smmu, self.uc)
+        self._pending_signal: Optional[GuestSignal] = None
+        self._fault: Optional[Tuple[int, int, Access]] = None
+        self._regs = _SyscallRegs(self.uc, handle, self.arch)
+        self.uc.hook_add(_uc.UC_HOOK_MEM_UNMAPPED | _uc.UC_HOOK_MEM_PROT, self._on_memory)
+        self.uc.hook_add(self.arch.hook[0], self._on_trap, None, 1, 0, *self.arch.hook[1:])
+        for reg, value in (regs or {}).items():
+            self.uc.reg_write(reg, value)
+        if sp:
+            self.uc.reg_write(self.arch.sp, sp)
+        #: Where the guest resumes (the faulting instruction after a signal).
+        self.pc = pc
+
+    # -- the guest's memory, on demand --------------------------------------------------
+
+    def _drain(self) -> None:
+        """Apply every invalidation record to this instance's map."""
+        for rec in self.smmu.drain():
+            self.counts["invalidations"] += 1
+            lower = rec.reason in (InvalidationReason.PROTECT, InvalidationReason.WRPROTECT)
+            self.regions.change(rec.start, rec.end, rec.new_prot if lower else None)
+
+    def _enter(self) -> None:
+        """Enter the guest, draining first whatever is pending."""
+        while not self.smmu.enter():
+            self._drain()
+
+    def _resolve(self, addr: int, size: int, access: Access, inline: bool) -> Optional[bool]:
+        """Map the pages an access of ``size`` bytes at ``addr`` needs, outside
+        the guest, by KVM's protocol: drain, read the count, look up, and
+        install only if no invalidation of that range started since.  No
+        record may be drained between that check and the install (the
+        record would be lost while the translation it kills goes in); one
+        that comes after it leaves a record pending, and entering the guest
+        then fails until it is drained.
+
+        True: mapped; None: a signal is pending for the guest.  ``inline``
+        (inside a memory hook): Unicorn cannot have a region it is accessing
+        replaced, nor records applied there, so False asks the run loop to
+        do it outside.  This is the seam for contiguous backing: whatever
+        range ``vma_host_range`` returns (a page today, the VMA later) is
+        mapped whole."""
+        last = (addr + max(size, 1) - 1) & ~(PAGE_SIZE - 1)
+        covered = 0     # the end of what this call mapped (a whole VMA maps both pages)
+        for page in sorted({addr & ~(PAGE_SIZE - 1), last}):
+            if page < covered:
+                continue
+            while True:
+                if not inline:
+                    self._drain()
+                elif self.smmu.pending:
+                    return False
+                seq = self.smmu.seq
+                try:
+                    hr = self.mm.vma_host_range(max(page, addr), access)
+                except SegmentationFault as fault:
+                    self._pending_signal = GuestSignal(SIGSEGV, fault.si_code, addr, access)
+                    return None
+                if self.smmu.changed_since(seq, hr.start, hr.end):
+                    continue
+                if inline and self.regions.overlaps(hr.start, hr.end):
+                    return False
+                self.regions.install(hr)
+                self.counts["faults"] += 1
+                covered = hr.end
+                break
+        return True
+
+    def _on_memory(self, uc: Any, uc_access: int, addr: int, size: int, value: int,
+                   data: Any) -> bool:
+        access = _ACCESS.get(uc_access, Access.READ)
+        self.smmu.exit()
+        done = self._resolve(addr, size, access, inline=True)
+        if done and self.smmu.enter():
+            return True                 # retried at once by Unicorn
+        if done is not None:            # not mapped here, or records came meanwhile
+            self._fault = (addr, size, access)
+        return False                    # the run loop takes over at this instruction
+
+    # -- system calls --------------------------------------------------------------------
+
+    def _on_trap(self, uc: Any, *args: Any) -> None:
+        if self.arch is _ARM64 and args[0] != _ARM64_EXCP_SWI:
+            return
+        self.smmu.exit()
+        try:
+            nr, *argv = self._regs.read()
+            self.counts["syscalls"] += 1
+            name = self.arch.syscalls.get(nr, "")
+            ret = self._syscall(name, argv)
+            rec = self.emu.recorder
+            if rec is not None and rec._active:
+                rec.annotate(f"syscall {name or nr}", nr=nr, ret=ret)
+            if ret is not None:
+                self._regs.write_result(ret)
+        finally:
+            self._drain()
+            self._enter()
+
+    def _syscall(self, name: str, a: List[int]) -> Optional[int]:
+        mm = self.mm
+        if name == "mmap":
+            return mm.sys_mmap(*a[:6])
+        if name == "munmap":
+            return mm.sys_munmap(a[0], a[1])
+        if name == "mprotect":
+            return mm.sys_mprotect(a[0], a[1], a[2])
+        if name == "brk":
+            return mm.sys_brk(a[0])
+        if name == "madvise":
+            return mm.sys_madvise(a[0], a[1], a[2])
+        if name == "mremap":
+            return mm.sys_mremap(a[0], a[1], a[2], a[3], a[4])
+        if name == "write":
+            return self._write(a[0], a[1], a[2])
+        if name in ("getpid", "gettid"):
+            return self.emu.pid if name == "getpid" else self.task
+        if name in ("exit", "exit_group"):
+            self.status = ExitStatus(a[0] & 0xFF, None)
+            self.uc.emu_stop()
+            return None
+        if name == "fork":
+            return self.emu._fork(self)
+        return -_errno.ENOSYS
+
+    def _write(self, fd: int, buf: int, n: int) -> int:
+        if fd not in (1, 2):
+            return -_errno.EBADF
+        try:
+            data = self.mm.read(buf, min(n, 1 << 20))
+        except SegmentationFault:
+            return -_errno.EFAULT
+        self.emu.output.append((fd, data))
+        return len(data)
+
+    # -- running -----------------------------------------------------------------------
+
+    def run(self) -> ExitStatus:
+        """Run the guest thread until it exits or dies of a signal, on the
+        calling Python thread, as this guest thread's task."""
+        previous = _tasks.current_task()
+        _tasks.set_current_task(self.task)
+        try:
+            while self.status is None:
+                self._run_once()
+        finally:
+            _tasks.set_current_task(previous if previous != self.task else None)
+        return self.status
+
+    def _run_once(self) -> None:
+        self._enter()
+        failed: Optional[BaseException] = None
+        try:
+            self.counts["runs"] += 1
+            self.uc.emu_start(self.pc, _NEVER)
+        except _uc.UcError as exc:
+            failed = getattr(self.uc, "_hook_exception", None) or exc
+        finally:
+            self.smmu.exit()
+        self.pc = self.uc.reg_read(self.arch.pc)
+        fault, self._fault = self._fault, None
+        if fault is not None:
+            self._resolve(*fault, inline=False)     # then restart at the same instruction
+        sig, self._pending_signal = self._pending_signal, None
+        if sig is not None:
+            self.signals.append(sig)
+            rec = self.emu.recorder
+            if rec is not None and rec._active:
+                rec.annotate("SIGSEGV", si_code=sig.si_code, addr=hex(sig.addr))
+            if self.on_signal is None or not self.on_signal(self, sig):
+                self.status = ExitStatus(None, sig)
+            return
+        if failed is not None and self.status is None and fault is None:
+            raise RuntimeError(f"guest thread {self.task} at pc {self.pc:#x}: {failed}") from failed
+
+    def restart(self, pc: int, regs: Optional[Dict[int, int]] = None) -> None:
+        """Make an ended thread runnable again at ``pc`` (its map of guest
+        memory kept), with ``regs`` written first."""
+        for reg, value in (regs or {}).items():
+            self.uc.reg_write(reg, value)
+        self.pc = pc
+        self.status = None
+
+    def close(self) -> None:
+        """Unregister from the mm (its write lock); the Unicorn instance goes with this object."""
+        self.smmu.close()
+        self._finalizer.detach()
+
+    def __repr__(self) -> str:
+        return (f"<GuestThread task {self.task} pc {self.pc:#x} on {self.mm._label()}: "
+                f"{len(self.regions)} regions, {self.status or 'running'}>")
+
+
+class Emulator:
+    """An mm and its guest threads (``arch``: ``"x86_64"`` or ``"arm64"``).
+
+    ``emu.load(code, addr)`` maps code; ``emu.stack()`` a growing stack;
+    ``emu.thread(pc, sp)`` a guest thread, run with ``thread.run()`` (one
+    Python thread each).  ``output`` collects what the guest wrote to fds 1
+    and 2; ``children`` the threads its forks made (run them too).
+    """
+
+    def __init__(self, mm: Optional[MM] = None, arch: str = "x86_64") -> None:
+        if mm is not None and not isinstance(mm, MM):
+            raise TypeError(f"Emulator: mm must be an MM or None, not {type(mm).__name__}")
+        if not isinstance(arch, str) or arch not in ARCHES:
+            raise ValueError(f"Emulator: arch {arch!r:.40} is not one of {', '.join(ARCHES)}")
+        self.mm = mm if mm is not None else MM(name="guest")
+        self.arch = ARCHES[arch]
+        self.pid = next(_pids)
+        self.output: List[Tuple[int, bytes]] = []
+        #: Guest threads made by fork(), not yet run.
+        self.children: List[GuestThread] = []
+        #: A ``trace.record(mm)`` recorder: the guest's syscalls and signals
+        #: are annotated on its threads' tracks while it records.
+        self.recorder: Optional[Any] = None
+        self._kick = uc_emu_stop_address()
+        self._tasks = itertools.count(self.pid * 1000)
+        self._lock = threading.Lock()
+
+    def load(self, code: bytes, addr: int, prot: int = PROT_READ | PROT_EXEC) -> int:
+        """Map ``code`` at ``addr`` (MAP_FIXED, page-rounded) with ``prot``."""
+        where = f"Emulator.load on {self.mm._label()}"
+        addr = int_in(addr, "addr", where, 0, TASK_SIZE)
+        try:
+            code = bytes(memoryview(code))
+        except TypeError:
+            raise TypeError(f"{where}: code must be a bytes-like object, not "
+                            f"{type(code).__name__}") from None
+        if not code:
+            raise ValueError(f"{where}: code is empty")
+        length = (len(code) + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        from .vm import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE
+        self.mm.mmap(length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, addr)
+        self.mm.write(addr, code)
+        self.mm.mprotect(addr, length, prot)
+        return addr
+
+    def stack(self, size: int = 64 * PAGE_SIZE) -> int:
+        """A MAP_GROWSDOWN stack of ``size`` bytes to start with: its top."""
+        from .vm import MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_PRIVATE
+        base = self.mm.mmap(size, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN)
+        return base + size
+
+    def thread(self, pc: int, sp: int = 0, regs: Optional[Dict[int, int]] = None,
+               on_signal: Optional[Callable[[GuestThread, GuestSignal], bool]] = None
+               ) -> GuestThread:
+        """A new guest thread starting at ``pc`` (stack pointer ``sp``, other
+        registers from ``regs``: Unicorn register id -> value)."""
+        where = f"Emulator.thread on {self.mm._label()}"
+        pc = int_in(pc, "pc", where, 0, (1 << 64) - 1)
+        sp = int_in(sp, "sp", where, 0, (1 << 64) - 1)
+        if regs is not None and not isinstance(regs, dict):
+            raise TypeError(f"{where}: regs must be a dict of register id -> value, not "
+                            f"{type(regs).__name__}")
+        if on_signal is not None and not callable(on_signal):
+            raise TypeError(f"{where}: on_signal must be callable or None")
+        return GuestThread(self, pc, sp, regs, on_signal=on_signal)
+
+    def _fork(self, parent: GuestThread) -> int:
+        """fork(): the child mm (copy-on-write), a child emulator and its one
+        thread, with the parent's registers and 0 as fork's result."""
+        child_mm = self.mm.fork()
+        child = Emulator(child_mm, parent.arch.name)
+        regs = {r: parent.uc.reg_read(r) for r in parent.arch.regs}
+        regs[parent.arch.ret] = 0
+        pc = regs.pop(parent.arch.pc) + 2      # the hook sees rip at the syscall (2 bytes)
+        thread = child.thread(pc, regs=regs, on_signal=parent.on_signal)
+        with self._lock:
+            self.children.append(thread)
+        return child.pid

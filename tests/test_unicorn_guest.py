@@ -1,0 +1,289 @@
+"""A real guest, end to end (issue 11, item 4): x86-64 machine code
+(``mmap_lock_native.guest_x86_64``) run under Unicorn by the adapter, guest
+threads sharing one MM: mmap/touch/munmap loops and brk beside each other,
+mprotect then a write (SEGV_ACCERR), a munmap by one thread making the
+other's next access fault (SEGV_MAPERR) and never read the old page, fork
+with copy-on-write both ways while another guest thread runs, MAP_FIXED
+remaps racing MADV_DONTNEED and mprotect; and an arm64 guest's memory
+system calls.  Needs the ``unicorn`` extra; every wait is bounded."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Dict, List
+
+import pytest
+
+import mmap_lock_native as mln
+from conftest import TIMEOUT, Worker
+
+try:
+    import unicorn  # noqa: F401
+except Exception as exc:  # noqa: B902 - missing, or a wheel whose library will not load
+    pytest.skip(f"the Unicorn adapter's tests need the unicorn package (pip install "
+                f"'mmap-lock-native[unicorn]'): {type(exc).__name__}: {exc}",
+                allow_module_level=True)
+
+from unicorn.x86_const import (UC_X86_REG_RCX, UC_X86_REG_RDI,  # noqa: E402
+                               UC_X86_REG_RDX, UC_X86_REG_RSI)
+
+from mmap_lock_native import guest_x86_64 as guest  # noqa: E402
+from mmap_lock_native.unicorn import Emulator, GuestSignal, GuestThread  # noqa: E402
+
+P = mln.PAGE_SIZE
+RW = mln.PROT_READ | mln.PROT_WRITE
+PRIV = mln.MAP_PRIVATE | mln.MAP_ANONYMOUS
+CODE_AT = 0x400000
+#: Guest runs are bounded by their loop counts; this bounds the test's wait.
+RUN_TIMEOUT = 6 * TIMEOUT
+
+
+def _emulator(name: str) -> Emulator:
+    emu = Emulator(mln.MM(name=name))
+    emu.load(guest.CODE, CODE_AT)
+    return emu
+
+
+def _thread(emu: Emulator, entry: str, *args: int, **kw) -> GuestThread:
+    regs = dict(zip((UC_X86_REG_RDI, UC_X86_REG_RSI, UC_X86_REG_RDX, UC_X86_REG_RCX), args))
+    return emu.thread(CODE_AT + guest.ENTRY[entry], emu.stack(), regs, **kw)
+
+
+def _run_all(*threads: GuestThread) -> List[mln.unicorn.ExitStatus]:
+    workers = [Worker(t.run, name=f"guest-{t.task}").begin() for t in threads]
+    return [w.finish(RUN_TIMEOUT) for w in workers]
+
+
+def test_the_stored_machine_code_is_the_source_assembled(tmp_path):
+    if not shutil.which("as") or not shutil.which("objcopy"):
+        pytest.skip("GNU as and objcopy are not installed: the stored code cannot be rebuilt")
+    src = tmp_path / "guest.S"
+    src.write_text(guest.SOURCE)
+    subprocess.run(["as", "--64", "-o", str(tmp_path / "g.o"), str(src)], check=True)
+    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(tmp_path / "g.o"),
+                    str(tmp_path / "g.bin")], check=True)
+    assert (tmp_path / "g.bin").read_bytes() == guest.CODE
+
+
+def test_two_guest_threads_map_touch_unmap_and_use_brk_on_one_mm():
+    emu = _emulator("two")
+    before = emu.mm.nr_pages()
+    pf1 = _thread(emu, "page_fault1", 20, 16)
+    mm1 = _thread(emu, "mmap1", 50)
+    heap = _thread(emu, "heap")
+    with mln.trace.record(emu.mm, 1 << 18) as rec:
+        assert _run_all(pf1, mm1, heap) == [(0, None)] * 3
+    assert emu.mm.nr_pages() == before          # every page the loops touched is gone
+    assert pf1.counts["faults"] >= 20 * 16 and pf1.counts["syscalls"] == 41
+    # Each guest thread is its own task on the lock's tracks.
+    tasks = {e.task for e in rec.events}
+    assert {pf1.task, mm1.task, heap.task} <= tasks
+    assert {"mmap", "munmap", "brk"} <= {e.mm_op for e in rec.events}
+    for t in (pf1, mm1, heap):
+        t.close()
+
+
+def test_mprotect_to_read_only_then_a_write_is_segv_accerr():
+    emu = _emulator("protect")
+    t = _thread(emu, "protect")
+    status = t.run()
+    assert status.code is None and status.signal.signo == 11
+    assert status.signal.si_code == mln.SEGV_ACCERR
+    assert status.signal.access == mln.Access.WRITE
+    v = emu.mm.vma_lookup(status.signal.addr)
+    assert v is not None and v.prot == mln.PROT_READ
+    t.close()
+
+
+def test_a_munmap_by_one_thread_makes_the_others_next_access_fault_never_stale():
+    """The writer maps P afresh each round with a new marker, munmaps it, and
+    only then publishes the marker in E.  The reader reads E, then P: P
+    equal to E would be a read through a translation munmap had removed
+    (exit 3).  Its accesses between munmap and the next mmap are SEGV_MAPERR;
+    its handler goes back to the top of its loop (E first), as a guest's
+    SIGSEGV handler would longjmp."""
+    emu = _emulator("munmap")
+    p_addr, e_addr = 0x50000000, emu.mm.mmap(P, RW, PRIV)
+    emu.mm.mmap(P, RW, PRIV | mln.MAP_FIXED, p_addr)
+    faults: List[GuestSignal] = []
+
+    def retry(thread: GuestThread, sig: GuestSignal) -> bool:
+        faults.append(sig)
+        thread.pc = CODE_AT + guest.ENTRY["reader"]
+        return sig.si_code == mln.SEGV_MAPERR and sig.addr & ~(P - 1) == p_addr
+
+    reader = _thread(emu, "reader", p_addr, e_addr, on_signal=retry)
+    writer = _thread(emu, "writer", p_addr, e_addr, 60, 20000)
+    try:
+        assert _run_all(reader, writer) == [(0, None), (0, None)]
+    finally:
+        emu.mm.write(e_addr, (-1).to_bytes(8, "little", signed=True))
+    assert faults and all(f.si_code == mln.SEGV_MAPERR for f in faults)
+    assert reader.counts["invalidations"] > 0
+    assert reader.smmu.kicks > 0                 # it was stopped inside its guest
+    reader.close()
+    writer.close()
+
+
+def test_fork_copies_on_write_both_ways_while_a_guest_thread_runs():
+    emu = _emulator("forker")
+    q, e = emu.mm.mmap(P, RW, PRIV), emu.mm.mmap(P, RW, PRIV)
+    watcher = _thread(emu, "watcher", q, e)
+    forker = _thread(emu, "forker", q)
+    w = Worker(watcher.run, name="watcher").begin()
+    try:
+        assert forker.run() == (0, None)
+        (child,) = emu.children
+        assert child.run() == (0, None)
+    finally:
+        emu.mm.write(e, (-1).to_bytes(8, "little", signed=True))
+    assert w.finish(RUN_TIMEOUT) == (0, None)
+    assert emu.mm.read(q, 1) == b"\x02" and child.mm.read(q, 1) == b"\x03"
+    assert watcher.counts["invalidations"] > 0  # fork write-protected its view too
+    for t in (watcher, forker, child):
+        t.close()
+
+
+def test_map_fixed_remaps_racing_dontneed_and_mprotect():
+    emu = _emulator("remap")
+    r = emu.mm.mmap(P, RW, PRIV)
+    accerr: Dict[str, int] = {"n": 0}
+
+    def retry(thread: GuestThread, sig: GuestSignal) -> bool:
+        accerr["n"] += 1
+        return sig.si_code == mln.SEGV_ACCERR      # read-only for a moment: write again
+
+    remapper = _thread(emu, "remapper", r, 300, on_signal=retry)
+    racer = _thread(emu, "racer", r, 300)
+    assert _run_all(remapper, racer) == [(0, None), (0, None)]
+    assert emu.mm.vma_lookup(r).prot == RW
+    remapper.close()
+    racer.close()
+
+
+def test_an_arm64_guest_maps_stores_and_unmaps():
+    def movz(d: int, imm: int) -> int:
+        return 0xD2800000 | imm << 5 | d
+
+    svc, x4_minus_1 = 0xD4000001, 0x92800004
+    words = [movz(0, 0), movz(1, 4096), movz(2, 3), movz(3, 0x22), x4_minus_1, movz(5, 0),
+             movz(8, 222), svc,                          # x0 = mmap(0, 4096, RW, ...)
+             movz(9, 7), 0xF9000009, 0xF940000A,         # str x9, [x0]; ldr x10, [x0]
+             movz(1, 4096), movz(8, 215), svc,           # munmap(x0, 4096)
+             0xAA0A03E0, movz(8, 93), svc]               # exit(x10)
+    code = b"".join(w.to_bytes(4, "little") for w in words)
+    emu = Emulator(mln.MM(name="arm64"), arch="arm64")
+    emu.load(code, CODE_AT)
+    t = emu.thread(CODE_AT, emu.stack())
+    assert t.run() == (7, None)
+    assert t.counts["syscalls"] == 3 and emu.mm.nr_pages() == 1    # the code page
+    t.close()
+
+
+def test_a_guest_threads_write_reaches_the_emulators_output():
+    emu = _emulator("hello")
+    buf = emu.mm.mmap(P, RW, PRIV)
+    emu.mm.write(buf, b"hi from the guest\n")
+    t = _thread(emu, "hello", buf, 18)
+    assert t.run() == (0, None)
+    assert emu.output == [(1, b"hi from the guest\n")]
+    t.close()
+
+
+def test_the_example_runs_the_guest_and_writes_a_trace_per_guest_thread(tmp_path):
+    import json
+    import os
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trace = tmp_path / "trace.json"
+    p = subprocess.run([sys.executable, os.path.join(root, "examples", "unicorn_guest.py"),
+                        str(trace)], capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                       cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "per-VMA faults" in p.stdout and "lock statistics" in p.stdout
+    events = json.loads(trace.read_text())["traceEvents"]
+    tracks = {e["tid"] for e in events if e.get("ph") in ("B", "i")}
+    assert len(tracks) == 3                     # one per guest thread
+    assert any(e.get("name") == "SIGSEGV" for e in events)
+
+
+@pytest.mark.parametrize("call,exc,names", [
+    (lambda: Emulator(mm=3), TypeError, "mm"),
+    (lambda: Emulator(arch="sparc"), ValueError, "arch"),
+    (lambda: Emulator(arch=None), ValueError, "arch"),
+    (lambda: Emulator().load(3, CODE_AT), TypeError, "code"),
+    (lambda: Emulator().load(b"", CODE_AT), ValueError, "code"),
+    (lambda: Emulator().load(b"\x90", -1), ValueError, "addr"),
+    (lambda: Emulator().load(b"\x90", 1 << 64), ValueError, "addr"),
+    (lambda: Emulator().thread("x"), TypeError, "pc"),
+    (lambda: Emulator().thread(0, -5), ValueError, "sp"),
+    (lambda: Emulator().thread(0, 0, regs=[1]), TypeError, "regs"),
+    (lambda: Emulator().thread(0, on_signal=5), TypeError, "on_signal"),
+])
+def test_the_adapter_refuses_bad_arguments_naming_them(call, exc, names):
+    with pytest.raises(exc, match=names):
+        call()
+
+
+def test_a_closed_guest_thread_is_refused_and_calls_from_inside_the_guest_too():
+    emu = _emulator("closed")
+    t = _thread(emu, "mmap1", 1)
+    t.close()
+    with pytest.raises(ValueError, match="closed"):
+        t.run()
+    # A hook of the embedder's own that calls into the mm from inside the guest.
+    t2 = _thread(emu, "mmap1", 1)
+    seen = []
+
+    def inside(uc, address, size, data):
+        if seen:
+            return
+        try:
+            emu.mm.map_count
+        except OSError as exc:
+            seen.append(exc.errno)
+
+    import unicorn
+    t2.uc.hook_add(unicorn.UC_HOOK_CODE, inside)
+    assert t2.run() == (0, None)
+    import errno as errno_
+    assert seen == [errno_.EDEADLK]
+    t2.close()
+
+
+class _FakeUc:
+    """Records what the region map asks of Unicorn."""
+
+    def __init__(self) -> None:
+        self.calls: List[tuple] = []
+
+    def mem_map_ptr(self, addr: int, size: int, perms: int, host: int) -> None:
+        self.calls.append(("map", addr, size, perms, host))
+
+    def mem_unmap(self, addr: int, size: int) -> None:
+        self.calls.append(("unmap", addr, size))
+
+    def mem_protect(self, addr: int, size: int, perms: int) -> None:
+        self.calls.append(("protect", addr, size, perms))
+
+
+def test_a_whole_vma_range_is_mapped_once_and_invalidated_in_part():
+    """The seam for contiguous backing: a host range of four pages (what
+    vma_host_range will return for a whole VMA) is one Unicorn region, and an
+    invalidation of its middle splits it, host offsets kept."""
+    from mmap_lock_native.unicorn import _Regions
+    uc = _FakeUc()
+    regions = _Regions(uc)
+    base, host = 0x10000, 0x7F0000000000
+    regions.install(mln.HostRange(host, base, base + 4 * P, RW))
+    assert uc.calls == [("map", base, 4 * P, 3, host)]
+    regions.change(base + P, base + 2 * P, None)             # munmap of page 1
+    regions.change(base + 2 * P, base + 3 * P, mln.PROT_READ)  # mprotect of page 2
+    assert uc.calls[1:] == [("unmap", base + P, P), ("protect", base + 2 * P, P, 1)]
+    assert regions.map == {base: (base + P, host, RW),
+                           base + 2 * P: (base + 3 * P, host + 2 * P, mln.PROT_READ),
+                           base + 3 * P: (base + 4 * P, host + 3 * P, RW)}
+    assert regions.overlaps(base + P, base + 2 * P) is False
+    assert regions.overlaps(base, base + 1) is True
+    regions.change(0, mln.TASK_SIZE, None)                   # close: everything goes
+    assert len(regions) == 0
