@@ -225,14 +225,19 @@ class AddressSpace:
 
     # -- faults and guest memory ------------------------------------------------
 
-    def fault(self, addr: int, access: int = Access.READ, *, killable: bool = False) -> None:
+    def fault(self, addr: int, access: int = Access.READ, *, write: Optional[bool] = None,
+              killable: bool = False) -> None:
         """Fault the page at ``addr`` in for ``access`` (:class:`Access`:
-        ``READ``, ``WRITE``, ``EXEC``; ``True`` is a write).  Under the
+        ``READ``, ``WRITE``, ``EXEC``; ``True`` is a write).  ``write=True``
+        is the same as ``access=Access.WRITE`` (the older spelling; giving
+        both with different meanings is a ValueError).  Under the
         default design only the VMA's lock is taken.  SegmentationFault if
         the mm refuses the access (SEGV_ACCERR for an exec access to a VMA
         without PROT_EXEC).  A fault just below a MAP_GROWSDOWN mapping
         grows it.  ``killable``: InterruptedError at once if the current
         task is killed (``task_kill``), as a killable fault."""
+        if write is not None:
+            access = self._access_with_write(access, write)
         if _pending:
             clear_stale()
         try:
@@ -249,6 +254,14 @@ class AddressSpace:
             self._fault_failed(rc, addr, access, "fault")
         if _pending:
             raise_pending(lambda: f"fault at {addr:#x} on {self._label()}")
+
+    def _access_with_write(self, access: int, write: bool) -> int:
+        if write not in (True, False):
+            raise TypeError(f"fault on {self._label()}: write must be a bool, got {write!r}")
+        wanted = Access.WRITE if write else Access.READ
+        if access not in (Access.READ, wanted):
+            raise ValueError(f"fault on {self._label()}: access={access!r} contradicts write={write!r}")
+        return wanted
 
     def _fault_failed(self, rc: int, addr: int, access: int, op: str) -> None:
         if rc == -_errno.EINVAL and not (isinstance(access, int) and 0 <= access <= 2):

@@ -977,3 +977,17 @@ def test_notifier_registration_waits_for_the_write_lock(mm):
         holder.done()
     handle = w.finish(TIMEOUT)
     assert handle.id > 0
+
+
+def test_fault_takes_write_keyword_as_the_contract_spells_it(mm):
+    ro = mm.mmap(mln.PAGE_SIZE, mln.PROT_READ, mln.MAP_PRIVATE | mln.MAP_ANONYMOUS)
+    mm.fault(ro, write=False)
+    with pytest.raises(mln.SegmentationFault):
+        mm.fault(ro, write=True)
+    rw = mm.mmap(mln.PAGE_SIZE, mln.PROT_READ | mln.PROT_WRITE, mln.MAP_PRIVATE | mln.MAP_ANONYMOUS)
+    mm.fault(rw, write=True)
+    mm.fault(rw, mln.Access.WRITE, write=True)
+    with pytest.raises(ValueError, match="contradicts"):
+        mm.fault(rw, mln.Access.EXEC, write=True)
+    with pytest.raises(TypeError, match="write must be a bool"):
+        mm.fault(rw, write="yes")
