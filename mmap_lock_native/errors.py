@@ -26,7 +26,9 @@ _WHY = {
     _errno.EPERM: "not held in the mode this release needs by the current task",
     _errno.EDEADLK: "the current task already holds it for write",
     _errno.EBUSY: "it is held or waited on",
-    _errno.EINVAL: "it has been destroyed, or an argument is out of range",
+    _errno.EINVAL: "it has been destroyed, its memory holds no semaphore, or an argument is "
+                   "out of range",
+    _errno.ETIMEDOUT: "its internal wait lock stayed busy",
 }
 
 

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, NoReturn, Optional, Type
 
 from ._args import as_int, check_name, flat_writable_bytes, int_in
-from ._ffi import NO_DEADLINE, deadline_after, ffi, lib
+from ._ffi import NO_DEADLINE, deadline_after, ffi, lib, strerror
 from .errors import misuse_error
 
 __all__ = ["RWSemaphore", "SINGLE_DEPTH_NESTING"]
@@ -52,6 +52,15 @@ _HANDOFF = 4
 _DEAD = 8
 
 
+# Why rwsem_validate() refused a buffer, by errno.
+_ATTACH_WHY = {
+    errno.EINVAL: "the bytes there hold no semaphore",
+    errno.EPROTO: "the semaphore there has another layout version",
+    errno.ENOTSUP: "the semaphore there was initialised for one process only",
+    errno.EUCLEAN: "the semaphore there is corrupted",
+}
+
+
 def _signal_checkpoint() -> None:
     """Entering a Python function lets the interpreter run pending signal
     handlers (CPython checks at function entry), so a handler that raises
@@ -70,8 +79,11 @@ class RWSemaphore:
     caller's writable, C-contiguous buffer (e.g. ``multiprocessing.shared_memory``'s
     ``SharedMemory.buf``) at byte ``offset`` (``ALIGNMENT``-aligned, whatever the
     buffer's item size or shape); another process attaches to it with
-    ``attach=True``.  The semaphore keeps the buffer exported while it lives.
-    ``name`` only labels error messages and ``repr``.
+    ``attach=True``, which checks that the bytes there hold a process-shared
+    semaphore of this version (ValueError otherwise: garbage, zeroes, a wrong
+    offset or another layout are refused before anything waits on them).  The
+    semaphore keeps the buffer exported while it lives.  ``name`` only labels
+    error messages and ``repr``.
     """
 
     __slots__ = ("_sem", "_keepalive", "name", "shared", "_read_guard", "_write_guard",
@@ -99,7 +111,9 @@ class RWSemaphore:
             self._sem = ffi.new("struct rw_semaphore *")
             self._keepalive = None
             self.shared = False
-        if not attach:
+        if attach:
+            self._check_attached(buffer, offset)
+        else:
             rc = lib.rwsem_init(self._sem, lib.RWSEM_SHARED if self.shared else 0)
             if rc:
                 self._fail(rc, "rwsem_init")
@@ -136,6 +150,19 @@ class RWSemaphore:
             raise ValueError(f"{where}: byte offset {offset} puts it at "
                              f"{int(ffi.cast('uintptr_t', sem)):#x}, not {_ALIGN}-byte aligned")
         return sem, view
+
+    def _check_attached(self, buffer: Any, offset: int) -> None:
+        """ValueError unless the placed bytes hold an initialised process-shared
+        semaphore of this layout (rwsem_validate)."""
+        rc = lib.rwsem_validate(self._sem, lib.RWSEM_SHARED)
+        if rc:
+            named = f" {self.name!r}" if self.name else ""
+            magic = lib.rwsem_magic_word(self._sem)
+            why = _ATTACH_WHY.get(-rc, strerror(rc))
+            raise ValueError(
+                f"RWSemaphore{named}(attach=True) at byte offset {offset} of a "
+                f"{type(buffer).__name__}: {why} (magic word {magic:#010x}, expected "
+                f"{lib.RWSEM_MAGIC:#010x}); nothing was changed there")
 
     # -- fast paths ---------------------------------------------------------
 
@@ -256,21 +283,30 @@ class RWSemaphore:
         count = lib.rwsem_count(self._sem)
         return 0 if count & _WRITER else (count & _READ_COUNT_MASK) >> _READ_COUNT_SHIFT
 
-    def queue(self) -> "tuple[int, int]":
-        """(queued readers, queued writers), read under the wait lock."""
+    def _queue_info(self) -> "tuple[int, int, int, int]":
+        """(rc, queued readers, queued writers, handoffs); rc is 0, or the
+        C error when the wait lock stayed busy (-ETIMEDOUT) or is corrupted."""
         r = ffi.new("uint32_t *")
         w = ffi.new("uint32_t *")
         h = ffi.new("uint64_t *")
-        lib.rwsem_queue_info(self._sem, r, w, h)
-        return int(r[0]), int(w[0])
+        rc = lib.rwsem_queue_info(self._sem, r, w, h)
+        return rc, int(r[0]), int(w[0]), int(h[0])
+
+    def queue(self) -> "tuple[int, int]":
+        """(queued readers, queued writers), read under the wait lock.
+        LockError if the wait lock cannot be had within a bound (0.2 s)."""
+        rc, readers, writers, _ = self._queue_info()
+        if rc:
+            self._fail(rc, "queue")
+        return readers, writers
 
     @property
     def handoffs(self) -> int:
         """Times the lock was handed to a starved waiter since creation."""
-        r = ffi.new("uint32_t *")
-        h = ffi.new("uint64_t *")
-        lib.rwsem_queue_info(self._sem, r, r, h)
-        return int(h[0])
+        rc, _, _, handoffs = self._queue_info()
+        if rc:
+            self._fail(rc, "handoffs")
+        return handoffs
 
     def destroy(self) -> None:
         """Retire the semaphore; LockError while it is held or waited on.
@@ -293,8 +329,10 @@ class RWSemaphore:
             held = f"read-locked by {n} reader{'s' if n != 1 else ''}{last}"
         else:
             held = "unlocked"
-        readers, writers = self.queue()
-        if readers or writers:
+        rc, readers, writers, _ = self._queue_info()
+        if rc:
+            held += f"; queue unknown (wait lock: {strerror(rc)})"
+        elif readers or writers:
             held += f"; queued: {readers} reader(s), {writers} writer(s)"
         if count & _HANDOFF:
             held += "; handoff pending"

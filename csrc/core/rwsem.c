@@ -65,6 +65,7 @@
 #include "rwsem.h"
 #include "rwsem_internal.h"
 #include "task_internal.h"
+#include "wait_lock.h"
 
 /* handoff_to: nobody, all queued readers, or a writer's ticket. */
 #define HANDOFF_NONE		0u
@@ -78,10 +79,21 @@
 
 _Static_assert(sizeof(_Atomic uint32_t) == 4, "futex words are 32 bits");
 _Static_assert(offsetof(struct rw_semaphore, count) == 0, "count opens the structure");
+_Static_assert(RWSEM_MAGIC == (RWSEM_MAGIC_BASE | RWSEM_LAYOUT_VERSION), "magic = base | version");
 
 static inline bool is_shared(const struct rw_semaphore *sem)
 {
 	return sem->flags & RWSEM_SHARED;
+}
+
+/*
+ * A slow path's first look: zeroed memory (RWSEM_INITIALIZER) or what
+ * rwsem_init() wrote.  Anything else holds no semaphore, and whatever its
+ * words say must not be waited on.
+ */
+static inline bool magic_ok(const struct rw_semaphore *sem)
+{
+	return sem->magic == RWSEM_MAGIC || (sem->magic == 0 && sem->flags == 0);
 }
 
 /* ------------------------------------------------------------------------
@@ -101,14 +113,26 @@ static inline uint32_t ticket_bit(uint32_t ticket)
 	return 1u << (ticket & 31);
 }
 
-static void wait_lock(struct rw_semaphore *sem)
+/*
+ * Take wait_lock: 0, or as mln_wait_lock_slow() (-ETIMEDOUT, -EINTR with
+ * RWSEM_WAIT_KILLABLE in @flags, -EINVAL for a word no holder writes).  Only
+ * a caller not yet queued passes a deadline or killability: one in the
+ * queue must get the lock to leave it.
+ */
+static int wait_lock_until(struct rw_semaphore *sem, uint64_t deadline_ns, unsigned int flags)
 {
-	mln_mutex_lock(&sem->wait_lock, is_shared(sem));
+	return mln_wait_lock(&sem->wait_lock, MLN_WL_PRIVATE_ID, is_shared(sem), deadline_ns,
+			     flags & RWSEM_WAIT_KILLABLE);
+}
+
+static int wait_lock(struct rw_semaphore *sem)
+{
+	return wait_lock_until(sem, MLN_NO_DEADLINE, 0);
 }
 
 static void wait_unlock(struct rw_semaphore *sem)
 {
-	mln_mutex_unlock(&sem->wait_lock, is_shared(sem));
+	mln_wait_unlock(&sem->wait_lock, is_shared(sem));
 }
 
 /*
@@ -231,23 +255,27 @@ static void mark_wake(struct rw_semaphore *sem, bool after_writer, struct wake_p
 	}
 }
 
-/* Take wait_lock, run the wake decision, drop it, wake. */
-static void rwsem_wake(struct rw_semaphore *sem, bool after_writer)
+/* Take wait_lock, run the wake decision, drop it, wake: 0, or wait_lock()'s error. */
+static int rwsem_wake(struct rw_semaphore *sem, bool after_writer)
 {
 	struct wake_plan plan = {0};
 	bool shared = is_shared(sem);
+	int rc = wait_lock(sem);
 
-	wait_lock(sem);
+	if (rc)
+		return rc;
 	mark_wake(sem, after_writer, &plan);
 	wait_unlock(sem);
 	wake_plan_run(sem, &plan, shared);
+	return 0;
 }
 
 /* A reader count just dropped to @c: the last reader out wakes the queue. */
-static inline void reader_left(struct rw_semaphore *sem, uint32_t c)
+static inline int reader_left(struct rw_semaphore *sem, uint32_t c)
 {
 	if (mln_unlikely((c & (RWSEM_LOCK_MASK | RWSEM_FLAG_WAITERS)) == RWSEM_FLAG_WAITERS))
-		rwsem_wake(sem, false);
+		return rwsem_wake(sem, false);
+	return 0;
 }
 
 /* Try to take the lock for a task in (or entering) the queue. */
@@ -380,8 +408,10 @@ static int give_up(struct rw_semaphore *sem, struct rwsem_waiter *w, int err, bo
 	struct wake_plan plan = {0};
 	bool shared = is_shared(sem);
 	bool got = false;
+	int rc = wait_lock(sem);
 
-	wait_lock(sem);
+	if (rc)
+		return rc;
 	if (!w->queued) {
 		wait_unlock(sem);
 		return err;
@@ -413,8 +443,14 @@ int rwsem_down_wait(struct rw_semaphore *sem, struct rwsem_waiter *w, int write,
 {
 	bool shared = is_shared(sem);
 	uint64_t poll_at = 0;
+	int rc;
 
-	wait_lock(sem);
+	if (!w->queued && mln_unlikely(!magic_ok(sem)))
+		return -EINVAL;
+	/* Queued, it must get wait_lock to leave: no deadline nor kill then. */
+	rc = w->queued ? wait_lock(sem) : wait_lock_until(sem, deadline_ns, flags);
+	if (rc)
+		return rc;
 	if (!w->queued) {
 		uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
 
@@ -441,7 +477,7 @@ int rwsem_down_wait(struct rw_semaphore *sem, struct rwsem_waiter *w, int write,
 		uint64_t now, sleep_until;
 		uint32_t seq;
 		bool polling;
-		int rc, killed;
+		int killed;
 
 		if (granted(sem, w)) {
 			take_grant(sem, w);
@@ -464,7 +500,9 @@ int rwsem_down_wait(struct rw_semaphore *sem, struct rwsem_waiter *w, int write,
 			if (plan.readers || plan.one_writer || plan.writer_ticket) {
 				wait_unlock(sem);
 				wake_plan_run(sem, &plan, shared);
-				wait_lock(sem);
+				rc = wait_lock(sem);
+				if (rc)
+					return rc;
 			}
 			continue;
 		}
@@ -504,7 +542,9 @@ int rwsem_down_wait(struct rw_semaphore *sem, struct rwsem_waiter *w, int write,
 		mln_task_wait_end();
 		if ((rc == -EINTR && (flags & RWSEM_WAIT_SIGNALS)) || (rc == -ETIMEDOUT && polling))
 			return RWSEM_WAIT_INTERRUPTED;
-		wait_lock(sem);
+		rc = wait_lock(sem);
+		if (rc)
+			return rc;
 	}
 }
 
@@ -669,8 +709,10 @@ int rwsem_down_read_slowpath(struct rw_semaphore *sem, uint64_t deadline_ns, uns
 	/* Release: pairs like up_read(); we touched no protected data, it is free here. */
 	uint32_t c = atomic_fetch_sub_explicit(&sem->count, RWSEM_READER_BIAS,
 					       memory_order_release);
+	int rc = reader_left(sem, c - RWSEM_READER_BIAS);
 
-	reader_left(sem, c - RWSEM_READER_BIAS);
+	if (mln_unlikely(rc))
+		return rc;
 	if (read_spin(sem)) {
 		set_reader_owned(sem, flags & RWSEM_WAIT_NON_OWNER);
 		return 0;
@@ -748,8 +790,7 @@ static inline int __up_read(struct rw_semaphore *sem)
 	} while (!atomic_compare_exchange_weak_explicit(&sem->count, &c, c - RWSEM_READER_BIAS,
 							memory_order_release,
 							memory_order_relaxed));
-	reader_left(sem, c - RWSEM_READER_BIAS);
-	return 0;
+	return reader_left(sem, c - RWSEM_READER_BIAS);
 }
 
 int up_read(struct rw_semaphore *sem)
@@ -836,7 +877,7 @@ int rwsem_up_write_owned(struct rw_semaphore *sem)
 	atomic_store_explicit(&sem->owner, 0, memory_order_relaxed);
 	c = atomic_fetch_sub_explicit(&sem->count, RWSEM_WRITER_LOCKED, memory_order_release);
 	if (mln_unlikely(c & RWSEM_FLAG_WAITERS))
-		rwsem_wake(sem, true);
+		return rwsem_wake(sem, true);
 	return 0;
 }
 
@@ -856,10 +897,11 @@ int downgrade_write(struct rw_semaphore *sem)
 				      memory_order_release);
 	if (c & RWSEM_FLAG_WAITERS) {
 		struct wake_plan plan = {0};
-
 		bool shared = is_shared(sem);
+		int rc = wait_lock(sem);
 
-		wait_lock(sem);
+		if (rc)
+			return rc;
 		if (sem->nr_readers_waiting)
 			grant_readers(sem, &plan);
 		wait_unlock(sem);
@@ -878,6 +920,7 @@ int rwsem_init(struct rw_semaphore *sem, unsigned int flags)
 		return -EINVAL;
 	*sem = (struct rw_semaphore)RWSEM_INITIALIZER;
 	sem->flags = flags;
+	sem->magic = RWSEM_MAGIC;
 	return 0;
 }
 
@@ -889,15 +932,31 @@ int init_rwsem(struct rw_semaphore *sem)
 int rwsem_destroy(struct rw_semaphore *sem)
 {
 	uint32_t c = 0;
-	int ret = 0;
+	int ret = wait_lock(sem);
 
-	wait_lock(sem);
+	if (ret)
+		return ret;
 	if (sem->nr_readers_waiting || sem->nr_writers_waiting ||
 	    !atomic_compare_exchange_strong_explicit(&sem->count, &c, RWSEM_FLAG_DEAD,
 						     memory_order_acquire, memory_order_relaxed))
 		ret = (c & RWSEM_FLAG_DEAD) ? -EINVAL : -EBUSY;
 	wait_unlock(sem);
 	return ret;
+}
+
+int rwsem_validate(const struct rw_semaphore *sem, unsigned int flags)
+{
+	uint32_t wl = atomic_load_explicit(&sem->wait_lock, memory_order_relaxed) & ~MLN_WL_WAITERS;
+	uint32_t c = atomic_load_explicit(&sem->count, memory_order_relaxed);
+
+	if (sem->magic != RWSEM_MAGIC)
+		return (sem->magic & ~0xffu) == RWSEM_MAGIC_BASE ? -EPROTO : -EINVAL;
+	if (sem->flags != flags)
+		return -ENOTSUP;
+	/* Looks only at words whose every legal value is known, racy or not. */
+	if ((c & RWSEM_RESERVED_MASK) || (wl != 0 && wl != MLN_WL_PRIVATE_ID))
+		return -EUCLEAN;
+	return 0;
 }
 
 int rwsem_is_locked(struct rw_semaphore *sem)
@@ -935,10 +994,18 @@ uint64_t rwsem_owner_word(struct rw_semaphore *sem)
 	return atomic_load_explicit(&sem->owner, memory_order_relaxed);
 }
 
+uint32_t rwsem_magic_word(const struct rw_semaphore *sem)
+{
+	return sem->magic;
+}
+
 int rwsem_queue_info(struct rw_semaphore *sem, uint32_t *readers, uint32_t *writers,
 		     uint64_t *handoffs)
 {
-	wait_lock(sem);
+	int rc = wait_lock_until(sem, mln_now_ns() + RWSEM_QUERY_WAIT_NS, 0);
+
+	if (rc)
+		return rc;
 	*readers = sem->nr_readers_waiting;
 	*writers = sem->nr_writers_waiting;
 	*handoffs = sem->nr_handoffs;

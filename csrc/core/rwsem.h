@@ -15,6 +15,9 @@
  * The structure holds no pointer, so it may live in memory shared between
  * processes (rwsem_init(sem, RWSEM_SHARED)).  All-zero bytes are a valid,
  * unlocked, process-private semaphore, which is what RWSEM_INITIALIZER gives.
+ * rwsem_init() also writes RWSEM_MAGIC, so that a process attaching to
+ * memory another one initialised can check, with rwsem_validate(), that it
+ * holds a semaphore of this layout before it waits on anything in it.
  *
  * The algorithm, the state word and the memory orderings are explained at
  * the top of rwsem.c and in docs/design.md.
@@ -63,6 +66,7 @@ struct rw_semaphore {
 	uint32_t flags;			/* RWSEM_SHARED; fixed at init */
 	uint64_t read_grant_gen;	/* bumped by each batch grant to readers; never wraps */
 	uint64_t nr_handoffs;		/* handoffs granted since init */
+	uint32_t magic;			/* RWSEM_MAGIC once initialised; 0 in zeroed memory */
 };
 
 #define RWSEM_INITIALIZER {0}
@@ -79,10 +83,32 @@ struct rw_semaphore {
 /* Time after which a starved waiter reserves the lock (the kernel's 4 jiffies). */
 #define RWSEM_HANDOFF_NS 4000000
 
+/*
+ * The magic word rwsem_init() writes: RWSEM_MAGIC_BASE with the layout
+ * version in the low byte.  Zeroed memory (RWSEM_INITIALIZER) has none and
+ * is a valid private semaphore; any other value is no semaphore at all.
+ */
+#define RWSEM_MAGIC_BASE 0x4d4c5200
+#define RWSEM_LAYOUT_VERSION 2
+#define RWSEM_MAGIC 0x4d4c5202	/* RWSEM_MAGIC_BASE | RWSEM_LAYOUT_VERSION */
+
+/* Longest a query (rwsem_queue_info) waits for the wait-lock. */
+#define RWSEM_QUERY_WAIT_NS 200000000
+
 int init_rwsem(struct rw_semaphore *sem);
 int rwsem_init(struct rw_semaphore *sem, unsigned int flags);
 /* -EBUSY while held or waited on; afterwards every operation fails. */
 int rwsem_destroy(struct rw_semaphore *sem);
+/*
+ * Does @sem hold a semaphore that rwsem_init(sem, @flags) initialised, of
+ * this layout?  For a process attaching to memory another one set up: it
+ * looks only, and never waits.  0, or why not:
+ *   -EINVAL   no semaphore (no magic word: garbage, zeroes, a wrong offset)
+ *   -EPROTO   a semaphore of another layout version
+ *   -ENOTSUP  a semaphore initialised with other flags (private vs RWSEM_SHARED)
+ *   -EUCLEAN  the magic is right but a word holds what no operation writes
+ */
+int rwsem_validate(const struct rw_semaphore *sem, unsigned int flags);
 
 int down_read(struct rw_semaphore *sem);
 int down_read_trylock(struct rw_semaphore *sem);
@@ -114,7 +140,12 @@ uint64_t rwsem_write_owner(struct rw_semaphore *sem);
 /* The raw words, for diagnostics: racy snapshots. */
 uint32_t rwsem_count(struct rw_semaphore *sem);
 uint64_t rwsem_owner_word(struct rw_semaphore *sem);
-/* Queue lengths and handoff count, read under the wait lock. */
+uint32_t rwsem_magic_word(const struct rw_semaphore *sem);
+/*
+ * Queue lengths and handoff count, read under the wait lock: 0, or
+ * -ETIMEDOUT when the wait lock stayed held for RWSEM_QUERY_WAIT_NS, or
+ * -EINVAL when it holds what no holder writes (then nothing is stored).
+ */
 int rwsem_queue_info(struct rw_semaphore *sem, uint32_t *readers, uint32_t *writers,
 		     uint64_t *handoffs);
 
