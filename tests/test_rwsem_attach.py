@@ -3,6 +3,7 @@ ValueError before anything waits on it; and no call waits without bound on the
 semaphore's internal wait lock, repr() and timed calls included."""
 from __future__ import annotations
 
+import os
 import struct
 import threading
 from typing import Any, Callable, List
@@ -16,10 +17,18 @@ OFFSET = 64
 SIZE = mln.RWSemaphore.SIZE
 #: Bound of every wait here.
 TIMEOUT = 10.0
-#: The wait-lock is the structure's second 32-bit word (csrc/core/rwsem.h);
-#: 1 is what any holder of a private wait lock writes (wait_lock.h).
+#: The wait-lock is the structure's second 32-bit word (csrc/core/rwsem.h).
+#: A shared one's holder writes its pid, and the low 9 bits of its start
+#: time at bit 22 (wait_lock.h): a word without a pid is nobody's.
 WAIT_LOCK_AT = 4
-WAIT_LOCK_HELD = 1
+WAIT_LOCK_NO_PID = 0x1FF << 22
+
+
+def _own_wait_lock_id() -> int:
+    """This process's id in a shared wait-lock word: a holder that is alive."""
+    with open("/proc/self/stat", encoding="ascii", errors="replace") as f:
+        start = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22
+    return os.getpid() | (start & 0x1FF) << 22
 
 
 def _buffer(fill: int) -> bytearray:
@@ -59,7 +68,7 @@ def test_attach_to_another_layout_version_is_refused() -> None:
 def test_attach_to_a_corrupted_wait_lock_is_refused() -> None:
     buf = _buffer(0)
     mln.RWSemaphore(buffer=buf, offset=OFFSET)
-    buf[OFFSET + WAIT_LOCK_AT:OFFSET + WAIT_LOCK_AT + 4] = b"\x5a" * 4
+    buf[OFFSET + WAIT_LOCK_AT:OFFSET + WAIT_LOCK_AT + 4] = struct.pack("<I", WAIT_LOCK_NO_PID)
     with pytest.raises(ValueError, match="corrupted"):
         mln.RWSemaphore(buffer=buf, offset=OFFSET, attach=True)
 
@@ -88,13 +97,13 @@ def _bounded(call: Callable[[], Any], what: str) -> Any:
 
 
 def test_calls_are_bounded_while_the_wait_lock_stays_held() -> None:
-    """The wait lock held and never released (a process stopped inside it, or
-    bytes that only look like a holder's): timed calls return by their
+    """The wait lock held and never released (as by a process stopped inside
+    it; here, a word naming this live process): timed calls return by their
     deadline, and repr() says the queue is unknown instead of hanging."""
     buf = _buffer(0)
     sem = mln.RWSemaphore(buffer=buf, offset=OFFSET, name="stuck")
     sem.down_write()
-    buf[OFFSET + WAIT_LOCK_AT:OFFSET + WAIT_LOCK_AT + 4] = struct.pack("<I", WAIT_LOCK_HELD)
+    buf[OFFSET + WAIT_LOCK_AT:OFFSET + WAIT_LOCK_AT + 4] = struct.pack("<I", _own_wait_lock_id())
     assert _bounded(lambda: sem.acquire_read(timeout=0.05), "acquire_read") is False
     assert _bounded(lambda: sem.acquire_write(timeout=0.05), "acquire_write") is False
     text = _bounded(lambda: repr(sem), "repr")

@@ -39,7 +39,11 @@
  *   bit  2     RWSEM_FLAG_HANDOFF   the lock is reserved for a starved waiter:
  *                                   no new acquirer may take it
  *   bit  3     RWSEM_FLAG_DEAD      destroyed; every fast path fails
- *   bits 4-7   reserved, zero
+ *   bit  4     RWSEM_FLAG_SHARED    process-shared: every fast path fails,
+ *                                   and the state word is `state` instead
+ *   bit  5     RWSEM_FLAG_OWNER_DIED  (in `state` only) a write holder died
+ *                                   holding the lock
+ *   bits 6-7   reserved, zero
  *   bits 8-30  reader count (23 bits), in units of RWSEM_READER_BIAS
  *   bit  31    RWSEM_FLAG_READFAIL  reader-count overflow guard
  *
@@ -49,24 +53,77 @@
  *                                   field is the last reader, a hint only
  *   bit  1     reserved, zero
  *   bits 2-63  task id of the writer (or last reader); 0 = none/anonymous
+ *
+ * A process-shared semaphore (RWSEM_SHARED) survives the death of any process
+ * that uses it (docs/design.md, "Robust process-shared semaphores"): every
+ * operation takes the wait-lock, whose word names its holder's process, and
+ * records in a slot which process holds or awaits what; a section of a
+ * process that dies inside the wait-lock is rolled back from `journal`, and
+ * what a dead process held or awaited is reclaimed by the survivors.
  */
-struct rw_semaphore {
-	_Atomic uint32_t count;		/* the state word, above */
-	_Atomic uint32_t wait_lock;	/* futex mutex guarding the wait queue below */
-	_Atomic uint64_t owner;		/* the owner word, above */
 
-	/* The wait queue.  Plain fields are read and written under wait_lock. */
-	_Atomic uint32_t read_seq;	/* futex word queued readers sleep on */
-	_Atomic uint32_t write_seq;	/* futex word queued writers sleep on */
+/* cffi:begin */
+/* Processes that may hold or await one shared semaphore at the same time. */
+#define RWSEM_SLOTS 10
+/* cffi:end */
+
+/* What one process holds or awaits in a shared semaphore. */
+struct rwsem_slot {
+	uint32_t pid;			/* 0: a free slot */
+	uint32_t start;			/* its start time (process.h), against pid reuse */
+	uint32_t reads;			/* read holds it owns */
+	uint16_t queued_readers;	/* its tasks in the wait queue */
+	uint16_t queued_writers;
+};
+
+/*
+ * The wait queue.  Read and written under wait_lock; in a shared semaphore
+ * a wait-lock section's changes to it are rolled back if its process dies
+ * before the section ends.
+ */
+struct rwsem_queue {
 	uint32_t nr_readers_waiting;	/* queued readers not yet granted */
 	uint32_t nr_writers_waiting;	/* queued writers not yet granted */
 	uint32_t write_grant;		/* ticket of the writer handed the lock, or 0 */
 	uint32_t next_ticket;		/* identity of the next queued writer */
 	uint32_t handoff_to;		/* whom HANDOFF reserves the lock for */
-	uint32_t flags;			/* RWSEM_SHARED; fixed at init */
+	/* Shared semaphores only; zero in private ones. */
+	uint32_t anon_reads;		/* read holds taken non-owner: no process's */
+	uint8_t writer_slot;		/* slot + 1 of the write holder (or grantee), or 0 */
+	uint8_t handoff_slot;		/* slot + 1 of the writer handoff_to names, or 0 */
+	uint8_t grant_died;		/* write_grant carries the owner-died indication */
+	uint8_t slot_waiters;		/* a process waits for a free slot */
+	uint32_t reserved;
 	uint64_t read_grant_gen;	/* bumped by each batch grant to readers; never wraps */
 	uint64_t nr_handoffs;		/* handoffs granted since init */
+	struct rwsem_slot slots[RWSEM_SLOTS];
+};
+
+/* A copy of what a shared semaphore's wait-lock section may change. */
+struct rwsem_journal {
+	uint64_t owner;
+	uint32_t state;
+	uint32_t reserved;
+	struct rwsem_queue q;
+};
+
+struct rw_semaphore {
+	_Atomic uint32_t count;		/* the state word, above */
+	_Atomic uint32_t wait_lock;	/* futex mutex guarding q (wait_lock.h) */
+	_Atomic uint64_t owner;		/* the owner word, above */
+	_Atomic uint32_t read_seq;	/* futex word queued readers sleep on */
+	_Atomic uint32_t write_seq;	/* futex word queued writers sleep on */
+	uint32_t flags;			/* RWSEM_SHARED; fixed at init */
 	uint32_t magic;			/* RWSEM_MAGIC once initialised; 0 in zeroed memory */
+	struct rwsem_queue q;		/* the wait queue */
+
+	/* Shared semaphores only (rwsem_shared.c); zero in private ones. */
+	_Atomic uint32_t state;		/* the state word (count holds RWSEM_FLAG_SHARED) */
+	_Atomic uint32_t journal_valid;	/* a wait-lock section is under way: journal is its undo */
+	uint32_t pid_ns;		/* the pid namespace every user must share */
+	uint32_t reserved;
+	uint64_t last_scan_ns;		/* when a waiter last looked for dead processes */
+	struct rwsem_journal journal;	/* q, state and owner as the section found them */
 };
 
 #define RWSEM_INITIALIZER {0}
@@ -126,6 +183,16 @@ int down_write_nested(struct rw_semaphore *sem, int subclass);
 int up_write(struct rw_semaphore *sem);
 int downgrade_write(struct rw_semaphore *sem);
 
+/*
+ * down_read_trylock() and down_write_trylock() for a binding whose fast path
+ * is one call and a truth test: 1 or 0, never -EOWNERDEAD.  Where the
+ * trylock would report a dead writer (a shared semaphore), these fail
+ * without acquiring, so that the binding's blocking path (rwsem_down_wait)
+ * acquires and reports it.  Otherwise the same code.
+ */
+int rwsem_try_read(struct rw_semaphore *sem);
+int rwsem_try_write(struct rw_semaphore *sem);
+
 int rwsem_is_locked(struct rw_semaphore *sem);
 int rwsem_is_contended(struct rw_semaphore *sem);
 
@@ -182,7 +249,11 @@ struct rwsem_waiter {
 	uint32_t ticket;	/* writers: identity for a handoff */
 	uint32_t queued;	/* 1 while in the wait queue */
 	uint32_t write;		/* 1 for a writer */
-	uint32_t acquired;	/* 1 once a call returned 0: rwsem_down_cancel() releases */
+	uint32_t acquired;	/* 1 once a call acquired: rwsem_down_cancel() releases */
+	uint32_t non_owner;	/* RWSEM_WAIT_NON_OWNER: a hold of no task (nor process) */
+	uint32_t slot;		/* shared: its process's slot */
+	uint32_t owner_died;	/* the acquisition returned -EOWNERDEAD */
+	uint32_t reserved;
 };
 
 int rwsem_down_wait(struct rw_semaphore *sem, struct rwsem_waiter *w, int write,

@@ -15,15 +15,50 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rwsem.h"
 #include "task.h"
 #include "test_util.h"
 
-/* Bits of the wait-lock word (wait_lock.h): id 1 for any private holder. */
+/*
+ * The wait-lock word (wait_lock.h): 0 free, else the holder's id, bit 31 for
+ * sleepers.  A private semaphore's holder is 1; a shared one's is its pid
+ * and the low 9 bits of its start time at bit 22, so a word with no pid in
+ * it is no holder's.
+ */
 #define WL_HELD		1u
 #define WL_WAITERS	(1u << 31)
+#define WL_NO_PID	(0x1ffu << 22)
+
+/* This process's id in a shared wait-lock word (from /proc/self/stat, field 22). */
+static uint32_t own_shared_id(void)
+{
+	char buf[1024];
+	FILE *f = fopen("/proc/self/stat", "r");
+	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+	const char *p;
+	unsigned long long start = 0;
+
+	if (f)
+		fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	for (int field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	if (p)
+		start = strtoull(p + 1, NULL, 10);
+	return (uint32_t)getpid() | (uint32_t)((start & 0x1ff) << 22);
+}
+
+/* A word a holder writes, held for good: 1, or (shared) this very process. */
+static uint32_t held_word(int shared)
+{
+	return shared ? own_shared_id() : WL_HELD;
+}
 
 static uint64_t ms_from_now(unsigned int ms)
 {
@@ -68,8 +103,11 @@ static void t_validate_refuses_what_is_no_semaphore(void)
 	area.sem.magic = RWSEM_MAGIC_BASE | (RWSEM_LAYOUT_VERSION + 1);
 	CHECK_EQ(rwsem_validate(&area.sem, RWSEM_SHARED), -EPROTO);
 
-	CHECK_EQ(rwsem_init(&area.sem, RWSEM_SHARED), 0);
+	CHECK_EQ(rwsem_init(&area.sem, 0), 0);
 	atomic_store(&area.sem.wait_lock, 0xdeadbeef);
+	CHECK_EQ(rwsem_validate(&area.sem, 0), -EUCLEAN);
+	CHECK_EQ(rwsem_init(&area.sem, RWSEM_SHARED), 0);
+	atomic_store(&area.sem.wait_lock, WL_NO_PID);
 	CHECK_EQ(rwsem_validate(&area.sem, RWSEM_SHARED), -EUCLEAN);
 	CHECK_EQ(rwsem_init(&area.sem, RWSEM_SHARED), 0);
 	atomic_fetch_or(&area.sem.count, 0x40u);	/* a reserved bit */
@@ -141,7 +179,8 @@ static void call_in_thread(struct caller *c, struct rw_semaphore *sem, enum call
  * Memory whose wait-lock word no holder writes (garbage in a semaphore that
  * is write-held, so every acquisition takes the slow path): each slow path
  * reports -EINVAL.  The old futex mutex marked it "held with sleepers" and
- * slept on it for good.
+ * slept on it for good.  (Garbage that looks like a shared holder's id names
+ * a process that is not alive: test_rwsem_robust takes such a lock over.)
  */
 static void t_garbage_wait_lock_is_reported(void)
 {
@@ -155,7 +194,7 @@ static void t_garbage_wait_lock_is_reported(void)
 
 			CHECK_EQ(rwsem_init(&sem, shared ? RWSEM_SHARED : 0), 0);
 			CHECK_EQ(down_write(&sem), 0);
-			atomic_store(&sem.wait_lock, 0x5a5a5a5a);
+			atomic_store(&sem.wait_lock, shared ? WL_NO_PID : 0x5a5a5a5a);
 			call_in_thread(&c, &sem, calls[i], ms_from_now(TU_WAIT_MS));
 			JOIN(c.th, "caller on a garbage wait-lock");
 			CHECK_MSG(c.rc == -EINVAL, "shared=%d call %d: rc %d, want -EINVAL", shared,
@@ -173,13 +212,14 @@ static void t_timed_wait_bounded_by_a_held_wait_lock(void)
 	static const enum call calls[] = { C_READ_TIMED, C_WRITE_TIMED };
 	struct rw_semaphore sem;
 
-	for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+	for (size_t i = 0; i < 2 * sizeof(calls) / sizeof(calls[0]); i++) {
+		int shared = i & 1;
 		struct caller c;
 
-		CHECK_EQ(init_rwsem(&sem), 0);
+		CHECK_EQ(rwsem_init(&sem, shared ? RWSEM_SHARED : 0), 0);
 		CHECK_EQ(down_write(&sem), 0);
-		atomic_store(&sem.wait_lock, WL_HELD);
-		call_in_thread(&c, &sem, calls[i], ms_from_now(50));
+		atomic_store(&sem.wait_lock, held_word(shared));
+		call_in_thread(&c, &sem, calls[i / 2], ms_from_now(50));
 		JOIN(c.th, "timed caller behind a held wait-lock");
 		CHECK_EQ(c.rc, -ETIMEDOUT);
 		CHECK_MSG(c.took_ns < 2000 * TU_NS_PER_MS, "took %.1f ms for a 50 ms deadline",
@@ -191,18 +231,21 @@ static void t_timed_wait_bounded_by_a_held_wait_lock(void)
 static void t_killable_wait_ends_on_kill_behind_a_held_wait_lock(void)
 {
 	struct rw_semaphore sem;
-	struct caller c;
 
-	CHECK_EQ(init_rwsem(&sem), 0);
-	CHECK_EQ(down_write(&sem), 0);
-	atomic_store(&sem.wait_lock, WL_HELD);
-	call_in_thread(&c, &sem, C_WRITE_KILLABLE, 0);
-	EXPECT_WITHIN(atomic_load(&c.started) &&
-		      (atomic_load(&sem.wait_lock) & WL_WAITERS), TU_WAIT_MS);
-	CHECK_EQ(task_kill(atomic_load(&c.task)), 0);
-	JOIN(c.th, "killable caller behind a held wait-lock");
-	CHECK_EQ(c.rc, -EINTR);
-	CHECK_EQ(task_revive(atomic_load(&c.task)), 0);
+	for (int shared = 0; shared < 2; shared++) {
+		struct caller c;
+
+		CHECK_EQ(rwsem_init(&sem, shared ? RWSEM_SHARED : 0), 0);
+		CHECK_EQ(down_write(&sem), 0);
+		atomic_store(&sem.wait_lock, held_word(shared));
+		call_in_thread(&c, &sem, C_WRITE_KILLABLE, 0);
+		EXPECT_WITHIN(atomic_load(&c.started) &&
+			      (atomic_load(&sem.wait_lock) & WL_WAITERS), TU_WAIT_MS);
+		CHECK_EQ(task_kill(atomic_load(&c.task)), 0);
+		JOIN(c.th, "killable caller behind a held wait-lock");
+		CHECK_EQ(c.rc, -EINTR);
+		CHECK_EQ(task_revive(atomic_load(&c.task)), 0);
+	}
 }
 
 /* Queries too (Python's repr() calls this one): -ETIMEDOUT after RWSEM_QUERY_WAIT_NS. */
@@ -212,7 +255,7 @@ static void t_queue_info_bounded_by_a_held_wait_lock(void)
 	struct caller c;
 
 	CHECK_EQ(rwsem_init(&sem, RWSEM_SHARED), 0);
-	atomic_store(&sem.wait_lock, WL_HELD);
+	atomic_store(&sem.wait_lock, held_word(1));
 	call_in_thread(&c, &sem, C_QUEUE_INFO, 0);
 	JOIN(c.th, "rwsem_queue_info behind a held wait-lock");
 	CHECK_EQ(c.rc, -ETIMEDOUT);
