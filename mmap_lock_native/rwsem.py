@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Optional, Type
 
 from ._args import as_int, check_name, flat_writable_bytes, int_in
 from ._ffi import NO_DEADLINE, deadline_after, ffi, lib, strerror
-from .errors import misuse_error
+from .errors import OwnerDiedError, misuse_error
 
 __all__ = ["RWSemaphore", "SINGLE_DEPTH_NESTING"]
 
@@ -30,9 +30,14 @@ _SIGNALS = lib.RWSEM_WAIT_SIGNALS
 _KILLABLE = lib.RWSEM_WAIT_KILLABLE
 _NON_OWNER = lib.RWSEM_WAIT_NON_OWNER
 
-# Bound once: the fast paths below are a handful of bytecodes each.
-_read_trylock = lib.down_read_trylock
-_write_trylock = lib.down_write_trylock
+# Bound once: the fast paths below are a handful of bytecodes each.  These
+# trylocks return 1 or 0 only: on a shared semaphore whose last write holder
+# died they fail, and the blocking path (_slow) acquires and raises
+# OwnerDiedError; down_*_trylock() use the reporting ones.
+_read_trylock = lib.rwsem_try_read
+_write_trylock = lib.rwsem_try_write
+_read_trylock_reporting = lib.down_read_trylock
+_write_trylock_reporting = lib.down_write_trylock
 _up_read = lib.up_read
 _up_write = lib.up_write
 _down_wait = lib.rwsem_down_wait
@@ -50,6 +55,8 @@ _WRITER = 1
 _WAITERS = 2
 _HANDOFF = 4
 _DEAD = 8
+_OWNER_DIED = 0x20
+_EOWNERDEAD = -errno.EOWNERDEAD
 
 
 # Why rwsem_validate() refused a buffer, by errno.
@@ -84,6 +91,15 @@ class RWSemaphore:
     offset or another layout are refused before anything waits on them).  The
     semaphore keeps the buffer exported while it lives.  ``name`` only labels
     error messages and ``repr``.
+
+    A process-shared semaphore survives the death of any process using it
+    (killed holding it, waiting for it, or inside it): the survivors reclaim
+    what the dead one held or awaited within about 40 ms.  After a process
+    died holding it for write, acquisitions raise :class:`OwnerDiedError`
+    *with the lock held*, until a writer's (which must repair the data).  A
+    read hold taken ``down_read_non_owner`` belongs to no process and outlives
+    its taker.  At most ``SLOTS`` processes hold or await it at once; more
+    wait for one of them to leave.
     """
 
     __slots__ = ("_sem", "_keepalive", "name", "shared", "_read_guard", "_write_guard",
@@ -93,6 +109,8 @@ class RWSemaphore:
     SIZE: int = _SIZE
     #: Required alignment of its offset in that buffer.
     ALIGNMENT: int = _ALIGN
+    #: Processes that may hold or await one shared semaphore at the same time.
+    SLOTS: int = lib.RWSEM_SLOTS
 
     def __init__(self, shared: bool = False, *, name: Optional[str] = None,
                  buffer: Any = None, offset: int = 0, attach: bool = False) -> None:
@@ -190,11 +208,17 @@ class RWSemaphore:
 
     def down_read_trylock(self) -> bool:
         """Acquire for read if that needs no waiting; never blocks."""
-        return bool(_read_trylock(self._sem))
+        rc = _read_trylock_reporting(self._sem)
+        if rc < 0:
+            raise self._owner_died(False, 0, "down_read_trylock")
+        return bool(rc)
 
     def down_write_trylock(self) -> bool:
         """Acquire for write if that needs no waiting; never blocks."""
-        return bool(_write_trylock(self._sem))
+        rc = _write_trylock_reporting(self._sem)
+        if rc < 0:
+            raise self._owner_died(True, 0, "down_write_trylock")
+        return bool(rc)
 
     def down_read_killable(self) -> int:
         """Acquire for read; 0, or ``-errno.EINTR`` if the task is killed while waiting."""
@@ -223,8 +247,12 @@ class RWSemaphore:
             self._fail(rc, "downgrade_write")
 
     def down_read_non_owner(self) -> None:
-        """Acquire for read on behalf of no task: another task may release it."""
-        if not lib.down_read_trylock_non_owner(self._sem):
+        """Acquire for read on behalf of no task: another task may release it
+        (in a shared semaphore, a task of another process too)."""
+        rc = lib.down_read_trylock_non_owner(self._sem)
+        if rc < 0:  # acquired; a write holder had died
+            raise self._owner_died(False, _NON_OWNER, "down_read_non_owner")
+        if not rc:
             self._slow(False, NO_DEADLINE, _NON_OWNER, "down_read_non_owner")
 
     def up_read_non_owner(self) -> None:
@@ -336,6 +364,8 @@ class RWSemaphore:
             held += f"; queued: {readers} reader(s), {writers} writer(s)"
         if count & _HANDOFF:
             held += "; handoff pending"
+        if count & _OWNER_DIED:
+            held += "; a write holder died (acquisitions are told until a writer's)"
         return held
 
     def _label(self) -> str:
@@ -351,6 +381,14 @@ class RWSemaphore:
 
     def _fail(self, rc: int, op: str) -> NoReturn:
         raise misuse_error(self._label(), rc, op, self.state())
+
+    def _owner_died(self, write: bool, flags: int, op: str) -> OwnerDiedError:
+        """The OwnerDiedError of acquisition ``op``, which holds the lock."""
+        mode = "write" if write else "read"
+        return OwnerDiedError(
+            f"{op} on {self._label()}: acquired for {mode}, but a process had died holding it "
+            f"for write: what it protects may be half updated; state: {self.state()}",
+            lock=self, write=write, non_owner=bool(flags & _NON_OWNER), operation=op)
 
     def _slow(self, write: bool, deadline: int, flags: int, op: str) -> int:
         """Wait in C; between signals, let Python run its handlers (only the
@@ -372,6 +410,8 @@ class RWSemaphore:
             raise
         if rc == 0 or rc == -errno.EINTR or rc == -errno.ETIMEDOUT:
             return rc
+        if rc == _EOWNERDEAD:
+            raise self._owner_died(write, flags, op)
         self._fail(rc, op)
 
 
@@ -384,7 +424,11 @@ class _Guard:
     semaphore object only weakly: the semaphore caches its guards, and a
     cycle would keep a caller's shared-memory buffer exported until the next
     GC.  Used after the semaphore object is gone, it stands in a new object
-    for the same lock."""
+    for the same lock.
+
+    On a shared semaphore whose last write holder died, ``__enter__`` raises
+    OwnerDiedError with the lock held: the block does not run, and the
+    handler releases it (``err.release()``)."""
 
     __slots__ = ("_ref", "_sem", "_memory", "_name", "_shared", "_write", "_timeout")
 
