@@ -436,23 +436,6 @@ static uint32_t wait_lock_id(pid_t pid)
 	return (uint32_t)pid | (uint32_t)((proc_start(pid) & 0x1ff) << WL_TAG_SHIFT);
 }
 
-/* A process stopped by SIGSTOP (bounded), so that /proc shows it stopped. */
-static bool stopped(pid_t pid)
-{
-	int status;
-
-	for (int i = 0; i < 10000; i++) {
-		pid_t r = waitpid(pid, &status, WNOHANG | WUNTRACED);
-
-		if (r == pid)
-			return WIFSTOPPED(status);
-		if (r < 0)
-			return false;
-		tu_sleep_us(50);
-	}
-	return false;
-}
-
 /*
  * The wait-lock word names a live process that never lets go (stopped): a
  * timed call gives up by its deadline and nobody takes it over.  Once that
@@ -469,7 +452,7 @@ static void t_wait_lock_of_a_dead_process_is_taken_over(void)
 		raise(SIGSTOP);
 		_exit(0);
 	}
-	CHECK(stopped(pid));
+	CHECK(tu_wait_stopped(pid, TU_WAIT_MS));
 	atomic_store(&a->sem.wait_lock, wait_lock_id(pid));
 	CHECK_EQ(down_write_timed(&a->sem, ms_from_now(100)), -ETIMEDOUT);
 	CHECK_EQ(atomic_load(&a->sem.wait_lock) & WL_PID_MASK, (uint32_t)pid);
@@ -520,7 +503,7 @@ static void t_killed_inside_the_wait_lock(void)
 
 			samples++;
 			kill(pid, SIGSTOP);
-			if (!stopped(pid)) {
+			if (!tu_wait_stopped(pid, TU_WAIT_MS)) {
 				CHECK_MSG(0, "child %d did not stop", (int)pid);
 				break;
 			}
@@ -583,7 +566,7 @@ static void t_process_alive(void)
 		raise(SIGSTOP);
 		_exit(0);
 	}
-	CHECK(stopped(pid));
+	CHECK(tu_wait_stopped(pid, TU_WAIT_MS));
 	CHECK(mln_process_alive((uint32_t)pid, (uint32_t)proc_start(pid), UINT32_MAX));
 	kill(pid, SIGKILL);
 	EXPECT_WITHIN(!mln_process_alive((uint32_t)pid, 0, 0), TU_WAIT_MS);	/* a zombie */

@@ -259,6 +259,24 @@ static inline int tu_wait_child(pid_t pid, unsigned int ms)
 	return -1;
 }
 
+/* Wait (bounded by @ms) until child @pid stops (SIGSTOP); false if it did not. */
+static inline bool tu_wait_stopped(pid_t pid, unsigned int ms)
+{
+	uint64_t dl = tu_now_ns() + (uint64_t)ms * TU_NS_PER_MS;
+	int status;
+
+	while (tu_now_ns() < dl) {
+		pid_t r = waitpid(pid, &status, WNOHANG | WUNTRACED);
+
+		if (r == pid)
+			return WIFSTOPPED(status);
+		if (r < 0)
+			return false;
+		tu_sleep_us(50);
+	}
+	return false;
+}
+
 /* A small per-thread PRNG (xorshift64*). */
 static inline uint64_t tu_rand(uint64_t *state)
 {
