@@ -27,24 +27,31 @@ struct proc_stat {
 };
 
 /*
- * Read /proc/<pid>/stat (pid 0: self).  0, or -errno of open/read (ENOENT:
- * no such process, or one /proc hides).  Only open/read/close: a process
- * that forks from a thread may call it in the child.
+ * Read /proc/<pid>/stat.  0, or -errno of open/read (ENOENT: no such
+ * process, or one /proc hides).  Only open/read/close: a process that forks
+ * from a thread may call it in the child.
+ *
+ * Every record is read alike, our own included, by a path relative to an
+ * opened /proc: a process's own start time must be the one the others read
+ * of it.  (qemu-user, which runs CI's arm64 tests, rewrites the paths
+ * /proc/self/stat and /proc/<own pid>/stat, with a start time a tick off.)
  */
 static int read_proc_stat(uint32_t pid, struct proc_stat *st)
 {
-	char path[32], buf[1024];
+	char name[16], buf[1024];
 	const char *p;
 	ssize_t n;
-	int fd, field;
+	int dir, fd, field, err;
 
-	if (pid)
-		snprintf(path, sizeof(path), "/proc/%u/stat", pid);
-	else
-		snprintf(path, sizeof(path), "/proc/self/stat");
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	dir = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
 		return -errno;
+	snprintf(name, sizeof(name), "%u/stat", pid);
+	fd = openat(dir, name, O_RDONLY | O_CLOEXEC);
+	err = fd < 0 ? -errno : 0;
+	close(dir);
+	if (err)
+		return err;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
@@ -108,7 +115,7 @@ static void self_lookup(void)
 		struct stat ns;
 
 		self.pid = (uint32_t)getpid();
-		self.start = read_proc_stat(0, &st) == 0 ? (uint32_t)st.start : 0;
+		self.start = read_proc_stat(self.pid, &st) == 0 ? (uint32_t)st.start : 0;
 		self.pid_ns = stat("/proc/self/ns/pid", &ns) == 0 ? (uint32_t)ns.st_ino : 0;
 		/* Release: the record above, before anyone may read it. */
 		atomic_store_explicit(&self_known, 1, memory_order_release);

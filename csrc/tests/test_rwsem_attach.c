@@ -15,14 +15,13 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "process.h"
 #include "rwsem.h"
 #include "task.h"
 #include "test_util.h"
+#include "wait_lock.h"
 
 /*
  * The wait-lock word (wait_lock.h): 0 free, else the holder's id, bit 31 for
@@ -34,30 +33,10 @@
 #define WL_WAITERS	(1u << 31)
 #define WL_NO_PID	(0x1ffu << 22)
 
-/* This process's id in a shared wait-lock word (from /proc/self/stat, field 22). */
-static uint32_t own_shared_id(void)
-{
-	char buf[1024];
-	FILE *f = fopen("/proc/self/stat", "r");
-	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-	const char *p;
-	unsigned long long start = 0;
-
-	if (f)
-		fclose(f);
-	buf[n] = '\0';
-	p = strrchr(buf, ')');
-	for (int field = 2; p && field < 22; field++)
-		p = strchr(p + 1, ' ');
-	if (p)
-		start = strtoull(p + 1, NULL, 10);
-	return (uint32_t)getpid() | (uint32_t)((start & 0x1ff) << 22);
-}
-
 /* A word a holder writes, held for good: 1, or (shared) this very process. */
 static uint32_t held_word(int shared)
 {
-	return shared ? own_shared_id() : WL_HELD;
+	return shared ? mln_wl_shared_id(mln_self()) : WL_HELD;
 }
 
 static uint64_t ms_from_now(unsigned int ms)
