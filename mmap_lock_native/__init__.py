@@ -13,7 +13,7 @@ from . import trace
 from ._args import TIMEOUT_MAX
 from .debug import (LockOrderWarning, get_debug, lockdep_mode, lockdep_reset, set_debug,
                     set_lockdep_mode)
-from .errors import LockError, LockOrderError
+from .errors import LockError, LockOrderError, OwnerDiedError
 from .mm import DEFAULT_LOCK, LOCK_BACKENDS, MM
 from .mmap_lock import (mmap_assert_locked, mmap_assert_write_locked, mmap_init_lock,
                         mmap_lock_is_contended, mmap_lock_speculate_retry,
@@ -73,6 +73,7 @@ __all__ = [
     "LockOrderWarning",
     "LockStats",
     "MM",
+    "OwnerDiedError",
     "RWSemaphore",
     "SINGLE_DEPTH_NESTING",
     "TASK_ID_MAX",

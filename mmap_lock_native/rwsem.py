@@ -16,8 +16,8 @@ from types import TracebackType
 from typing import Any, NoReturn, Optional, Type
 
 from ._args import as_int, check_name, flat_writable_bytes, int_in
-from ._ffi import NO_DEADLINE, deadline_after, ffi, lib
-from .errors import misuse_error
+from ._ffi import NO_DEADLINE, deadline_after, ffi, lib, strerror
+from .errors import OwnerDiedError, misuse_error
 
 __all__ = ["RWSemaphore", "SINGLE_DEPTH_NESTING"]
 
@@ -30,9 +30,14 @@ _SIGNALS = lib.RWSEM_WAIT_SIGNALS
 _KILLABLE = lib.RWSEM_WAIT_KILLABLE
 _NON_OWNER = lib.RWSEM_WAIT_NON_OWNER
 
-# Bound once: the fast paths below are a handful of bytecodes each.
-_read_trylock = lib.down_read_trylock
-_write_trylock = lib.down_write_trylock
+# Bound once: the fast paths below are a handful of bytecodes each.  These
+# trylocks return 1 or 0 only: on a shared semaphore whose last write holder
+# died they fail, and the blocking path (_slow) acquires and raises
+# OwnerDiedError; down_*_trylock() use the reporting ones.
+_read_trylock = lib.rwsem_try_read
+_write_trylock = lib.rwsem_try_write
+_read_trylock_reporting = lib.down_read_trylock
+_write_trylock_reporting = lib.down_write_trylock
 _up_read = lib.up_read
 _up_write = lib.up_write
 _down_wait = lib.rwsem_down_wait
@@ -50,6 +55,17 @@ _WRITER = 1
 _WAITERS = 2
 _HANDOFF = 4
 _DEAD = 8
+_OWNER_DIED = 0x20
+_EOWNERDEAD = -errno.EOWNERDEAD
+
+
+# Why rwsem_validate() refused a buffer, by errno.
+_ATTACH_WHY = {
+    errno.EINVAL: "the bytes there hold no semaphore",
+    errno.EPROTO: "the semaphore there has another layout version",
+    errno.ENOTSUP: "the semaphore there was initialised for one process only",
+    errno.EUCLEAN: "the semaphore there is corrupted",
+}
 
 
 def _signal_checkpoint() -> None:
@@ -70,8 +86,20 @@ class RWSemaphore:
     caller's writable, C-contiguous buffer (e.g. ``multiprocessing.shared_memory``'s
     ``SharedMemory.buf``) at byte ``offset`` (``ALIGNMENT``-aligned, whatever the
     buffer's item size or shape); another process attaches to it with
-    ``attach=True``.  The semaphore keeps the buffer exported while it lives.
-    ``name`` only labels error messages and ``repr``.
+    ``attach=True``, which checks that the bytes there hold a process-shared
+    semaphore of this version (ValueError otherwise: garbage, zeroes, a wrong
+    offset or another layout are refused before anything waits on them).  The
+    semaphore keeps the buffer exported while it lives.  ``name`` only labels
+    error messages and ``repr``.
+
+    A process-shared semaphore survives the death of any process using it
+    (killed holding it, waiting for it, or inside it): the survivors reclaim
+    what the dead one held or awaited within about 40 ms.  After a process
+    died holding it for write, acquisitions raise :class:`OwnerDiedError`
+    *with the lock held*, until a writer's (which must repair the data).  A
+    read hold taken ``down_read_non_owner`` belongs to no process and outlives
+    its taker.  At most ``SLOTS`` processes hold or await it at once; more
+    wait for one of them to leave.
     """
 
     __slots__ = ("_sem", "_keepalive", "name", "shared", "_read_guard", "_write_guard",
@@ -81,6 +109,8 @@ class RWSemaphore:
     SIZE: int = _SIZE
     #: Required alignment of its offset in that buffer.
     ALIGNMENT: int = _ALIGN
+    #: Processes that may hold or await one shared semaphore at the same time.
+    SLOTS: int = lib.RWSEM_SLOTS
 
     def __init__(self, shared: bool = False, *, name: Optional[str] = None,
                  buffer: Any = None, offset: int = 0, attach: bool = False) -> None:
@@ -99,7 +129,9 @@ class RWSemaphore:
             self._sem = ffi.new("struct rw_semaphore *")
             self._keepalive = None
             self.shared = False
-        if not attach:
+        if attach:
+            self._check_attached(buffer, offset)
+        else:
             rc = lib.rwsem_init(self._sem, lib.RWSEM_SHARED if self.shared else 0)
             if rc:
                 self._fail(rc, "rwsem_init")
@@ -137,6 +169,19 @@ class RWSemaphore:
                              f"{int(ffi.cast('uintptr_t', sem)):#x}, not {_ALIGN}-byte aligned")
         return sem, view
 
+    def _check_attached(self, buffer: Any, offset: int) -> None:
+        """ValueError unless the placed bytes hold an initialised process-shared
+        semaphore of this layout (rwsem_validate)."""
+        rc = lib.rwsem_validate(self._sem, lib.RWSEM_SHARED)
+        if rc:
+            named = f" {self.name!r}" if self.name else ""
+            magic = lib.rwsem_magic_word(self._sem)
+            why = _ATTACH_WHY.get(-rc, strerror(rc))
+            raise ValueError(
+                f"RWSemaphore{named}(attach=True) at byte offset {offset} of a "
+                f"{type(buffer).__name__}: {why} (magic word {magic:#010x}, expected "
+                f"{lib.RWSEM_MAGIC:#010x}); nothing was changed there")
+
     # -- fast paths ---------------------------------------------------------
 
     def down_read(self) -> None:
@@ -163,11 +208,17 @@ class RWSemaphore:
 
     def down_read_trylock(self) -> bool:
         """Acquire for read if that needs no waiting; never blocks."""
-        return bool(_read_trylock(self._sem))
+        rc = _read_trylock_reporting(self._sem)
+        if rc < 0:
+            raise self._owner_died(False, 0, "down_read_trylock")
+        return bool(rc)
 
     def down_write_trylock(self) -> bool:
         """Acquire for write if that needs no waiting; never blocks."""
-        return bool(_write_trylock(self._sem))
+        rc = _write_trylock_reporting(self._sem)
+        if rc < 0:
+            raise self._owner_died(True, 0, "down_write_trylock")
+        return bool(rc)
 
     def down_read_killable(self) -> int:
         """Acquire for read; 0, or ``-errno.EINTR`` if the task is killed while waiting."""
@@ -196,8 +247,12 @@ class RWSemaphore:
             self._fail(rc, "downgrade_write")
 
     def down_read_non_owner(self) -> None:
-        """Acquire for read on behalf of no task: another task may release it."""
-        if not lib.down_read_trylock_non_owner(self._sem):
+        """Acquire for read on behalf of no task: another task may release it
+        (in a shared semaphore, a task of another process too)."""
+        rc = lib.down_read_trylock_non_owner(self._sem)
+        if rc < 0:  # acquired; a write holder had died
+            raise self._owner_died(False, _NON_OWNER, "down_read_non_owner")
+        if not rc:
             self._slow(False, NO_DEADLINE, _NON_OWNER, "down_read_non_owner")
 
     def up_read_non_owner(self) -> None:
@@ -256,21 +311,30 @@ class RWSemaphore:
         count = lib.rwsem_count(self._sem)
         return 0 if count & _WRITER else (count & _READ_COUNT_MASK) >> _READ_COUNT_SHIFT
 
-    def queue(self) -> "tuple[int, int]":
-        """(queued readers, queued writers), read under the wait lock."""
+    def _queue_info(self) -> "tuple[int, int, int, int]":
+        """(rc, queued readers, queued writers, handoffs); rc is 0, or the
+        C error when the wait lock stayed busy (-ETIMEDOUT) or is corrupted."""
         r = ffi.new("uint32_t *")
         w = ffi.new("uint32_t *")
         h = ffi.new("uint64_t *")
-        lib.rwsem_queue_info(self._sem, r, w, h)
-        return int(r[0]), int(w[0])
+        rc = lib.rwsem_queue_info(self._sem, r, w, h)
+        return rc, int(r[0]), int(w[0]), int(h[0])
+
+    def queue(self) -> "tuple[int, int]":
+        """(queued readers, queued writers), read under the wait lock.
+        LockError if the wait lock cannot be had within a bound (0.2 s)."""
+        rc, readers, writers, _ = self._queue_info()
+        if rc:
+            self._fail(rc, "queue")
+        return readers, writers
 
     @property
     def handoffs(self) -> int:
         """Times the lock was handed to a starved waiter since creation."""
-        r = ffi.new("uint32_t *")
-        h = ffi.new("uint64_t *")
-        lib.rwsem_queue_info(self._sem, r, r, h)
-        return int(h[0])
+        rc, _, _, handoffs = self._queue_info()
+        if rc:
+            self._fail(rc, "handoffs")
+        return handoffs
 
     def destroy(self) -> None:
         """Retire the semaphore; LockError while it is held or waited on.
@@ -293,11 +357,15 @@ class RWSemaphore:
             held = f"read-locked by {n} reader{'s' if n != 1 else ''}{last}"
         else:
             held = "unlocked"
-        readers, writers = self.queue()
-        if readers or writers:
+        rc, readers, writers, _ = self._queue_info()
+        if rc:
+            held += f"; queue unknown (wait lock: {strerror(rc)})"
+        elif readers or writers:
             held += f"; queued: {readers} reader(s), {writers} writer(s)"
         if count & _HANDOFF:
             held += "; handoff pending"
+        if count & _OWNER_DIED:
+            held += "; a write holder died (acquisitions are told until a writer's)"
         return held
 
     def _label(self) -> str:
@@ -313,6 +381,14 @@ class RWSemaphore:
 
     def _fail(self, rc: int, op: str) -> NoReturn:
         raise misuse_error(self._label(), rc, op, self.state())
+
+    def _owner_died(self, write: bool, flags: int, op: str) -> OwnerDiedError:
+        """The OwnerDiedError of acquisition ``op``, which holds the lock."""
+        mode = "write" if write else "read"
+        return OwnerDiedError(
+            f"{op} on {self._label()}: acquired for {mode}, but a process had died holding it "
+            f"for write: what it protects may be half updated; state: {self.state()}",
+            lock=self, write=write, non_owner=bool(flags & _NON_OWNER), operation=op)
 
     def _slow(self, write: bool, deadline: int, flags: int, op: str) -> int:
         """Wait in C; between signals, let Python run its handlers (only the
@@ -334,6 +410,8 @@ class RWSemaphore:
             raise
         if rc == 0 or rc == -errno.EINTR or rc == -errno.ETIMEDOUT:
             return rc
+        if rc == _EOWNERDEAD:
+            raise self._owner_died(write, flags, op)
         self._fail(rc, op)
 
 
@@ -346,7 +424,11 @@ class _Guard:
     semaphore object only weakly: the semaphore caches its guards, and a
     cycle would keep a caller's shared-memory buffer exported until the next
     GC.  Used after the semaphore object is gone, it stands in a new object
-    for the same lock."""
+    for the same lock.
+
+    On a shared semaphore whose last write holder died, ``__enter__`` raises
+    OwnerDiedError with the lock held: the block does not run, and the
+    handler releases it (``err.release()``)."""
 
     __slots__ = ("_ref", "_sem", "_memory", "_name", "_shared", "_write", "_timeout")
 

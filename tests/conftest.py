@@ -97,6 +97,22 @@ def wait_queued(sem: mln.RWSemaphore, readers: int, writers: int,
         time.sleep(0.0005)
 
 
+def join_processes(procs: List[Any], timeout: float) -> List[Any]:
+    """Bounded join of multiprocessing processes; one still running after
+    ``timeout`` is killed and the test fails.  Returns their exit codes."""
+    deadline = time.monotonic() + timeout
+    late = []
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            late.append(p.name)
+            p.kill()
+            p.join(5)
+    if late:
+        pytest.fail(f"child processes still running after {timeout} s: {late}")
+    return [p.exitcode for p in procs]
+
+
 def wait_handoff_pending(sem: mln.RWSemaphore, timeout: float = TIMEOUT) -> None:
     """Wait until a starved waiter has reserved the lock (after ~4 ms of waiting)."""
     wait_until(lambda: "handoff pending" in sem.state(), "a handoff reservation",

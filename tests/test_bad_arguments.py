@@ -209,7 +209,7 @@ TAKE_ANYTHING = {"current_task", "get_debug", "lockdep_mode", "lockdep_reset", "
                  "set_lock_stats", "register_notifier", "reset_lock_stats", "lock_stats",
                  "mmap_lock_is_contended", "read_locked"}
 #: Classes the package makes for the caller (records, handles, exceptions).
-NOT_CONSTRUCTED_BY_CALLERS = {"LockError", "LockOrderError", "LockOrderWarning",
+NOT_CONSTRUCTED_BY_CALLERS = {"LockError", "LockOrderError", "LockOrderWarning", "OwnerDiedError",
                               "SegmentationFault", "VMA", "PinnedPages", "NotifierHandle",
                               "NotifierError", "Access", "HostRange", "Invalidation",
                               "InvalidationReason", "Pin", "PinnedRange", "ReadLocked"}

@@ -109,9 +109,10 @@ def test_placement_is_in_bytes_and_inside_the_buffer(kind: str, pages: int, offs
         with pytest.raises(ValueError, match="offset" if not fits else "aligned"):
             mln.RWSemaphore(buffer=buf, offset=offset)
         return
-    attached = mln.RWSemaphore(buffer=buf, offset=offset, attach=True)
-    assert lock_address(attached) == base + offset, (kind, offset)
-    del attached
+    placed = mln.RWSemaphore(buffer=buf, offset=offset)
+    attached = mln.RWSemaphore(buffer=buf, offset=offset, attach=True)  # validates first
+    assert lock_address(placed) == lock_address(attached) == base + offset, (kind, offset)
+    del placed, attached
     flat = _bytes_of(buf)
     flat[:] = bytes([SENTINEL]) * n
     sem = mln.RWSemaphore(buffer=buf, offset=offset, name=kind)
@@ -143,18 +144,21 @@ def test_offset_of_a_wrong_type_is_a_type_error_naming_it(offset: Any) -> None:
     lambda: array.array("q", bytes(4096)),                     # placed past the end: SIGSEGV
 ], ids=["2-D view", "array('q')"])
 def test_issue_reproducers_place_within_the_buffer(make: Callable[[], Any]) -> None:
-    """Issue 10 A1: offset 4032 was taken in rows / items (64 x 64 bytes, 8-byte items)."""
+    """Issue 10 A1: offset 4032 (the last SIZE bytes, when SIZE was 64) was taken
+    in rows / items (64 x 64 bytes, 8-byte items).  The last SIZE bytes now."""
+    end = 4096 - SIZE
     buf = make()
-    sem = mln.RWSemaphore(buffer=buf, offset=4032, attach=True)
-    assert lock_address(sem) == _base(buf) + 4032
-    del sem
+    sem = mln.RWSemaphore(buffer=buf, offset=end)
+    attached = mln.RWSemaphore(buffer=buf, offset=end, attach=True)
+    assert lock_address(sem) == lock_address(attached) == _base(buf) + end
+    del sem, attached
     flat = _bytes_of(buf)
     flat[:] = bytes([SENTINEL]) * 4096
-    sem = mln.RWSemaphore(buffer=buf, offset=4032)
+    sem = mln.RWSemaphore(buffer=buf, offset=end)
     with sem.write():
         pass
-    assert bytes(flat[:4032]) == bytes([SENTINEL]) * 4032
-    assert bytes(flat[4032:]) != bytes([SENTINEL]) * SIZE   # rwsem_init wrote there
+    assert bytes(flat[:end]) == bytes([SENTINEL]) * end
+    assert bytes(flat[end:]) != bytes([SENTINEL]) * SIZE   # rwsem_init wrote there
     del flat
-    with pytest.raises(ValueError, match="offset 4033 leaves no room"):
-        mln.RWSemaphore(buffer=buf, offset=4033)
+    with pytest.raises(ValueError, match=f"offset {end + 1} leaves no room"):
+        mln.RWSemaphore(buffer=buf, offset=end + 1)

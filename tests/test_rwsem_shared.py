@@ -14,24 +14,13 @@ from multiprocessing import shared_memory
 import pytest
 
 import mmap_lock_native as mln
-from conftest import assert_free, wait_queued
+from conftest import assert_free, join_processes, wait_queued
 
 CHILD_TIMEOUT = 60.0
 
 
 def _join_all(procs, timeout=CHILD_TIMEOUT):
-    """Bounded join of child processes; kill and fail on overrun."""
-    deadline = time.monotonic() + timeout
-    late = []
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            late.append(p.name)
-            p.kill()
-            p.join(5)
-    if late:
-        pytest.fail(f"child processes still running after {timeout} s: {late}")
-    return [p.exitcode for p in procs]
+    return join_processes(procs, timeout)
 
 
 # -- shared=True, across fork --------------------------------------------------------

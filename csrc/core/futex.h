@@ -88,9 +88,12 @@ static inline void mln_futex_wake(_Atomic uint32_t *word, int count, uint32_t bi
 
 /*
  * A three-state futex mutex (0 free, 1 held, 2 held with sleepers), after
- * Drepper's "Futexes Are Tricky".  It guards only short slow-path sections
- * (the rwsem wait queue, a task record), so a brief spin precedes sleeping.
- * It holds no pointer and so works in process-shared memory.
+ * Drepper's "Futexes Are Tricky", for the library's own process-private
+ * locks (the task registry, a task record, statistics and caches): they live
+ * in memory no caller writes, and guard sections of a few instructions, so
+ * a brief spin precedes sleeping and a sleep needs no deadline.  The
+ * rwsem's wait-lock, which lives in a caller's (maybe shared, maybe
+ * garbage) memory, is wait_lock.h's instead, whose every wait is bounded.
  */
 #define MLN_MUTEX_SPINS 100
 

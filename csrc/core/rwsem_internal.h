@@ -19,6 +19,10 @@
 #define RWSEM_FLAG_WAITERS	(1u << 1)
 #define RWSEM_FLAG_HANDOFF	(1u << 2)
 #define RWSEM_FLAG_DEAD		(1u << 3)
+/* In count: a process-shared semaphore, whose state word is `state`. */
+#define RWSEM_FLAG_SHARED	(1u << 4)
+/* In a shared semaphore's `state`: a write holder died holding it. */
+#define RWSEM_FLAG_OWNER_DIED	(1u << 5)
 #define RWSEM_READER_SHIFT	8
 #define RWSEM_READER_BIAS	(1u << RWSEM_READER_SHIFT)
 #define RWSEM_FLAG_READFAIL	(1u << 31)
@@ -26,11 +30,30 @@
 /* READFAIL counts as "readers inside": an overflowing reader is backing out. */
 #define RWSEM_LOCK_MASK		(RWSEM_WRITER_LOCKED | RWSEM_READER_MASK | RWSEM_FLAG_READFAIL)
 #define RWSEM_READERS_MAX	(RWSEM_READER_MASK >> RWSEM_READER_SHIFT)
+/* Bits 6-7: no operation sets them. */
+#define RWSEM_RESERVED_MASK	0xc0u
+/* SHARED: a shared semaphore's count keeps no holds, so its every fast path fails. */
 #define RWSEM_READ_FAILED_MASK	(RWSEM_WRITER_LOCKED | RWSEM_FLAG_WAITERS | \
-				 RWSEM_FLAG_HANDOFF | RWSEM_FLAG_DEAD | RWSEM_FLAG_READFAIL)
+				 RWSEM_FLAG_HANDOFF | RWSEM_FLAG_DEAD | RWSEM_FLAG_SHARED | \
+				 RWSEM_FLAG_READFAIL)
 
 #define RWSEM_OWNER_READER	1ull
 #define RWSEM_OWNER_SHIFT	2
+
+static inline bool is_shared(const struct rw_semaphore *sem)
+{
+	return sem->flags & RWSEM_SHARED;
+}
+
+/*
+ * The state word of the slow paths: `count`, whose bits the fast paths work
+ * on, or in a shared semaphore `state`, which changes under wait_lock only
+ * (count then holds RWSEM_FLAG_SHARED, which fails every fast path).
+ */
+static inline _Atomic uint32_t *state_word(struct rw_semaphore *sem)
+{
+	return is_shared(sem) ? &sem->state : &sem->count;
+}
 
 static inline uint64_t owner_word(uint64_t task)
 {
@@ -60,11 +83,19 @@ static inline void set_reader_owned(struct rw_semaphore *sem, bool anonymous)
 			      memory_order_relaxed);
 }
 
+/* A shared semaphore's owner check (rwsem_shared.c): it takes wait_lock. */
+bool rwsem_shared_is_write_owner(struct rw_semaphore *sem);
+
+/*
+ * Does the current task write-hold @sem, whose count it read as @count?
+ * Not under wait_lock (a shared semaphore's check takes it).
+ */
 static inline bool is_write_owner(struct rw_semaphore *sem, uint32_t count)
 {
-	return (count & RWSEM_WRITER_LOCKED) &&
-	       atomic_load_explicit(&sem->owner, memory_order_relaxed) ==
+	if (mln_likely((count & (RWSEM_WRITER_LOCKED | RWSEM_FLAG_SHARED)) == RWSEM_WRITER_LOCKED))
+		return atomic_load_explicit(&sem->owner, memory_order_relaxed) ==
 		       owner_word(mln_current_task());
+	return (count & RWSEM_FLAG_SHARED) && rwsem_shared_is_write_owner(sem);
 }
 
 /* Fast path: one fetch_add.  On failure the bias stays: the caller backs out. */

@@ -142,8 +142,8 @@ int mmap_lock_speculate_retry(struct mm_struct *mm, unsigned int seq)
 static always_inline bool try_once(struct rw_semaphore *sem, unsigned int op)
 {
 	if (op & MMAP_OP_WRITE) {
-		if (!write_fast(sem))
-			return false;
+		if (!write_fast(sem))	/* a shared mm's count fails it: its trylock decides */
+			return mln_unlikely(is_shared(sem)) && down_write_trylock(sem);
 		set_writer_owned(sem);
 		return true;
 	}
@@ -161,7 +161,8 @@ static void acquire_done(struct mm_struct *mm, unsigned int op, int rc, uint64_t
 {
 	int write = !!(op & MMAP_OP_WRITE);
 
-	if (rc == 0 && write)
+	/* -EOWNERDEAD (a shared mm whose last write holder died) is held too. */
+	if ((rc == 0 || rc == -EOWNERDEAD) && write)
 		seq_write_begin(mm);
 	if (stats_on(mm_instr(mm))) {
 		if (rc == 0)

@@ -29,6 +29,11 @@
 #define MMAP_LOCK_NOSTATS 2	/* no statistics (mmap_lock_stats_set_enabled()) */
 #define MMAP_LOCK_DEBUG 4	/* debug mode, whatever mln_set_debug() says */
 #define MMAP_LOCK_NODEBUG 8	/* no debug mode, whatever mln_set_debug() says */
+/*
+ * A MMAP_LOCK_SHARED mm's lock is a robust shared rwsem (rwsem.h): its
+ * blocking acquisitions may return -EOWNERDEAD, the lock held, after a
+ * process died holding it for write; its trylocks report the acquisition.
+ */
 
 /*
  * Unlocked; statistics on; debug mode if mln_set_debug(1) was called.  Once

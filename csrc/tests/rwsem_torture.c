@@ -6,7 +6,10 @@
  * timed waits under task_kill()/task_revive().
  *
  *   rwsem_torture [--seconds N] [--readers N] [--writers N] [--downgraders N]
- *                 [--trylockers N] [--killable N] [--stutter MS]
+ *                 [--trylockers N] [--killable N] [--stutter MS] [--shared]
+ *
+ * --shared tortures a process-shared semaphore (RWSEM_SHARED), whose every
+ * operation goes through the robust wait-lock sections of rwsem_shared.c.
  *
  * Invariants checked on every acquisition (as locktorture's):
  *   - a writer enters with the write_held flag false and no reader inside;
@@ -44,6 +47,7 @@ struct opts {
 	int seconds;
 	int nr[NR_KINDS];
 	int stutter_ms;
+	bool shared;
 };
 
 struct worker {
@@ -502,7 +506,7 @@ static void usage(const char *prog)
 {
 	fprintf(stderr,
 		"usage: %s [--seconds N] [--readers N] [--writers N] [--downgraders N]\n"
-		"          [--trylockers N] [--killable N] [--stutter MS]\n",
+		"          [--trylockers N] [--killable N] [--stutter MS] [--shared]\n",
 		prog);
 	exit(2);
 }
@@ -532,6 +536,10 @@ static void parse(int argc, char **argv, struct opts *o)
 	for (int i = 1; i < argc; i++) {
 		bool found = false;
 
+		if (strcmp(argv[i], "--shared") == 0) {
+			o->shared = true;
+			continue;
+		}
 		for (size_t t = 0; t < sizeof(table) / sizeof(table[0]); t++) {
 			if (strcmp(argv[i], table[t].name) != 0)
 				continue;
@@ -633,11 +641,11 @@ int main(int argc, char **argv)
 	ws = calloc((size_t)(nw ? nw : 1), sizeof(*ws));
 	if (!ws)
 		return 2;
-	init_rwsem(&sem);
+	rwsem_init(&sem, o.shared ? RWSEM_SHARED : 0);
 	printf("rwsem_torture: Start of test: seconds=%d writers=%d readers=%d downgraders=%d "
-	       "trylockers=%d killable=%d stutter=%dms\n",
+	       "trylockers=%d killable=%d stutter=%dms shared=%d\n",
 	       o.seconds, o.nr[K_WRITER], o.nr[K_READER], o.nr[K_DOWNGRADER],
-	       o.nr[K_TRYLOCKER], o.nr[K_KILLABLE], o.stutter_ms);
+	       o.nr[K_TRYLOCKER], o.nr[K_KILLABLE], o.stutter_ms, o.shared);
 
 	/* Interleave the kinds, writers first in each round, as locktorture does. */
 	{

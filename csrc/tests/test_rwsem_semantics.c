@@ -1814,51 +1814,10 @@ struct shm_area {
 
 static struct shm_area *shm_new(void)
 {
-	struct shm_area *a = mmap(NULL, sizeof(*a), PROT_READ | PROT_WRITE,
-				  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct shm_area *a = tu_shared_alloc(sizeof(*a));
 
-	if (a == MAP_FAILED) {
-		perror("mmap");
-		exit(2);
-	}
-	memset(a, 0, sizeof(*a));
 	CHECK_EQ(rwsem_init(&a->sem, RWSEM_SHARED), 0);
 	return a;
-}
-
-/* Bounded waitpid: the exit status, or -1 (child killed) after @ms. */
-static int wait_child(pid_t pid, unsigned int ms)
-{
-	uint64_t dl = tu_now_ns() + (uint64_t)ms * TU_NS_PER_MS;
-	int status;
-
-	while (tu_now_ns() < dl) {
-		pid_t r = waitpid(pid, &status, WNOHANG);
-
-		if (r == pid)
-			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-		if (r < 0)
-			return -2;
-		tu_sleep_us(1000);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, &status, 0);
-	return -1;
-}
-
-static pid_t fork_child(void)
-{
-	pid_t pid;
-
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0) {
-		perror("fork");
-		exit(2);
-	}
-	if (pid == 0)
-		tu_watchdog_arm(TU_TEST_TIMEOUT_S);	/* alarms are not inherited */
-	return pid;
 }
 
 /* Increment under down_write; every 64th round also check it is stable under down_read. */
@@ -1896,7 +1855,7 @@ static void t_shared_counter_across_processes(void)
 	int rc;
 
 	for (int i = 0; i < 2; i++) {
-		pid[i] = fork_child();
+		pid[i] = tu_fork();
 		if (pid[i] == 0) {
 			atomic_fetch_add(&a->ready, 1);
 			if (!WAIT_UNTIL(atomic_load(&a->go), TU_WAIT_MS))
@@ -1909,7 +1868,7 @@ static void t_shared_counter_across_processes(void)
 	rc = shared_increments(a);
 	CHECK_EQ(rc, 0);
 	for (int i = 0; i < 2; i++)
-		CHECK_EQ(wait_child(pid[i], 60000), 0);
+		CHECK_EQ(tu_wait_child(pid[i], 60000), 0);
 	CHECK_EQ(a->counter, 3 * SHARED_ITERS);
 	CHECK_FREE(&a->sem);
 	munmap(a, sizeof(*a));
@@ -1923,7 +1882,7 @@ static void t_shared_readers_and_writer_across_processes(void)
 	/* Two child readers block on our write lock; a downgrade lets both in together. */
 	CHECK_EQ(down_write(&a->sem), 0);
 	for (int i = 0; i < 2; i++) {
-		pid[i] = fork_child();
+		pid[i] = tu_fork();
 		if (pid[i] == 0) {
 			if (down_read(&a->sem) != 0)
 				_exit(30);
@@ -1944,14 +1903,14 @@ static void t_shared_readers_and_writer_across_processes(void)
 	CHECK_EQ(CNT_READERS(rwsem_count(&a->sem)), 3);
 	atomic_store(&a->go, 1);
 	for (int i = 0; i < 2; i++)
-		CHECK_EQ(wait_child(pid[i], 30000), 0);
+		CHECK_EQ(tu_wait_child(pid[i], 30000), 0);
 	CHECK_EQ(up_read(&a->sem), 0);
 	CHECK_FREE(&a->sem);
 
 	/* A child writer: times out against our read lock, then blocks and is woken by us. */
 	atomic_store(&a->go, 0);
 	CHECK_EQ(down_read(&a->sem), 0);
-	wpid = fork_child();
+	wpid = tu_fork();
 	if (wpid == 0) {
 		if (down_write_timed(&a->sem, ms_from_now(30)) != -ETIMEDOUT)
 			_exit(40);
@@ -1972,7 +1931,7 @@ static void t_shared_readers_and_writer_across_processes(void)
 	CHECK_EQ(rwsem_write_owner(&a->sem), atomic_load(&a->child_task));
 	CHECK_EQ(up_write(&a->sem), -EPERM);	/* not ours */
 	atomic_store(&a->go, 1);
-	CHECK_EQ(wait_child(wpid, 30000), 0);
+	CHECK_EQ(tu_wait_child(wpid, 30000), 0);
 	CHECK_FREE(&a->sem);
 	munmap(a, sizeof(*a));
 }

@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -199,6 +201,80 @@ static inline void tu_watchdog_install(void)
 static inline void tu_watchdog_arm(unsigned int seconds)
 {
 	alarm(seconds);
+}
+
+/* Zeroed memory that forked children share with us (MAP_SHARED); exits 2 on failure. */
+static inline void *tu_shared_alloc(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED) {
+		perror("mmap");
+		exit(2);
+	}
+	return p;	/* anonymous mappings come zeroed */
+}
+
+/*
+ * Processes.  fork() with stdio flushed (or the child would print the
+ * parent's buffered lines again) and the child's watchdog armed (alarms are
+ * not inherited); exits 2 if fork fails.
+ */
+static inline pid_t tu_fork(void)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		exit(2);
+	}
+	if (pid == 0)
+		tu_watchdog_arm(TU_TEST_TIMEOUT_S);
+	return pid;
+}
+
+/*
+ * Bounded waitpid: the child's exit status, 128 + the signal that ended it,
+ * -2 if it was no child of ours, or -1 if it ran past @ms (then it is
+ * SIGKILLed and reaped).
+ */
+static inline int tu_wait_child(pid_t pid, unsigned int ms)
+{
+	uint64_t dl = tu_now_ns() + (uint64_t)ms * TU_NS_PER_MS;
+	int status;
+
+	while (tu_now_ns() < dl) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		if (r == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		if (r < 0)
+			return -2;
+		tu_sleep_us(1000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	return -1;
+}
+
+/* Wait (bounded by @ms) until child @pid stops (SIGSTOP); false if it did not. */
+static inline bool tu_wait_stopped(pid_t pid, unsigned int ms)
+{
+	uint64_t dl = tu_now_ns() + (uint64_t)ms * TU_NS_PER_MS;
+	int status;
+
+	while (tu_now_ns() < dl) {
+		pid_t r = waitpid(pid, &status, WNOHANG | WUNTRACED);
+
+		if (r == pid)
+			return WIFSTOPPED(status);
+		if (r < 0)
+			return false;
+		tu_sleep_us(50);
+	}
+	return false;
 }
 
 /* A small per-thread PRNG (xorshift64*). */
