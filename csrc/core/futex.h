@@ -38,6 +38,19 @@
  */
 #define MLN_HOT_TLS __attribute__((tls_model("initial-exec")))
 
+/*
+ * A store that a later load (of another word) must not pass: every
+ * publish-then-look (Dekker) handshake of the project, such as a reader
+ * naming itself in its slot and then reading the bias.  An exchange, not
+ * a seq_cst store: C11 orders either before a later seq_cst load, but only
+ * the exchange keeps that order where arm64's stlr/ldar pair is emulated
+ * without it (qemu-user on an x86 host, where CI runs the arm64 tests: a
+ * store-buffering litmus test saw both loads pass their stores with stlr,
+ * never with the exchange); on x86 both compile to one xchg.
+ */
+#define mln_store_before_load(obj, val) \
+	((void)atomic_exchange_explicit((obj), (val), memory_order_seq_cst))
+
 #define mln_likely(x) __builtin_expect(!!(x), 1)
 #define mln_unlikely(x) __builtin_expect(!!(x), 0)
 

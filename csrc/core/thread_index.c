@@ -71,7 +71,7 @@ unsigned int mln_thread_index_assign(void)
 	}
 	/* Seq_cst: see mln_thread_index_high(). */
 	if (t <= MLN_THREAD_SLOTS && t > atomic_load_explicit(&pool_high, memory_order_relaxed))
-		atomic_store_explicit(&pool_high, t, memory_order_seq_cst);
+		mln_store_before_load(&pool_high, t);
 	mln_mutex_unlock(&pool_lock, 0);
 	if (t <= MLN_THREAD_SLOTS)
 		pthread_setspecific(pool_key, (void *)(uintptr_t)t);

@@ -438,6 +438,43 @@ static int walk_page(struct mm_struct *mm, struct fault_lock *fl, unsigned int f
 	return rc;
 }
 
+/*
+ * Copy @n bytes between guest memory and a caller's buffer as a CPU would:
+ * each naturally aligned 8-byte word of the guest's page is read or written
+ * whole (single-copy atomic, relaxed), so another thread reading a word
+ * that this call writes sees its old or its new value, never a mix, as a
+ * guest's own aligned store and load guarantee.  memcpy() promises no such
+ * thing (glibc's arm64 memcpy under qemu tore words bytewise).  The bytes
+ * outside whole words go one at a time; the buffer's alignment is free.
+ */
+static void guest_copy(uint8_t *guest, uint8_t *buf, size_t n, int write)
+{
+	while (n && ((uintptr_t)guest & 7)) {
+		if (write)
+			__atomic_store_n(guest, *buf, __ATOMIC_RELAXED);
+		else
+			*buf = __atomic_load_n(guest, __ATOMIC_RELAXED);
+		guest++, buf++, n--;
+	}
+	for (; n >= 8; guest += 8, buf += 8, n -= 8) {
+		uint64_t w;
+
+		if (write) {
+			memcpy(&w, buf, 8);
+			__atomic_store_n((uint64_t *)(void *)guest, w, __ATOMIC_RELAXED);
+		} else {
+			w = __atomic_load_n((uint64_t *)(void *)guest, __ATOMIC_RELAXED);
+			memcpy(buf, &w, 8);
+		}
+	}
+	for (; n; guest++, buf++, n--) {
+		if (write)
+			__atomic_store_n(guest, *buf, __ATOMIC_RELAXED);
+		else
+			*buf = __atomic_load_n(guest, __ATOMIC_RELAXED);
+	}
+}
+
 /* Where the calling thread's last mm_access() faulted. */
 static _Thread_local uint64_t last_fault_addr;
 
@@ -473,10 +510,7 @@ int mm_guest_access(struct mm_struct *mm, uint64_t addr, void *buf, size_t n, in
 		rc = walk_page(mm, &fl, flags, addr, access, false, &page, &pte, fault_addr);
 		if (rc)
 			break;		/* a fault, or the lock refused: nothing more copied */
-		if (write)
-			memcpy(page->data + off, p, chunk);
-		else
-			memcpy(p, page->data + off, chunk);
+		guest_copy(page->data + off, p, chunk, write);
 		page_put(page);
 		addr += chunk;
 		p += chunk;

@@ -133,7 +133,7 @@ void mm_inval_start(struct mm_struct *mm, uint64_t start, uint64_t end, uint32_t
 		q->ip_end = end > q->ip_end ? end : q->ip_end;
 	}
 	/* N1, seq_cst: see the top comment. */
-	atomic_store_explicit(&q->seq, n, memory_order_seq_cst);
+	mln_store_before_load(&q->seq, n);
 	mln_mutex_unlock(&q->lock, 0);
 	for (struct mm_tlb *t = q->tlbs; t; t = t->next) {
 		/* Acquire: pairs with mm_tlb_abandon(); after it, @t's owner may be gone. */
@@ -346,7 +346,7 @@ uint64_t mm_tlb_pending(const struct mm_tlb *tlb)
 int mm_tlb_enter(struct mm_tlb *tlb)
 {
 	/* C1, seq_cst. */
-	atomic_store_explicit(&tlb->state, TLB_IN_GUEST, memory_order_seq_cst);
+	mln_store_before_load(&tlb->state, TLB_IN_GUEST);
 	/* C2, seq_cst. */
 	if (atomic_load_explicit(&tlb->q->seq, memory_order_seq_cst) !=
 	    atomic_load_explicit(&tlb->drained, memory_order_relaxed)) {
@@ -361,7 +361,7 @@ void mm_tlb_exit(struct mm_tlb *tlb)
 {
 	mm_in_guest = NULL;
 	/* C3, seq_cst: against W1. */
-	atomic_store_explicit(&tlb->state, TLB_OUT, memory_order_seq_cst);
+	mln_store_before_load(&tlb->state, TLB_OUT);
 	if (atomic_load_explicit(&tlb->waiters, memory_order_seq_cst))
 		mln_futex_wake(&tlb->state, INT_MAX, FUTEX_BITSET_MATCH_ANY, 0);
 }

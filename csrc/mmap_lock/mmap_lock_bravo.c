@@ -55,7 +55,7 @@ void bravo_reader_leave(struct mm_struct *mm, void *_Atomic *slot)
 {
 	struct mmap_lock_bravo_state *b = bravo(mm);
 
-	atomic_store_explicit(slot, NULL, memory_order_seq_cst);
+	mln_store_before_load(slot, NULL);
 	if (mln_unlikely(atomic_load_explicit(&b->revoking, memory_order_seq_cst))) {
 		atomic_fetch_add_explicit(&b->wake_seq, 1, memory_order_release);
 		mln_futex_wake(&b->wake_seq, INT_MAX, FUTEX_BITSET_MATCH_ANY, 0);
@@ -107,7 +107,7 @@ static int wait_fast_reader(struct mm_struct *mm, void *_Atomic *slot, uint64_t 
 		uint32_t seq;
 		int rc, killed;
 
-		atomic_store_explicit(&b->revoking, 1, memory_order_seq_cst);
+		mln_store_before_load(&b->revoking, 1);
 		seq = atomic_load_explicit(&b->wake_seq, memory_order_acquire);
 		if (atomic_load_explicit(slot, memory_order_seq_cst) != mm)
 			return 0;
@@ -147,7 +147,7 @@ int bravo_revoke(struct mm_struct *mm, uint64_t deadline_ns, unsigned int flags,
 	 */
 	if (atomic_load_explicit(&b->rbias, memory_order_relaxed) == BRAVO_OFF)
 		return 0;
-	atomic_store_explicit(&b->rbias, BRAVO_DRAINING, memory_order_seq_cst);
+	mln_store_before_load(&b->rbias, BRAVO_DRAINING);
 	t0 = mln_now_ns();
 	poll_at = t0 + RWSEM_SIGNAL_POLL_NS;
 	high = mln_thread_index_high();

@@ -69,7 +69,7 @@ static inline bool bravo_read_fast(struct mm_struct *mm)
 	/* Taken (this mm again, or another hashed here): the rwsem it is. */
 	if (mln_unlikely(!slot || atomic_load_explicit(slot, memory_order_relaxed)))
 		return false;
-	atomic_store_explicit(slot, mm, memory_order_seq_cst);
+	mln_store_before_load(slot, mm);
 	if (mln_likely(atomic_load_explicit(&b->rbias, memory_order_seq_cst) == BRAVO_ON))
 		return true;
 	bravo_reader_leave(mm, slot);

@@ -213,7 +213,7 @@ int mmap_lock_set_trace_hooks(const struct mmap_lock_trace_hooks *hooks)
 		*slot = *hooks;		/* unused: the last set waited out its readers */
 		next = slot;
 	}
-	atomic_store_explicit(&hooks_cur, next, memory_order_seq_cst);
+	mln_store_before_load(&hooks_cur, next);
 	atomic_store_explicit(&mmap_lock_hooks_on, next != NULL, memory_order_relaxed);
 	for (struct mm_struct *mm = mm_list; mm; mm = mm->mmap_lock_reg_next)
 		set_trace_bit(mm, next != NULL);
@@ -229,7 +229,7 @@ int mmap_lock_set_trace_hooks(const struct mmap_lock_trace_hooks *hooks)
 	 */
 	g = atomic_load_explicit(&hooks_gen, memory_order_seq_cst);
 	wait_readers((g + 1) & 1);
-	atomic_store_explicit(&hooks_gen, g + 1, memory_order_seq_cst);
+	mln_store_before_load(&hooks_gen, g + 1);
 	wait_readers(g & 1);
 	mln_mutex_unlock(&hooks_setter_lock, 0);
 	return 0;

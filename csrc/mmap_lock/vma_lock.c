@@ -20,9 +20,8 @@ void vma_start_write(struct mm_struct *mm, struct vma_lock *l)
 
 	if ((uint32_t)(st >> 1) == seq)
 		return;
-	/* Seq_cst store, then the seq_cst loads of the scan: the writer half. */
-	atomic_store_explicit(&l->state, ((uint64_t)seq << 1) | (st & VMA_LOCK_DETACHED),
-			      memory_order_seq_cst);
+	/* Store, then the seq_cst loads of the scan: the writer half (futex.h). */
+	mln_store_before_load(&l->state, ((uint64_t)seq << 1) | (st & VMA_LOCK_DETACHED));
 	/* Other designs have no VMA readers: the stamp alone keeps the word exact. */
 	if (mmap_lock_has_vma_locks(mm))
 		mln_reader_slots_wait(MLN_READER_SLOT_VMA, l);

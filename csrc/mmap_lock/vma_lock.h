@@ -73,8 +73,8 @@ static inline int vma_start_read(struct mm_struct *mm, struct vma_lock *l)
 
 	if (mln_unlikely(!slot || atomic_load_explicit(slot, memory_order_relaxed)))
 		return 0;
-	/* Seq_cst store, then seq_cst load: the reader half of the Dekker pair. */
-	atomic_store_explicit(slot, l, memory_order_seq_cst);
+	/* Store, then seq_cst load: the reader half of the Dekker pair (futex.h). */
+	mln_store_before_load(slot, l);
 	st = atomic_load_explicit(&l->state, memory_order_seq_cst);
 	/*
 	 * Acquire, after `state`: a stamp read above was stored after its

@@ -338,6 +338,60 @@ static void t_recorder_tags_operations(void)
 	free_mm(mm);
 }
 
+/*
+ * mm_access() copies each aligned 8-byte word of guest memory whole: a
+ * reader racing a writer of whole pages of one pattern or the other sees,
+ * in every word, one pattern or the other, never a mix (a bytewise copy,
+ * as glibc's memcpy does on some targets, tore them).  Copies start at an
+ * odd offset too, so the unaligned edges go bytewise and the middle whole.
+ */
+#define TORN_BUDGET_NS 150000000ull	/* per design: a time budget (qemu, TSan) */
+
+struct torn_writer {
+	struct mm_struct *mm;
+	uint64_t addr;
+	_Atomic int stop;
+};
+
+static void *torn_writer_main(void *arg)
+{
+	struct torn_writer *w = arg;
+	static uint8_t page[2][MM_PAGE_SIZE];
+	uint64_t fa;
+
+	memset(page[0], 0x00, sizeof(page[0]));
+	memset(page[1], 0xff, sizeof(page[1]));
+	for (unsigned int i = 0; !atomic_load(&w->stop); i++) {
+		size_t n = i & 2 ? PG : (size_t)8 << (i % 3);	/* a page, or one, two, four words */
+
+		CHECK_EQ(mm_access(w->mm, w->addr, page[i & 1], n, 1, &fa), 0);
+	}
+	return NULL;
+}
+
+static void t_aligned_words_are_copied_whole(void)
+{
+	struct mm_struct *mm = new_mm();
+	struct torn_writer w = { .mm = mm, .addr = BASE };
+	uint64_t buf[MM_PAGE_SIZE / 8 + 1], fa, torn = 0;
+	pthread_t th;
+
+	CHECK_EQ(mm_mmap(mm, BASE, PG, RW, ANON_PRIV | MAP_FIXED), (int64_t)BASE);
+	tu_create(&th, torn_writer_main, &w);
+	for (uint64_t r = 0, until = tu_now_ns() + TORN_BUDGET_NS; tu_now_ns() < until; r++) {
+		size_t skew = r & 1 ? 3 : 0;	/* odd: bytewise edges around whole words */
+		size_t n = r & 2 ? PG - skew : (size_t)8 << (r % 3), words = (n - skew) / 8;
+
+		CHECK_EQ(mm_access(mm, BASE + skew, (uint8_t *)buf + skew, n, 0, &fa), 0);
+		for (size_t i = skew ? 1 : 0; i < words; i++)
+			torn += buf[i] != 0 && buf[i] != ~0ull;
+	}
+	atomic_store(&w.stop, 1);
+	JOIN(th, "torn_writer");
+	CHECK_EQ(torn, 0);
+	free_mm(mm);
+}
+
 static const struct tu_test tests[] = {
 	TU_TEST(t_mmap_flags),
 	TU_TEST(t_growsdown),
@@ -349,6 +403,7 @@ static const struct tu_test tests[] = {
 	TU_TEST(t_mremap),
 	TU_TEST(t_mremap_shared),
 	TU_TEST(t_recorder_tags_operations),
+	TU_TEST(t_aligned_words_are_copied_whole),
 };
 
 int main(int argc, char **argv)
