@@ -77,6 +77,16 @@ def last_report() -> "tuple[str, str]":
     return kind, ffi.string(lib.mln_lockdep_last_report()).decode("utf-8", "replace")
 
 
+def lock_class_id(name: str, what: str) -> int:
+    """The checker's class named ``name``, registered on first use.
+    ValueError naming ``what`` when the class table is full."""
+    cls = int(lib.mln_lockdep_class(name.encode()))
+    if cls < 0:
+        raise ValueError(f"{what}: the lock-order checker's class table is full "
+                         f"({lib.MLN_LOCKDEP_MAX_CLASSES} classes); {name!r} cannot be added")
+    return cls
+
+
 def _caller_site() -> Optional[Tuple[str, int]]:
     """The innermost frame outside this package: where the lock call came from."""
     frame: Optional[FrameType] = sys._getframe(1)

@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional
 from ._args import as_int, check_name
 from ._ffi import ffi, lib
 from .address_space import AddressSpace
+from .debug import lock_class_id
 from .guest import GuestMemory
 from .rwsem import RWSemaphore
 from .stats import LockStats
@@ -87,11 +88,7 @@ class MM(AddressSpace, GuestMemory, Syscalls):
             raise MemoryError("mm_alloc: out of memory")
         self._bind(raw, name)
         if lock_class is not None:
-            cls = lib.mln_lockdep_class(lock_class.encode())
-            if cls < 0:
-                raise ValueError(f"MM(lock_class={lock_class!r}): the checker's class table "
-                                 f"is full ({lib.MLN_LOCKDEP_MAX_CLASSES} classes)")
-            lib.mmap_lock_set_class(raw, cls)
+            lib.mmap_lock_set_class(raw, lock_class_id(lock_class, f"MM(lock_class={lock_class!r})"))
 
     def _bind(self, raw: Any, name: Optional[str]) -> None:
         self.name = name

@@ -89,8 +89,20 @@ class RWSemaphore:
     ``attach=True``, which checks that the bytes there hold a process-shared
     semaphore of this version (ValueError otherwise: garbage, zeroes, a wrong
     offset or another layout are refused before anything waits on them).  The
-    semaphore keeps the buffer exported while it lives.  ``name`` only labels
+    semaphore keeps the buffer exported while it lives.  ``name`` labels
     error messages and ``repr``.
+
+    In debug mode (:func:`~mmap_lock_native.set_debug`, when the semaphore
+    is made) it joins the lock-order checker with the mm locks: its class is
+    ``lock_class`` if given, else its ``name``, else its creation site
+    (``RWSemaphore@file:line``), as the kernel's lockdep keys a lock by its
+    initialisation site.  Its holds are then tracked per task, and a call the
+    checker reports (an inverted order against any other tracked lock, a
+    second lock of one class without ``down_write_nested``, ``up_read`` or
+    ``up_write`` by a task that holds nothing) raises
+    :class:`~mmap_lock_native.LockOrderError` before it touches the lock
+    (``set_lockdep_mode`` chooses warn or off instead).  Holds taken
+    ``down_read_non_owner`` are never tracked: any task may release them.
 
     A process-shared semaphore survives the death of any process using it
     (killed holding it, waiting for it, or inside it): the survivors reclaim
@@ -102,8 +114,8 @@ class RWSemaphore:
     wait for one of them to leave.
     """
 
-    __slots__ = ("_sem", "_keepalive", "name", "shared", "_read_guard", "_write_guard",
-                 "__weakref__")
+    __slots__ = ("_sem", "_keepalive", "name", "shared", "lock_class", "_read_guard",
+                 "_write_guard", "__weakref__")
 
     #: Bytes a semaphore occupies in a caller's buffer.
     SIZE: int = _SIZE
@@ -112,9 +124,21 @@ class RWSemaphore:
     #: Processes that may hold or await one shared semaphore at the same time.
     SLOTS: int = lib.RWSEM_SLOTS
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> "RWSemaphore":
+        if cls is RWSemaphore and lib.mln_get_debug():
+            from .rwsem_checked import CheckedRWSemaphore  # only debug mode pays for it
+            cls = CheckedRWSemaphore
+        return super().__new__(cls)
+
     def __init__(self, shared: bool = False, *, name: Optional[str] = None,
-                 buffer: Any = None, offset: int = 0, attach: bool = False) -> None:
+                 buffer: Any = None, offset: int = 0, attach: bool = False,
+                 lock_class: Optional[str] = None) -> None:
         self.name = check_name(name, "RWSemaphore()")
+        if lock_class is not None and not isinstance(lock_class, str):
+            raise TypeError(f"RWSemaphore(lock_class=...): a lock-order class is named by a "
+                            f"str, not {type(lock_class).__name__} {lock_class!r:.40}")
+        #: The checker's class in debug mode (None: the semaphore is not tracked).
+        self.lock_class: Optional[str] = None
         if buffer is not None:
             self._sem, self._keepalive = self._place(buffer, offset)
             self.shared = True
@@ -144,8 +168,9 @@ class RWSemaphore:
         """A semaphore object for a ``struct rw_semaphore *`` already
         initialised (an mm's mmap_lock, or a guard's lock whose object is
         gone); ``keepalive`` owns that memory (None: ``sem`` owns it)."""
-        self = cls.__new__(cls)
+        self = object.__new__(RWSemaphore)  # never tracked: the mm's own lock, or a guard's
         self.name = name
+        self.lock_class = None
         self._sem = sem
         self._keepalive = keepalive
         self.shared = shared

@@ -1,11 +1,13 @@
 """No busy waiting: a thread blocked for a second burns almost no CPU."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 
 import mmap_lock_native as mln
+from mmap_lock_native._ffi import lib
 from conftest import Worker, assert_free, hold, queue_up, wait_queued
 
 BLOCKED_FOR = 1.0
@@ -80,5 +82,44 @@ def test_timed_wait_that_expires_sleeps():
     assert wall >= BLOCKED_FOR
     assert cpu < CPU_BOUND, f"{cpu:.4f} s of CPU while blocked for {wall:.2f} s"
     holder.unlock()
+    holder.finish()
+    assert_free(sem)
+
+
+def _spin_cpus_on_a_thread(cpus: "set[int]") -> int:
+    """The spin decision's CPU count on a new thread restricted to ``cpus``
+    (os.sched_setaffinity(0, ...) sets the calling thread's mask on Linux)."""
+    def probe() -> int:
+        os.sched_setaffinity(0, cpus)
+        return lib.rwsem_spin_cpus()
+    return Worker(probe).begin().finish()
+
+
+def test_spin_decision_follows_the_affinity_mask():
+    """``taskset -c 0`` must not spin on a machine with more CPUs online: the
+    count is the thread's affinity mask's, not the online count."""
+    allowed = sorted(os.sched_getaffinity(0))
+    assert _spin_cpus_on_a_thread({allowed[0]}) == 1
+    assert _spin_cpus_on_a_thread(set(allowed)) == len(allowed)
+
+
+def test_pinned_writer_decides_on_its_mask_when_contended():
+    """The count a contended acquisition looks up (and keeps for the thread)
+    is the mask's: a writer pinned to one CPU behind a write holder does not
+    spin, and still gets the lock when it is freed."""
+    sem = mln.RWSemaphore()
+    holder = hold(sem, "write")
+    cpu0 = {min(os.sched_getaffinity(0))}
+
+    def pinned_writer() -> int:
+        os.sched_setaffinity(0, cpu0)
+        sem.down_write()          # the first lookup of this thread happens here
+        sem.up_write()
+        return lib.rwsem_spin_cpus()
+
+    w = Worker(pinned_writer).begin()
+    wait_queued(sem, 0, 1, workers=(w,))
+    holder.unlock()
+    assert w.finish() == 1
     holder.finish()
     assert_free(sem)

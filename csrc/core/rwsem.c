@@ -732,6 +732,11 @@ static int allowed_cpus(void)
 	return spin_cpus;
 }
 
+int rwsem_spin_cpus(void)
+{
+	return allowed_cpus();
+}
+
 /* The spin budget while @c's holders keep it; 0: do not spin on them. */
 static uint64_t spin_budget_ns(uint32_t c)
 {

@@ -209,6 +209,12 @@ uint32_t rwsem_count(struct rw_semaphore *sem);
 uint64_t rwsem_owner_word(struct rw_semaphore *sem);
 uint32_t rwsem_magic_word(const struct rw_semaphore *sem);
 /*
+ * The CPU count behind the calling thread's spin decision (nobody spins on
+ * one CPU): its affinity mask's, looked up on the thread's first contended
+ * acquisition (or by this call) and kept for the thread's life.
+ */
+int rwsem_spin_cpus(void);
+/*
  * Queue lengths and handoff count, read under the wait lock: 0, or
  * -ETIMEDOUT when the wait lock stayed held for RWSEM_QUERY_WAIT_NS, or
  * -EINVAL when it holds what no holder writes (then nothing is stored).

@@ -6,8 +6,9 @@
  * Design, in the kernel's terms:
  *
  *  - A node of the dependency graph is a (class, subclass) pair, at most
- *    MLN_LOCKDEP_MAX_CLASSES * RWSEM_MAX_SUBCLASSES = 512 of them, so the
- *    graph is a bitmap adjacency matrix (32 KiB).  The first evidence of each
+ *    MLN_LOCKDEP_MAX_CLASSES * RWSEM_MAX_SUBCLASSES = 2048 of them, so the
+ *    graph is a bitmap adjacency matrix (512 KiB of zero-fill memory, whose
+ *    rows cost RSS only once a class has edges).  The first evidence of each
  *    edge (both acquisition sites and the task) is kept in an edge array,
  *    reached from its source node through a singly linked list.
  *
@@ -664,7 +665,7 @@ static void report_inversion(struct ld_buf *b, uint64_t task, const struct ld_he
 	}
 	buf_printf(b, "\n hint: take these locks in one order everywhere; distinct locks of "
 		      "one class taken in a fixed order need distinct subclasses "
-		      "(mmap_write_lock_nested)");
+		      "(mmap_write_lock_nested, down_write_nested)");
 }
 
 static void report_bad_unlock(struct ld_buf *b, uint64_t task, const struct ld_task *t,
@@ -1029,7 +1030,9 @@ static void drop_tasks(uint64_t keep)
 void mln_lockdep_reset(void)
 {
 	mln_mutex_lock(&ld_lock, 0);
-	memset(ld_adj, 0, sizeof(ld_adj));
+	/* Only registered classes have edges: the other rows were never written. */
+	memset(ld_adj, 0, (size_t)atomic_load_explicit(&ld_nr_classes, memory_order_relaxed) *
+			  LD_SUBCLASSES * sizeof(ld_adj[0]));
 	memset(ld_first_out, 0, sizeof(ld_first_out));
 	ld_nr_edges = 0;
 	drop_tasks(0);

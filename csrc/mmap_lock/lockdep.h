@@ -4,7 +4,8 @@
  * manner of the kernel's lockdep, for the mmap locks.
  *
  * Every lock belongs to a class (all mm locks share class 0,
- * "mm->mmap_lock", unless given another); a subclass from the _nested calls
+ * "mm->mmap_lock", unless given another; a binding's debug-mode semaphore
+ * gets one by name or by creation site); a subclass from the _nested calls
  * makes (class, subclass) a distinct node of the dependency graph.  Each
  * task (task_current()) has a stack of held locks.  When a task that holds
  * A acquires B, the checker records the edge A -> B with both acquisition
@@ -36,7 +37,7 @@
 #define MLN_LOCKDEP_INVERSION 2
 #define MLN_LOCKDEP_BAD_UNLOCK 3
 
-#define MLN_LOCKDEP_MAX_CLASSES 64
+#define MLN_LOCKDEP_MAX_CLASSES 256
 #define MLN_LOCKDEP_MAX_DEPTH 48
 
 /* Debug mode for locks initialised from now on (mmap_init_lock()). */
@@ -70,9 +71,12 @@ void mln_lockdep_reset(void);
 int mln_lockdep_depth(void);
 /* cffi:end */
 
+/* cffi:begin */
 /*
- * Called by the lock layer (mmap_lock.c).  @lock identifies the instance,
- * @ip is the caller's return address.
+ * Called by the lock layer (mmap_lock.c), and by a binding for the
+ * semaphores it tracks in debug mode (RWSemaphore).  @lock identifies the
+ * instance, @ip is the caller's return address (NULL from a binding: its
+ * site hook names the caller).
  *
  * mln_lockdep_acquire(): before the acquisition may block; 0, or -EDEADLK
  * when raise mode refuses it (nothing recorded).  On 0 the entry is pushed;
@@ -88,5 +92,6 @@ int mln_lockdep_release(const void *lock, const void *ip);
 void mln_lockdep_downgrade(const void *lock);
 /* 1 if the current task holds @lock (for write when @write), else 0. */
 int mln_lockdep_held(const void *lock, int write);
+/* cffi:end */
 
 #endif /* MLN_LOCKDEP_H */
