@@ -219,7 +219,9 @@ class AddressSpace:
         return int(self._syscall("brk", lib.py_mm_brk, addr=(addr, *U64)))
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
-        """``MADV_DONTNEED`` drops the pages (private ones come back zeroed)."""
+        """madvise(2): ``MADV_DONTNEED`` (and ``MADV_FREE`` on private
+        memory) drops the pages, private ones come back zeroed; hints only
+        check the range (see :meth:`sys_madvise` for the list)."""
         self._syscall("madvise", lib.py_mm_madvise, addr=(addr, *U64), length=(length, *U64),
                       advice=(advice, *C_INT))
 

@@ -101,8 +101,11 @@ class Syscalls:
         return self._sys("sys_brk", lib.py_mm_brk, _reg(addr, "addr", w))
 
     def sys_madvise(self, addr: Any, length: Any, advice: Any) -> int:
-        """madvise(2): 0, or -errno (EINVAL for advice other than
-        MADV_NORMAL, RANDOM, SEQUENTIAL, WILLNEED and DONTNEED)."""
+        """madvise(2): 0, or -errno.  DONTNEED, DONTNEED_LOCKED and FREE drop
+        pages (FREE: EINVAL on shared memory); NORMAL, RANDOM, SEQUENTIAL,
+        WILLNEED, COLD, PAGEOUT, HUGEPAGE, NOHUGEPAGE, DONTDUMP and DODUMP are
+        hints (only the range is checked); other advice is EINVAL, as from a
+        kernel built without it."""
         w = functools.partial(self._where, "sys_madvise")
         return self._sys("sys_madvise", lib.py_mm_madvise, _reg(addr, "addr", w),
                          _reg(length, "length", w), _int(advice, "advice", w))

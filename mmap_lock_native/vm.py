@@ -10,7 +10,9 @@ from ._ffi import lib
 
 __all__ = [
     "Access", "HostRange",
-    "MADV_DONTNEED", "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_WILLNEED",
+    "MADV_COLD", "MADV_DODUMP", "MADV_DONTDUMP", "MADV_DONTNEED", "MADV_DONTNEED_LOCKED",
+    "MADV_FREE", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE", "MADV_NORMAL", "MADV_PAGEOUT", "MADV_RANDOM",
+    "MADV_SEQUENTIAL", "MADV_WILLNEED",
     "MAP_32BIT", "MAP_ANONYMOUS", "MAP_FIXED", "MAP_FIXED_NOREPLACE", "MAP_GROWSDOWN",
     "MAP_HUGETLB", "MAP_LOCKED", "MAP_NONBLOCK", "MAP_NORESERVE", "MAP_POPULATE",
     "MAP_PRIVATE", "MAP_SHARED", "MAP_STACK", "MREMAP_DONTUNMAP", "MREMAP_FIXED",
@@ -47,7 +49,19 @@ MADV_NORMAL: int = lib.MADV_NORMAL
 MADV_RANDOM: int = lib.MADV_RANDOM
 MADV_SEQUENTIAL: int = lib.MADV_SEQUENTIAL
 MADV_WILLNEED: int = lib.MADV_WILLNEED
+#: Drop the pages: a private page reads as zeros again, a shared one keeps its contents.
 MADV_DONTNEED: int = lib.MADV_DONTNEED
+MADV_DONTNEED_LOCKED: int = lib.MADV_DONTNEED_LOCKED
+#: Private anonymous memory only (EINVAL on a shared mapping): Linux may drop
+#: the pages until they are written again; here they are dropped at once.
+MADV_FREE: int = lib.MADV_FREE
+#: Hints with nothing to emulate: only the range is checked (ENOMEM for a hole).
+MADV_COLD: int = lib.MADV_COLD
+MADV_PAGEOUT: int = lib.MADV_PAGEOUT
+MADV_HUGEPAGE: int = lib.MADV_HUGEPAGE
+MADV_NOHUGEPAGE: int = lib.MADV_NOHUGEPAGE
+MADV_DONTDUMP: int = lib.MADV_DONTDUMP
+MADV_DODUMP: int = lib.MADV_DODUMP
 SEGV_MAPERR: int = lib.SEGV_MAPERR
 SEGV_ACCERR: int = lib.SEGV_ACCERR
 #: Bytes per page.

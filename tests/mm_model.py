@@ -43,6 +43,10 @@ PROT_ALL = 7
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 1, 2, 16, 32
 MAP_FIXED_NOREPLACE = 0x100000
 MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED = 0, 1, 2, 3, 4
+MADV_FREE, MADV_DONTNEED_LOCKED = 8, 24
+#: Advice that changes nothing observable: only the range is checked.
+MADV_HINTS = (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED,
+              14, 15, 16, 17, 20, 21)   # (NO)HUGEPAGE, DONT/DODUMP, COLD, PAGEOUT
 SEGV_MAPERR, SEGV_ACCERR = 1, 2
 
 TASK_SIZE = 0x7FFFFFFFF000
@@ -369,7 +373,8 @@ class ModelMM:
         return True
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
-        if addr % PAGE or advice < MADV_NORMAL or advice > MADV_DONTNEED:
+        drops = advice in (MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE)
+        if addr % PAGE or not (drops or advice in MADV_HINTS):
             raise ModelOSError(errno.EINVAL)
         if not length:
             return
@@ -379,7 +384,10 @@ class ModelMM:
             raise ModelOSError(errno.EINVAL)
         if self.closed:
             raise ModelOSError(errno.EINVAL)
-        if advice == MADV_DONTNEED:
+        if advice == MADV_FREE and any(v.start < end and addr < v.end and v.shared
+                                       for v in self.vmas):
+            raise ModelOSError(errno.EINVAL)   # private anonymous memory only
+        if drops:
             self._zap_private(addr, end)    # private pages come back zeroed; shared keep theirs
         if not self.fully_mapped(addr, end):
             raise ModelOSError(errno.ENOMEM)

@@ -177,7 +177,9 @@ class MMMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def madvise(self, data: Any) -> None:
         real, model = self.pick(data)
-        advice = data.draw(st.sampled_from([M.MADV_DONTNEED] * 4 + [0, 1, 2, 3, 5, -1]),
+        # Drops, hints, and advice not emulated (5, 10 DONTFORK, 18 WIPEONFORK, 22 POPULATE_READ).
+        advice = data.draw(st.sampled_from([M.MADV_DONTNEED] * 4 + [M.MADV_FREE] * 2
+                                           + [0, 1, 2, 3, 5, -1, 14, 20, 24, 10, 18, 22]),
                            label="advice")
         self.both(real, model, "madvise", self.addr(data, model), self.length(data), advice)
 

@@ -440,6 +440,44 @@ def test_madvise_hole_is_enomem_but_the_mapped_part_is_done(mm):
     assert layout(mm) == [(a, a + P, RW, mln.MAP_PRIVATE), (a + 2 * P, a + 3 * P, RW, mln.MAP_PRIVATE)]
 
 
+def test_madvise_free_drops_private_pages_and_refuses_shared(mm):
+    """MADV_FREE: Linux may drop a private page until it is written again;
+    here it is dropped at once (reads give zeros).  Shared memory: EINVAL,
+    nothing dropped."""
+    a = mm.mmap(2 * P, RW, PRIV)
+    s = mm.mmap(P, RW, SHARED)
+    mm.write(a, b"f" * (2 * P))
+    mm.write(s, b"s" * P)
+    mm.madvise(a, 2 * P, mln.MADV_FREE)
+    assert mm.read(a, 2 * P) == bytes(2 * P)
+    assert errno_of(mm.madvise, s, P, mln.MADV_FREE) == errno.EINVAL
+    assert mm.sys_madvise(s, P, mln.MADV_FREE) == -errno.EINVAL
+    assert mm.read(s, P) == b"s" * P
+    mm.write(a, b"g")
+    mm.madvise(a, P, mln.MADV_DONTNEED_LOCKED)
+    assert mm.read(a, 1) == b"\0"
+
+
+@pytest.mark.parametrize("advice", ["MADV_COLD", "MADV_PAGEOUT", "MADV_HUGEPAGE",
+                                    "MADV_NOHUGEPAGE", "MADV_DONTDUMP", "MADV_DODUMP"])
+def test_madvise_hints_keep_the_data_and_check_the_range(mm, advice):
+    a = mm.mmap(P, RW, PRIV)
+    mm.write(a, b"kept")
+    assert mm.sys_madvise(a, P, getattr(mln, advice)) == 0
+    assert mm.read(a, 4) == b"kept"
+    assert mm.sys_madvise(a, 2 * P, getattr(mln, advice)) == -errno.ENOMEM
+
+
+@pytest.mark.parametrize("advice", [9, 10, 11, 12, 18, 22, 23, 100])
+def test_madvise_not_emulated_is_einval(mm, advice):
+    """REMOVE, DONTFORK, DOFORK, MERGEABLE, WIPEONFORK, POPULATE_*, HWPOISON:
+    EINVAL, as from a kernel built without them; nothing changes."""
+    a = mm.mmap(P, RW, PRIV)
+    mm.write(a, b"kept")
+    assert mm.sys_madvise(a, P, advice) == -errno.EINVAL
+    assert mm.read(a, 4) == b"kept"
+
+
 def test_madvise_past_the_top_is_enomem(mm):
     """As Linux: the range is checked for mappings, not against the top."""
     assert errno_of(mm.madvise, TASK - P, 2 * P, mln.MADV_NORMAL) == errno.ENOMEM

@@ -7,7 +7,7 @@
  *   mm_mmap, mm_mprotect, mm_brk                write
  *   mm_munmap                                   write, downgraded to read while
  *                                               the page tables are torn down
- *   mm_madvise(MADV_DONTNEED), mm_fault,
+ *   mm_madvise, mm_fault,
  *   mm_access, mm_get_user_pages, mm_maps       read
  *   mm_fork                                     the parent's write lock, then the
  *                                               child's with mmap_write_lock_nested(
@@ -44,6 +44,16 @@
 #include "pgtable.h"
 
 /* PROT_*, MAP_*, MADV_* and SEGV_* are the system's (<sys/mman.h>, <signal.h>). */
+/* Advice numbers newer than some C libraries' headers: Linux's uapi values. */
+#ifndef MADV_COLD
+#define MADV_COLD 20
+#endif
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+#ifndef MADV_DONTNEED_LOCKED
+#define MADV_DONTNEED_LOCKED 24
+#endif
 
 /* cffi:begin */
 #define MM_PAGE_SIZE 4096

@@ -681,15 +681,53 @@ static int dontneed(struct mm_struct *mm, uint64_t start, uint64_t end)
 	return hole || at < end ? -ENOMEM : 0;
 }
 
+enum madv_kind { MADV_KIND_INVALID, MADV_KIND_HINT, MADV_KIND_DROP, MADV_KIND_FREE };
+
+/*
+ * What an advice does to anonymous memory here.  Hints change nothing an
+ * emulated mm can observe (readahead, reclaim, huge pages, core dumps), so
+ * only the kernel's range check is made.  MADV_FREE lets the kernel drop a
+ * private page until it is written again, so a read may see the old data or
+ * zeros: dropping at once is one of its outcomes.  Advice whose effect is not
+ * emulated (DONTFORK, WIPEONFORK, KSM, populating, memory failure) is
+ * EINVAL, as from a kernel built without it.
+ */
+static enum madv_kind madvise_kind(int advice)
+{
+	switch (advice) {
+	case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED:
+	case MADV_COLD: case MADV_PAGEOUT: case MADV_HUGEPAGE: case MADV_NOHUGEPAGE:
+	case MADV_DONTDUMP: case MADV_DODUMP:
+		return MADV_KIND_HINT;
+	case MADV_DONTNEED: case MADV_DONTNEED_LOCKED:
+		return MADV_KIND_DROP;
+	case MADV_FREE:
+		return MADV_KIND_FREE;
+	default:
+		return MADV_KIND_INVALID;
+	}
+}
+
+/* MADV_FREE applies to private anonymous memory only: EINVAL if any VMA of the range is shared. */
+static bool any_shared(struct mm_struct *mm, uint64_t start, uint64_t end)
+{
+	for (struct vm_area_struct *v = vma_find(&mm->mm_vmas, start); v && v->vm_start < end;
+	     v = vma_next(v))
+		if (v->vm_flags & VM_SHARED)
+			return true;
+	return false;
+}
+
 int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
 {
 	MM_OP(MM_OP_MADVISE);
+	enum madv_kind kind = madvise_kind(advice);
 	uint64_t len, end;
 	int err = 0;
 
 	if (mm_reentered(mm))
 		return -EDEADLK;	/* from one of its own notifiers */
-	if (!page_aligned(addr) || advice < MADV_NORMAL || advice > MADV_DONTNEED)
+	if (!page_aligned(addr) || kind == MADV_KIND_INVALID)
 		return -EINVAL;
 	if (!length)
 		return 0;
@@ -700,16 +738,14 @@ int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
 	err = mm_lock(mm, false);
 	if (err)
 		return err;
-	if (advice != MADV_DONTNEED) {
-		/* Hints: nothing to do here but the range check the kernel makes. */
-		if (mm->mm_closed)
-			err = -EINVAL;
-		else if (!fully_mapped(mm, addr, end))
-			err = -ENOMEM;
-		mmap_read_unlock(mm);
-		return err;
-	}
-	err = mm->mm_closed ? -EINVAL : dontneed(mm, addr, end);
+	if (mm->mm_closed)
+		err = -EINVAL;
+	else if (kind == MADV_KIND_HINT)
+		err = fully_mapped(mm, addr, end) ? 0 : -ENOMEM;
+	else if (kind == MADV_KIND_FREE && any_shared(mm, addr, end))
+		err = -EINVAL;
+	else
+		err = dontneed(mm, addr, end);
 	mmap_read_unlock(mm);
 	return err;
 }
