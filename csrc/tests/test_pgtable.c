@@ -761,6 +761,7 @@ static void t_race_last_put(void)
  * a reader sees one word throughout, or ASan/TSan see a page reused under it.
  */
 #define ZR_PAGES 48
+#define ZR_BUDGET_MS 3000	/* well under the join's TU_WAIT_MS */
 #define ZR_START (6 * GB - 24 * PG)	/* two leaves, two 1 GiB directories */
 
 struct zap_race {
@@ -785,8 +786,13 @@ static void *zapper(void *p)
 	struct zap_race *z = p;
 	uint64_t rnd = 5;
 	const int iters = 1500;
+	/*
+	 * And at most this long: a sanitizer build on a loaded machine may be
+	 * 20x slower, and the join's bound must stay a hang detector.
+	 */
+	const uint64_t deadline = tu_now_ns() + ZR_BUDGET_MS * TU_NS_PER_MS;
 
-	for (uint64_t gen = 1; gen <= (uint64_t)iters; gen++) {
+	for (uint64_t gen = 1; gen <= (uint64_t)iters && tu_now_ns() < deadline; gen++) {
 		for (uint64_t i = 0; i < ZR_PAGES; i++) {
 			uint64_t addr = ZR_START + i * PG;
 			struct pte_table *t = pgtable_leaf(&z->pt, addr, 1);
