@@ -10,6 +10,16 @@
  * that a run is always contiguous and a window maps it with one mmap.  An
  * extent freed up to the mark lowers the mark instead.
  *
+ * A map/touch/unmap cycle of one page would punch a frame (a syscall) and
+ * then have the kernel allocate and zero a page for it again on the next
+ * touch.  So up to FRAMES_CACHE single frames that died are kept as they
+ * are, resident, and a one-frame allocation takes the latest of them and
+ * zeroes it with a memset through the pool (the slab's per-thread caches
+ * do the same for slab pages).  They count as free.  Likewise up to
+ * FRAMES_SPARES one-page windows whose frame died with them stay mapped,
+ * frame and all, for the next one-page window: a one-page mmap, touch and
+ * munmap then costs the host no syscall and no page fault.
+ *
  * Reference counts live in a sparse anonymous mapping indexed by frame
  * (4 bytes a frame; the kernel gives a page of them memory on first touch),
  * with the rules of page_put(): an increment is relaxed (the incrementer
@@ -40,6 +50,8 @@
 #endif
 
 #define FRAME_BYTES(n) ((size_t)(n) << MLN_PAGE_SHIFT)
+#define FRAMES_CACHE 256	/* dead frames kept resident for reuse (1 MiB) */
+#define FRAMES_SPARES 64	/* one-page windows kept mapped with their frames */
 
 uint8_t *_Atomic frames_pool;
 int frames_fd = -1;
@@ -57,6 +69,13 @@ static struct {
 	size_t nr, cap;
 	frame_t top;			/* frames from here on were never handed out */
 	size_t in_use;
+	frame_t cache[FRAMES_CACHE];	/* dead frames not punched, newest last */
+	size_t nr_cache;
+	struct {
+		uintptr_t host;
+		frame_t f;
+	} spare[FRAMES_SPARES];		/* spare windows, newest last */
+	size_t nr_spare;
 } fa;
 
 __attribute__((noreturn, cold))
@@ -170,6 +189,14 @@ int64_t frames_alloc(size_t n)
 	if (!n || n > FRAMES_MAX || frames_init())
 		return -ENOMEM;
 	mln_mutex_lock(&fa.lock, 0);
+	if (n == 1 && fa.nr_cache) {
+		f = fa.cache[--fa.nr_cache];
+		fa.in_use++;
+		mln_mutex_unlock(&fa.lock, 0);
+		memset(frame_data((frame_t)f), 0, FRAME_BYTES(1));	/* mapped nowhere else */
+		atomic_store_explicit(&frame_refcount[f], 1, memory_order_relaxed);
+		return f;
+	}
 	for (size_t i = 0; i < fa.nr; i++) {
 		if (fa.free[i].len < n)
 			continue;
@@ -214,9 +241,19 @@ void frames_zero(frame_t f, size_t n)
 		memset(frame_data(f), 0, FRAME_BYTES(n));	/* cannot punch: zero by hand */
 }
 
-/* Punch a run of dead frames and give it back. */
+/* Punch a run of dead frames and give it back; a single one goes to the cache if it has room. */
 static void run_free(frame_t f, size_t n)
 {
+	if (n == 1) {
+		mln_mutex_lock(&fa.lock, 0);
+		if (fa.nr_cache < FRAMES_CACHE) {
+			fa.cache[fa.nr_cache++] = f;
+			fa.in_use--;
+			mln_mutex_unlock(&fa.lock, 0);
+			return;
+		}
+		mln_mutex_unlock(&fa.lock, 0);
+	}
 	frames_zero(f, n);
 	mln_mutex_lock(&fa.lock, 0);
 	extent_free(f, (frame_t)n);
@@ -312,6 +349,39 @@ frame_t frames_next_data(frame_t f, frame_t end)
 frame_t frames_next_hole(frame_t f, frame_t end)
 {
 	return seek_frame(f, end, SEEK_HOLE);
+}
+
+bool frames_spare_put(uintptr_t host, frame_t f)
+{
+	bool kept = false;
+
+	mln_mutex_lock(&fa.lock, 0);
+	if (fa.nr_spare < FRAMES_SPARES) {
+		fa.spare[fa.nr_spare].host = host;
+		fa.spare[fa.nr_spare++].f = f;
+		fa.in_use--;
+		kept = true;
+	}
+	mln_mutex_unlock(&fa.lock, 0);
+	return kept;
+}
+
+bool frames_spare_take(uintptr_t *host, frame_t *f)
+{
+	bool got = false;
+
+	mln_mutex_lock(&fa.lock, 0);
+	if (fa.nr_spare) {
+		fa.nr_spare--;
+		*host = fa.spare[fa.nr_spare].host;
+		*f = fa.spare[fa.nr_spare].f;
+		fa.in_use++;
+		got = true;
+	}
+	mln_mutex_unlock(&fa.lock, 0);
+	if (got)	/* its last user's writes happen before: the lock, and its release put */
+		memset(frame_data(*f), 0, FRAME_BYTES(1));
+	return got;
 }
 
 size_t frames_in_use(void)

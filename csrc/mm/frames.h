@@ -87,6 +87,17 @@ frame_t frames_next_data(frame_t f, frame_t end);
 /* The first frame of [f, end) that reads as zero untouched (SEEK_HOLE), or @end. */
 frame_t frames_next_hole(frame_t f, frame_t end);
 
+/*
+ * Spare one-page windows: a window page whose frame dies with it (@f's
+ * only reference is the caller's) may be kept mapped, with its frame, for
+ * the next one-page window (no mmap, munmap, nor page fault in the kernel).
+ * frames_spare_put: true if kept (the reference is the cache's now), else
+ * the caller unmaps and puts as usual.  frames_spare_take: true with a
+ * spare's window page and frame, zeroed, one reference for the caller.
+ */
+bool frames_spare_put(uintptr_t host, frame_t f);
+bool frames_spare_take(uintptr_t *host, frame_t *f);
+
 /* Frames handed out and not given back (for tests and accounting). */
 size_t frames_in_use(void);
 

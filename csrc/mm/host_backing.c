@@ -66,19 +66,25 @@ static int window_make(struct mm_struct *mm, uint64_t start, uint64_t end)
 {
 	size_t n = (end - start) >> MLN_PAGE_SHIFT;
 	uintptr_t below = host_of(mm, start - PG), above = host_of(mm, end), host;
-	int64_t f = frames_alloc(n);
 	void *hint = NULL;
+	frame_t spare;
+	int64_t f;
 
-	if (f < 0)
-		return -ENOMEM;
-	if (below)
-		hint = (void *)(below + PG);
-	else if (above > n * PG)
-		hint = (void *)(above - n * PG);
-	host = (uintptr_t)frames_map_near(hint, (frame_t)f, n);
-	if (!host) {
-		frames_put_run((frame_t)f, n);
-		return -ENOMEM;
+	if (n == 1 && frames_spare_take(&host, &spare)) {
+		f = spare;	/* a page mapped and zeroed already: no syscall */
+	} else {
+		f = frames_alloc(n);
+		if (f < 0)
+			return -ENOMEM;
+		if (below)
+			hint = (void *)(below + PG);
+		else if (above > n * PG)
+			hint = (void *)(above - n * PG);
+		host = (uintptr_t)frames_map_near(hint, (frame_t)f, n);
+		if (!host) {
+			frames_put_run((frame_t)f, n);
+			return -ENOMEM;
+		}
 	}
 	for (uint64_t a = start; a < end;) {
 		uint64_t stop = leaf_end(a, end);

@@ -885,15 +885,20 @@ int pte_slots_alloc(struct pte_table *t)
 static void slots_release(struct host_slot *v, size_t n)
 {
 	frame_t frames[MLN_PTRS_PER_TABLE];
+	size_t nput = 0;
 
 	for (size_t i = 0, j; i < n; i = j) {
 		for (j = i + 1; j < n && v[j].host == v[j - 1].host + MLN_PAGE_SIZE; j++)
 			;
+		/* A lone page whose frame dies with it may stay mapped as a spare. */
+		if (j == i + 1 && frame_refs(v[i].frame) == 1 &&
+		    frames_spare_put(v[i].host, v[i].frame))
+			continue;
 		munmap((void *)v[i].host, (j - i) << MLN_PAGE_SHIFT);
+		for (size_t k = i; k < j; k++)
+			frames[nput++] = v[k].frame;
 	}
-	for (size_t i = 0; i < n; i++)
-		frames[i] = v[i].frame;
-	frames_put(frames, n);
+	frames_put(frames, nput);
 }
 
 static long zap_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsigned int lo,
@@ -1020,7 +1025,12 @@ int pgtable_move(struct pgtable *pt, uint64_t src, uint64_t dst, uint64_t len)
 	for (uint64_t a = src & ~(leaf_span - 1); a < src + len && !slots; a += leaf_span) {
 		struct pte_table *t = pgtable_leaf(pt, a, 0);
 
-		slots = t && t->slots;
+		if (!t)
+			continue;
+		/* Locked: a fault on another VMA of the leaf may be making the array. */
+		pte_table_lock(t);
+		slots = t->slots != NULL;
+		pte_table_unlock(t);
 	}
 	/* Every destination leaf (and slot array) first: then the move cannot fail half done. */
 	for (uint64_t a = dst; a < dst + len; a = (a | (leaf_span - 1)) + 1) {
