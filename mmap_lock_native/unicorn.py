@@ -194,22 +194,26 @@ class _Regions:
         rs, _, host, prot = region
         return host - rs == hr.host - hr.start and prot & hr.prot == hr.prot
 
-    def conflicts(self, hr: HostRange) -> bool:
-        """Whether installing ``hr`` would replace a mapped region (not only add)."""
-        return any(not self._agrees(r, hr) for r in self._overlapping(hr.start, hr.end))
-
-    def install(self, hr: HostRange) -> None:
-        """Map ``hr``: regions that translate part of it differently go first,
-        those that agree stay, and the gaps between them are mapped."""
-        for r in self._overlapping(hr.start, hr.end):
-            if not self._agrees(r, hr):
-                self.change(max(r[0], hr.start), min(r[1], hr.end), None)
+    def install(self, hr: HostRange, replace: bool = True) -> bool:
+        """Map ``hr``: the regions that agree with it stay and the gaps between
+        them are mapped.  Regions that translate part of it differently go
+        first, or with ``replace`` False nothing is done and False returned
+        (inside a hook Unicorn cannot have a region replaced)."""
+        over = self._overlapping(hr.start, hr.end)
+        if not all(self._agrees(r, hr) for r in over):
+            if not replace:
+                return False
+            for r in over:
+                if not self._agrees(r, hr):
+                    self.change(max(r[0], hr.start), min(r[1], hr.end), None)
+            over = self._overlapping(hr.start, hr.end)
         at = hr.start
-        for rs, re, _, _ in self._overlapping(hr.start, hr.end) + [(hr.end, hr.end, 0, 0)]:
+        for rs, re, _, _ in over + [(hr.end, hr.end, 0, 0)]:
             if rs > at:
                 self.uc.mem_map_ptr(at, rs - at, _uc_prot(hr.prot), hr.host + (at - hr.start))
                 self._add(at, rs, hr.host + (at - hr.start), hr.prot)
             at = max(at, re)
+        return True
 
     def change(self, start: int, end: int, new_prot: Optional[int]) -> None:
         """Unmap [start, end) (``new_prot`` None or 0), or lower its protection to
@@ -370,9 +374,8 @@ class GuestThread:
                     return None
                 if self.smmu.changed_since(seq, hr.start, hr.end):
                     continue
-                if inline and self.regions.conflicts(hr):
+                if not self.regions.install(hr, replace=not inline):
                     return False
-                self.regions.install(hr)
                 self.counts["faults"] += 1
                 covered = hr.end
                 break

@@ -305,13 +305,13 @@ def test_a_whole_vma_range_is_mapped_once_and_invalidated_in_part():
     # The whole range again (lower protection asked): only the hole is mapped, the
     # regions that translate the rest the same way stay.
     whole = mln.HostRange(host, base, base + 4 * P, mln.PROT_READ)
-    assert regions.conflicts(whole) is False
-    regions.install(whole)
+    assert regions.install(whole, replace=False) is True
     assert uc.calls[3:] == [("map", base + P, P, 1, host + P)]
-    # Another host address for page 0 conflicts, and replaces what it overlaps.
+    # Another host address for page 0 conflicts: refused without replace, else
+    # it replaces what it overlaps.
     moved = mln.HostRange(host + 9 * P, base, base + P, RW)
-    assert regions.conflicts(moved) is True
-    regions.install(moved)
+    assert regions.install(moved, replace=False) is False and len(uc.calls) == 4
+    assert regions.install(moved) is True
     assert uc.calls[4:] == [("unmap", base, P), ("map", base, P, 3, host + 9 * P)]
     regions.change(0, mln.TASK_SIZE, None)                   # close: everything goes
     assert len(regions) == 0
