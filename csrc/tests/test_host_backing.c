@@ -6,6 +6,8 @@
  * outlive munmap and DONTNEED, splits, merges and mremap keeping data and
  * host addresses, and every frame given back.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -293,6 +295,106 @@ static void t_brk_and_stack_growth(void)
 	CHECK_EQ(mm_host_frames(), base);
 }
 
+/*
+ * Threads at once on one host-backed mm: writers fault and store their own
+ * bytes, one thread DONTNEEDs, one forks and frees children, one asks for
+ * host ranges.  Every byte read is zero or its writer's own (never another
+ * thread's, never stale garbage), and every frame comes back.
+ */
+#define RACE_PAGES 32
+#define RACE_ROUNDS 300
+
+struct race {
+	struct mm_struct *mm;
+	uint64_t base;
+	int id;
+	atomic_int bad;
+};
+
+static void *race_writer(void *arg)
+{
+	struct race *r = arg;
+
+	for (int k = 0; k < RACE_ROUNDS; k++) {
+		/* Thread id's pages are the odd or even ones. */
+		uint64_t a = r->base + (uint64_t)(2 * (k % (RACE_PAGES / 2)) + r->id) * PG;
+		uint8_t b = (uint8_t)(0x40 + r->id), got = 0;
+
+		if (mm_access(r->mm, a + 8, &b, 1, 1, NULL) ||
+		    mm_access(r->mm, a + 8, &got, 1, 0, NULL) || (got != 0 && got != b))
+			atomic_fetch_add(&r->bad, 1);
+	}
+	return NULL;
+}
+
+static void *race_dontneed(void *arg)
+{
+	struct race *r = arg;
+
+	for (int k = 0; k < RACE_ROUNDS; k++)
+		if (mm_madvise(r->mm, r->base + (uint64_t)(k % (RACE_PAGES - 1)) * PG, 2 * PG,
+			       MADV_DONTNEED))
+			atomic_fetch_add(&r->bad, 1);
+	return NULL;
+}
+
+static void *race_fork(void *arg)
+{
+	struct race *r = arg;
+
+	for (int k = 0; k < RACE_ROUNDS / 10; k++) {
+		int err = 0;
+		struct mm_struct *c = mm_fork(r->mm, &err);
+		uint8_t got = 0xEE;
+
+		if (!c) {
+			atomic_fetch_add(&r->bad, 1);
+			continue;
+		}
+		/* The child's bytes are some writer's, or zero. */
+		if (mm_access(c, r->base + (uint64_t)(k % RACE_PAGES) * PG + 8, &got, 1, 0, NULL) ||
+		    (got != 0 && got != 0x40 && got != 0x41))
+			atomic_fetch_add(&r->bad, 1);
+		if (mm_free(c))
+			atomic_fetch_add(&r->bad, 1);
+	}
+	return NULL;
+}
+
+static void *race_ranges(void *arg)
+{
+	struct race *r = arg;
+
+	for (int k = 0; k < RACE_ROUNDS; k++) {
+		struct mm_host_range hr;
+		uint64_t a = r->base + (uint64_t)(k % RACE_PAGES) * PG;
+
+		if (mm_host_range(r->mm, a, MM_ACCESS_READ, 0, &hr) || a < hr.start || a >= hr.end)
+			atomic_fetch_add(&r->bad, 1);
+	}
+	return NULL;
+}
+
+static void t_threads_fault_dontneed_fork(void)
+{
+	size_t base = mm_host_frames();
+	struct mm_struct *mm = new_mm();
+	struct race r[2] = { { .mm = mm, .id = 0 }, { .mm = mm, .id = 1 } };
+	pthread_t th[5];
+
+	r[0].base = r[1].base = map(mm, 0, RACE_PAGES, 0);
+	tu_create(&th[0], race_writer, &r[0]);
+	tu_create(&th[1], race_writer, &r[1]);
+	tu_create(&th[2], race_dontneed, &r[0]);
+	tu_create(&th[3], race_fork, &r[1]);
+	tu_create(&th[4], race_ranges, &r[0]);
+	for (int i = 0; i < 5; i++)
+		JOIN(th[i], "race thread");
+	CHECK_EQ(atomic_load(&r[0].bad) + atomic_load(&r[1].bad), 0);
+	CHECK_EQ(mm_free(mm), 0);
+	CHECK_EQ(mm_host_frames(), base);
+}
+
 static const struct tu_test tests[] = {
 	TU_TEST(t_whole_vma_demand_zero),
 	TU_TEST(t_fork_cow_both_ways),
@@ -300,6 +402,7 @@ static const struct tu_test tests[] = {
 	TU_TEST(t_split_merge_keep_data_and_host),
 	TU_TEST(t_mremap_moves_and_grows),
 	TU_TEST(t_brk_and_stack_growth),
+	TU_TEST(t_threads_fault_dontneed_fork),
 };
 
 int main(int argc, char **argv)
