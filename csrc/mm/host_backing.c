@@ -282,7 +282,11 @@ static long dontneed_leaf(void *arg, struct pte_table *t, uint64_t base, unsigne
 			put[n++] = pte_page(pte);
 		if (!s)
 			continue;
-		/* Ours alone: the PTE's page had no other holder, or there was no PTE. */
+		/*
+		 * Ours alone: the PTE's page had no other holder (a pin, a fork's
+		 * PTE), or there was no PTE.  Acquire: a holder that let go just
+		 * now (a release decrement) has its writes done before the punch.
+		 */
 		alone = pte ? atomic_load_explicit(&pte_page(pte)->refcount, memory_order_acquire) ==
 					      1 && frame_refs(s->frame) == 2
 			    : frame_refs(s->frame) == 1;
