@@ -119,57 +119,70 @@ static int window_make(struct mm_struct *mm, uint64_t start, uint64_t end)
 	return 0;
 }
 
+/* What a walk asks of each page it passes, the page's leaf locked (NULL: there is no leaf). */
+typedef bool (*page_test)(struct pte_table *t, uint64_t addr, const void *ctx);
+
 /*
- * The first run of pages in [from, end) with neither slot nor PTE: *@rs,
- * *@re; false if there is none.  Leaves are made on the way (the slots
- * need them).
+ * From @addr's neighbour in direction @step (+PG or -PG) up to @limit
+ * (excluded going up, included going down), the last page that passes
+ * @test with every page between: @addr itself if its neighbour fails.  One
+ * leaf lock at a time, taken once per leaf.
  */
-static bool next_gap(struct mm_struct *mm, uint64_t from, uint64_t end, uint64_t *rs,
-		     uint64_t *re)
+static uint64_t walk_edge(struct mm_struct *mm, uint64_t addr, int64_t step, uint64_t limit,
+			  page_test test, const void *ctx)
 {
-	bool in_gap = false;
-	uint64_t a = from;
+	struct pte_table *t = NULL;
+	uint64_t last = addr, leaf = UINT64_MAX;
 
-	while (a < end) {
-		uint64_t stop = leaf_end(a, end);
-		struct pte_table *t = pgtable_leaf(&mm->pgt, a, 1);
-
-		if (!t)
-			break;		/* out of memory: what was found so far */
-		pte_table_lock(t);
-		for (; a < stop; a += PG) {
-			bool gap = !atomic_load_explicit(pte_slot(t, a), memory_order_relaxed) &&
-				   !slot_locked(t, a);
-
-			if (gap && !in_gap) {
-				in_gap = true;
-				*rs = a;
-			} else if (!gap && in_gap) {
-				break;
-			}
+	for (uint64_t a = addr + (uint64_t)step; step > 0 ? a < limit : a >= limit;
+	     a += (uint64_t)step) {
+		if ((a & ~(LEAF_SPAN - 1)) != leaf) {
+			if (t)
+				pte_table_unlock(t);
+			leaf = a & ~(LEAF_SPAN - 1);
+			t = pgtable_leaf(&mm->pgt, a, 0);
+			if (t)
+				pte_table_lock(t);
 		}
-		pte_table_unlock(t);
-		if (in_gap && a < stop)
+		if (!test(t, a, ctx))
 			break;
+		last = a;
 	}
-	*re = a;
-	return in_gap;
+	if (t)
+		pte_table_unlock(t);
+	return last;
+}
+
+/* A page with neither a slot nor a PTE: a window is to be made for it. */
+static bool is_gap(struct pte_table *t, uint64_t addr, const void *ctx)
+{
+	(void)ctx;
+	return !t || (!atomic_load_explicit(pte_slot(t, addr), memory_order_relaxed) &&
+		      !slot_locked(t, addr));
 }
 
 int backing_ensure(struct mm_struct *mm, struct vm_area_struct *v, uint64_t addr)
 {
-	uint64_t page = addr & MLN_PAGE_MASK, rs = 0, re = 0;
-	uint64_t start = page - v->vm_start > BACKING_REACH ? page - BACKING_REACH : v->vm_start;
-	uint64_t end = v->vm_end - page > BACKING_REACH ? page + BACKING_REACH : v->vm_end;
+	uint64_t page = addr & MLN_PAGE_MASK;
+	uint64_t lo = page - v->vm_start > BACKING_REACH ? page - BACKING_REACH : v->vm_start;
+	uint64_t hi = v->vm_end - page > BACKING_REACH ? page + BACKING_REACH : v->vm_end;
+	struct pte_table *t;
+	bool gap;
 	int err = 0;
 
 	if (frames_init())
 		return -ENOMEM;
+	t = pgtable_leaf(&mm->pgt, page, 1);
+	if (!t)
+		return -ENOMEM;
 	mln_mutex_lock(&mm->backing_lock, 0);
-	while (!err && start < end && next_gap(mm, start, end, &rs, &re)) {
-		err = window_make(mm, rs, re);
-		start = re;
-	}
+	pte_table_lock(t);
+	gap = is_gap(t, page, NULL);
+	pte_table_unlock(t);
+	/* The gap around the page, as far as it goes: one window for a VMA never touched. */
+	if (gap)
+		err = window_make(mm, walk_edge(mm, page, -(int64_t)PG, lo, is_gap, NULL),
+				  walk_edge(mm, page, (int64_t)PG, hi, is_gap, NULL) + PG);
 	mln_mutex_unlock(&mm->backing_lock, 0);
 	return err;
 }
@@ -341,40 +354,21 @@ static uint32_t page_prot_locked(struct pte_table *t, const struct vm_area_struc
 	return v->vm_prot;
 }
 
-/*
- * From @addr's neighbour in direction @step (+PG or -PG), the last page
- * before @limit that continues @addr's window at @host with at least @prot;
- * @addr if none does.
- */
-static uint64_t run_edge(struct mm_struct *mm, const struct vm_area_struct *v, uint64_t addr,
-			 uintptr_t host, uint32_t prot, int64_t step, uint64_t limit)
+/* What a host range's pages must have: the window continued, and at least the protection. */
+struct run_want {
+	const struct vm_area_struct *v;
+	uint64_t addr;
+	uintptr_t host;
+	uint32_t prot;
+};
+
+static bool continues_run(struct pte_table *t, uint64_t addr, const void *ctx)
 {
-	struct pte_table *t = NULL;
-	uint64_t last = addr;
+	const struct run_want *w = ctx;
+	struct host_slot *s = t ? slot_locked(t, addr) : NULL;
 
-	for (uint64_t a = addr + (uint64_t)step; step > 0 ? a < limit : a >= limit;
-	     a += (uint64_t)step) {
-		struct host_slot *s;
-		bool ok;
-
-		if (!t || (a & ~(LEAF_SPAN - 1)) != ((a - (uint64_t)step) & ~(LEAF_SPAN - 1))) {
-			if (t)
-				pte_table_unlock(t);
-			t = pgtable_leaf(&mm->pgt, a, 0);
-			if (!t)
-				return last;
-			pte_table_lock(t);
-		}
-		s = slot_locked(t, a);
-		ok = s && s->host == host + (a - addr) &&
-		     (page_prot_locked(t, v, a) & prot) == prot;
-		if (!ok)
-			break;
-		last = a;
-	}
-	if (t)
-		pte_table_unlock(t);
-	return last;
+	return s && s->host == w->host + (addr - w->addr) &&
+	       (page_prot_locked(t, w->v, addr) & w->prot) == w->prot;
 }
 
 void backing_host_range(struct mm_struct *mm, struct vm_area_struct *v, uint64_t addr,
@@ -382,13 +376,14 @@ void backing_host_range(struct mm_struct *mm, struct vm_area_struct *v, uint64_t
 {
 	uint64_t page = addr & MLN_PAGE_MASK, lo, hi;
 	uintptr_t host = host_of(mm, page);
+	struct run_want want = { v, page, host, out->prot };
 
 	if (!host)
 		return;		/* a page of its own (no frames were left): one page */
 	lo = page - v->vm_start > BACKING_REACH ? page - BACKING_REACH : v->vm_start;
 	hi = v->vm_end - page > BACKING_REACH ? page + BACKING_REACH : v->vm_end;
-	lo = run_edge(mm, v, page, host, out->prot, -(int64_t)PG, lo);
-	hi = run_edge(mm, v, page, host, out->prot, (int64_t)PG, hi) + PG;
+	lo = walk_edge(mm, page, -(int64_t)PG, lo, continues_run, &want);
+	hi = walk_edge(mm, page, (int64_t)PG, hi, continues_run, &want) + PG;
 	out->host = host - (page - lo);
 	out->start = lo;
 	out->end = hi;

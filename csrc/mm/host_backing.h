@@ -45,9 +45,10 @@ static inline bool vma_host_backed(const struct mm_struct *mm, const struct vm_a
 }
 
 /*
- * Give the pages of @v within BACKING_REACH of @addr that have neither a
- * slot nor a PTE a window (as few host mappings as the gaps need, each
- * placed after its neighbour's window when that host range is free).
+ * Give the run of pages around @addr, in @v and within BACKING_REACH, that
+ * have neither a slot nor a PTE one window (one frame run, one host
+ * mapping, placed after its neighbour's window when that host range is
+ * free); nothing if @addr's page has a slot or a PTE already.
  * @v is read-locked, or the mmap lock held.  0, or -ENOMEM (out of frames
  * or host memory: the caller falls back to a page of its own).
  */
