@@ -508,6 +508,8 @@ class GuestThread:
 
 class Emulator:
     """An mm and its guest threads (``arch``: ``"x86_64"`` or ``"arm64"``).
+    Without ``mm``, it makes one with contiguous host backing, so that each
+    VMA is one Unicorn region (a plain one where the host cannot have it).
 
     ``emu.load(code, addr)`` maps code; ``emu.stack()`` a growing stack;
     ``emu.thread(pc, sp)`` a guest thread, run with ``thread.run()`` (one
@@ -520,7 +522,12 @@ class Emulator:
             raise TypeError(f"Emulator: mm must be an MM or None, not {type(mm).__name__}")
         if not isinstance(arch, str) or arch not in ARCHES:
             raise ValueError(f"Emulator: arch {arch!r:.40} is not one of {', '.join(ARCHES)}")
-        self.mm = mm if mm is not None else MM(name="guest", host_backing=True)
+        if mm is None:
+            try:
+                mm = MM(name="guest", host_backing=True)
+            except MemoryError:     # no frame file here (memfd_create): a region per page
+                mm = MM(name="guest")
+        self.mm = mm
         self.arch = ARCHES[arch]
         self.pid = next(_pids)
         self.output: List[Tuple[int, bytes]] = []

@@ -293,6 +293,11 @@ class _FakeUc:
         self.calls.append(("protect", addr, size, perms))
 
 
+def test_an_emulator_makes_a_host_backed_mm_unless_given_one():
+    assert Emulator().mm.host_backing
+    assert not Emulator(mln.MM(name="plain")).mm.host_backing
+
+
 def test_a_whole_vma_range_is_mapped_once_and_invalidated_in_part():
     """Contiguous backing: a host range of four pages (what vma_host_range
     returns for a whole VMA) is one Unicorn region, an invalidation of its
