@@ -189,7 +189,7 @@ def _embed(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
                                  progress=lambda s: print(s, file=sys.stderr, flush=True))
     print(bench_embed.format_embed(rows))
     print("(ratio: adapter ops/s over plain uc.mem_map ops/s, medians of alternated rounds; "
-          "pages are one region each until VMAs get contiguous backing)")
+          "the adapter's mm has contiguous host backing: a Unicorn region per VMA)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"machine": _machine(), "results": rows}, f, indent=2)

@@ -16,8 +16,8 @@ Workloads (an op is one iteration of the guest's loop):
 - ``embed_mmap1``: mmap one page, store to it, munmap.
 
 Each row has both throughputs (median of the rounds) and ``ratio_vs_plain``.
-With per-page backing the adapter maps one region per page, which the
-fault-heavy workloads pay for (contiguous backing per VMA is item 1).
+The adapter's mm has contiguous host backing (``MM(host_backing=True)``,
+``docs/mm.md``): a VMA is one Unicorn region, mapped at its first fault.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _run_mm(entry: str, iterations: int) -> float:
     """Seconds for one run on the adapter (setup and warm-up not counted)."""
     from .unicorn import Emulator
     from .vm import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
-    emu = Emulator(MM(name="bench-embed"))
+    emu = Emulator(MM(name="bench-embed", host_backing=True))
     emu.load(guest.CODE, CODE_AT)
     sp = emu.stack()
     base = emu.mm.mmap(PAGES * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)

@@ -166,9 +166,13 @@ class GuestMemory:
         """The host memory behind ``addr``, faulted in for ``access``: a
         :class:`HostRange` ``(host, start, end, prot)``.  Nothing is pinned:
         it stays valid until an invalidation covering it starts (see
-        :meth:`secondary_mmu`).  Pages are each their own host allocation
-        today, so the range is one page; with contiguous backing per VMA it
-        will be the VMA."""
+        :meth:`secondary_mmu`).  With ``MM(host_backing=True)`` it is the
+        largest run around ``addr`` of the VMA's host window whose pages
+        allow at least ``prot`` (the whole VMA in the common case; 32 MiB
+        each way at most), and stores through it are the pages' contents
+        (``docs/mm.md``, "Contiguous host backing").  Otherwise, and for
+        shared mappings, pages are each their own host allocation and the
+        range is one page."""
         return _Ops.host_range(self, addr, access, _flags(killable))  # type: ignore[arg-type]
 
     def mremap(self, addr: int, old_length: int, new_length: int, flags: int = 0,

@@ -60,7 +60,10 @@ class MM(AddressSpace, GuestMemory, Syscalls):
     class of the lock-order checker (all mms share one class by default);
     ``name`` labels messages.  ``lock`` chooses the lock design
     (:data:`LOCK_BACKENDS`): the same API, statistics and tracepoints over
-    each (``None``: :data:`DEFAULT_LOCK`).
+    each (``None``: :data:`DEFAULT_LOCK`).  ``host_backing=True`` keeps each
+    private anonymous VMA's pages in one contiguous host range, so that
+    :meth:`vma_host_range` gives an emulator a whole VMA to map at once
+    (``docs/mm.md``, "Contiguous host backing"); a fork keeps it.
     """
 
     __slots__ = ("_mm", "_owner", "name", "_lock_view", "_address", "_read_locked",
@@ -68,7 +71,7 @@ class MM(AddressSpace, GuestMemory, Syscalls):
 
     def __init__(self, *, stats: bool = True, debug: Optional[bool] = None,
                  lock_class: Optional[str] = None, name: Optional[str] = None,
-                 lock: Optional[str] = None) -> None:
+                 lock: Optional[str] = None, host_backing: bool = False) -> None:
         flags = 0 if stats else lib.MMAP_LOCK_NOSTATS
         if debug is not None:
             flags |= lib.MMAP_LOCK_DEBUG if debug else lib.MMAP_LOCK_NODEBUG
@@ -83,9 +86,13 @@ class MM(AddressSpace, GuestMemory, Syscalls):
         if lock_class is not None and not isinstance(lock_class, str):
             raise TypeError(f"MM(lock_class=...): a lock-order class is named by a str, not "
                             f"{type(lock_class).__name__} {lock_class!r:.40}")
-        raw = lib.mm_alloc_backend(flags, LOCK_BACKENDS[lock])
+        if not isinstance(host_backing, bool):
+            raise TypeError(f"MM(host_backing=...): a bool, not {type(host_backing).__name__}")
+        raw = lib.mm_alloc_opts(flags, LOCK_BACKENDS[lock],
+                                lib.MM_HOST_BACKING if host_backing else 0)
         if raw == ffi.NULL:
-            raise MemoryError("mm_alloc: out of memory")
+            what = " (or no memfd_create for the frame file)" if host_backing else ""
+            raise MemoryError(f"mm_alloc: out of memory{what}")
         self._bind(raw, name)
         if lock_class is not None:
             lib.mmap_lock_set_class(raw, lock_class_id(lock_class, f"MM(lock_class={lock_class!r})"))
@@ -109,6 +116,19 @@ class MM(AddressSpace, GuestMemory, Syscalls):
         self = cls.__new__(cls)
         self._bind(raw, name)
         return self
+
+    @property
+    def host_backing(self) -> bool:
+        """Whether private anonymous VMAs have contiguous host backing
+        (``MM(host_backing=True)``, or a fork of such an mm)."""
+        return bool(lib.mm_host_backed(self._mm))
+
+    @staticmethod
+    def host_frames_in_use() -> int:
+        """Frames (4 KiB) of the process-wide frame file behind every
+        host-backed mm, handed out and not yet given back: a window's pages,
+        touched or not, and pages that pins keep after munmap."""
+        return int(lib.mm_host_frames())
 
     @property
     def lock_backend(self) -> str:

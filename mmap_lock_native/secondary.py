@@ -6,7 +6,7 @@ coherent with the mm by the invalidation queue, in the manner of KVM's
    of its range, or lower their protection to ``new_prot``);
 2. to install a translation: read :attr:`~SecondaryMMU.seq` (the count of
    invalidations that have ended, KVM's ``mmu_invalidate_seq``), look the
-   page up (``mm.vma_host_range``, a pin), and install it only if
+   page or its VMA's range up (``mm.vma_host_range``, a pin), and install it only if
    ``changed_since(seq, start, end)`` is False, without draining in between;
 3. :meth:`~SecondaryMMU.enter` before running guest code (False: records
    are pending, go back to 1) and :meth:`~SecondaryMMU.exit` after.

@@ -9,10 +9,11 @@ What the adapter does for each guest thread (:class:`GuestThread`):
 - **maps guest memory zero-copy, on demand**: an access Unicorn finds
   unmapped (or mapped without the permission it needs) is resolved in the
   mm (``MM.vma_host_range``: a fault, copy-on-write included) and the host
-  range mapped with ``uc.mem_map_ptr``.  Today that range is one page,
-  because pages are separate host allocations; once the mm backs a VMA with
-  one contiguous range, the same call returns the VMA and the adapter maps
-  it whole (the seam is :meth:`GuestThread._resolve`, nothing else changes);
+  range mapped with ``uc.mem_map_ptr``.  An :class:`Emulator` makes its mm
+  with contiguous host backing (``MM(host_backing=True)``), so that range
+  is a whole VMA (one region, one ``mem_map_ptr``); regions already mapped
+  the same way stay, and only the gaps between them are mapped.  Given an
+  mm without it, each range is one page;
 - **keeps every instance coherent** through its :class:`SecondaryMMU`: the
   mm's invalidations (munmap, mprotect, copy-on-write, DONTNEED, fork,
   mremap) stop the instance with ``uc_emu_stop``, called from C without the
@@ -174,11 +175,45 @@ class _Regions:
         del self.starts[bisect.bisect_left(self.starts, start)]
         return self.map.pop(start)
 
-    def install(self, hr: HostRange) -> None:
-        """Map ``hr`` (whatever overlaps it goes first)."""
-        self.change(hr.start, hr.end, None)
-        self.uc.mem_map_ptr(hr.start, hr.end - hr.start, _uc_prot(hr.prot), hr.host)
-        self._add(hr.start, hr.end, hr.host, hr.prot)
+    def _overlapping(self, start: int, end: int) -> List[Tuple[int, int, int, int]]:
+        """The regions overlapping [start, end), as (start, end, host, prot), in order."""
+        out = []
+        i = max(bisect.bisect_right(self.starts, start) - 1, 0)
+        while i < len(self.starts) and self.starts[i] < end:
+            rs = self.starts[i]
+            re, host, prot = self.map[rs]
+            if re > start:
+                out.append((rs, re, host, prot))
+            i += 1
+        return out
+
+    def _agrees(self, region: Tuple[int, int, int, int], hr: HostRange) -> bool:
+        """Whether a region maps its part of ``hr`` to the same host memory with at
+        least ``hr``'s protection: it is still exact (no invalidation removed it),
+        so it stays, and a whole-VMA range only fills in around it."""
+        rs, _, host, prot = region
+        return host - rs == hr.host - hr.start and prot & hr.prot == hr.prot
+
+    def install(self, hr: HostRange, replace: bool = True) -> bool:
+        """Map ``hr``: the regions that agree with it stay and the gaps between
+        them are mapped.  Regions that translate part of it differently go
+        first, or with ``replace`` False nothing is done and False returned
+        (inside a hook Unicorn cannot have a region replaced)."""
+        over = self._overlapping(hr.start, hr.end)
+        if not all(self._agrees(r, hr) for r in over):
+            if not replace:
+                return False
+            for r in over:
+                if not self._agrees(r, hr):
+                    self.change(max(r[0], hr.start), min(r[1], hr.end), None)
+            over = self._overlapping(hr.start, hr.end)
+        at = hr.start
+        for rs, re, _, _ in over + [(hr.end, hr.end, 0, 0)]:
+            if rs > at:
+                self.uc.mem_map_ptr(at, rs - at, _uc_prot(hr.prot), hr.host + (at - hr.start))
+                self._add(at, rs, hr.host + (at - hr.start), hr.prot)
+            at = max(at, re)
+        return True
 
     def change(self, start: int, end: int, new_prot: Optional[int]) -> None:
         """Unmap [start, end) (``new_prot`` None or 0), or lower its protection to
@@ -206,13 +241,6 @@ class _Regions:
             if e < re:
                 self._add(e, re, host + (e - rs), prot)
             i = bisect.bisect_right(self.starts, e - 1)
-
-    def overlaps(self, start: int, end: int) -> bool:
-        """Whether anything is mapped in [start, end)."""
-        i = bisect.bisect_right(self.starts, start) - 1
-        if i >= 0 and self.map[self.starts[i]][0] > start:
-            return True
-        return i + 1 < len(self.starts) and self.starts[i + 1] < end
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -325,9 +353,9 @@ class GuestThread:
         True: mapped; None: a signal is pending for the guest.  ``inline``
         (inside a memory hook): Unicorn cannot have a region it is accessing
         replaced, nor records applied there, so False asks the run loop to
-        do it outside.  This is the seam for contiguous backing: whatever
-        range ``vma_host_range`` returns (a page today, the VMA later) is
-        mapped whole."""
+        do it outside.  Whatever range ``vma_host_range`` returns (the VMA's
+        window with host backing, else a page) is mapped whole, around what
+        already maps part of it the same way."""
         last = (addr + max(size, 1) - 1) & ~(PAGE_SIZE - 1)
         covered = 0     # the end of what this call mapped (a whole VMA maps both pages)
         for page in sorted({addr & ~(PAGE_SIZE - 1), last}):
@@ -346,9 +374,8 @@ class GuestThread:
                     return None
                 if self.smmu.changed_since(seq, hr.start, hr.end):
                     continue
-                if inline and self.regions.overlaps(hr.start, hr.end):
+                if not self.regions.install(hr, replace=not inline):
                     return False
-                self.regions.install(hr)
                 self.counts["faults"] += 1
                 covered = hr.end
                 break
@@ -481,6 +508,8 @@ class GuestThread:
 
 class Emulator:
     """An mm and its guest threads (``arch``: ``"x86_64"`` or ``"arm64"``).
+    Without ``mm``, it makes one with contiguous host backing, so that each
+    VMA is one Unicorn region (a plain one where the host cannot have it).
 
     ``emu.load(code, addr)`` maps code; ``emu.stack()`` a growing stack;
     ``emu.thread(pc, sp)`` a guest thread, run with ``thread.run()`` (one
@@ -493,7 +522,12 @@ class Emulator:
             raise TypeError(f"Emulator: mm must be an MM or None, not {type(mm).__name__}")
         if not isinstance(arch, str) or arch not in ARCHES:
             raise ValueError(f"Emulator: arch {arch!r:.40} is not one of {', '.join(ARCHES)}")
-        self.mm = mm if mm is not None else MM(name="guest")
+        if mm is None:
+            try:
+                mm = MM(name="guest", host_backing=True)
+            except MemoryError:     # no frame file here (memfd_create): a region per page
+                mm = MM(name="guest")
+        self.mm = mm
         self.arch = ARCHES[arch]
         self.pid = next(_pids)
         self.output: List[Tuple[int, bytes]] = []

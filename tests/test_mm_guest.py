@@ -137,6 +137,42 @@ def test_a_copy_on_write_shared_page_gives_no_write_permission(mm):
     child.close()
 
 
+# -- contiguous host backing ------------------------------------------------------------------
+
+def test_host_backing_gives_a_whole_vma_in_one_host_range():
+    base = mln.MM.host_frames_in_use()
+    mm = mln.MM(host_backing=True, name="backed")
+    assert mm.host_backing and not mln.MM().host_backing
+    a = mm.mmap(64 * P, RW, PRIV)
+    hr = mm.vma_host_range(a + 5 * P + 3, mln.Access.WRITE)
+    assert (hr.start, hr.end, hr.prot) == (a, a + 64 * P, RW)
+    assert mm.nr_pages() == 1                       # only the page asked for is faulted
+    # A store straight through the window is the page's content once read.
+    ctypes.memmove(hr.host + 40 * P, b"window", 6)
+    assert mm.read(a + 40 * P, 6) == b"window"
+    mm.write(a + 50 * P, b"mm")
+    assert ctypes.string_at(hr.host + 50 * P, 2) == b"mm"
+    # A shared mapping keeps one page per range.
+    s = mm.mmap(4 * P, RW, SHARED)
+    hs = mm.vma_host_range(s, mln.Access.WRITE)
+    assert (hs.start, hs.end) == (s, s + P)
+    # A fork keeps the backing; copy-on-write keeps the two apart.
+    child = mm.fork()
+    assert child.host_backing
+    assert child.read(a + 40 * P, 6) == b"window"
+    hc = child.vma_host_range(a + 40 * P, mln.Access.WRITE)
+    ctypes.memmove(hc.host + (a + 40 * P - hc.start), b"CHILD!", 6)
+    assert mm.read(a + 40 * P, 6) == b"window" and child.read(a + 40 * P, 6) == b"CHILD!"
+    child.close()
+    mm.close()
+    assert mln.MM.host_frames_in_use() == base     # every frame given back
+
+
+def test_host_backing_must_be_a_bool():
+    with pytest.raises(TypeError, match="host_backing"):
+        mln.MM(host_backing=1)
+
+
 def test_a_view_of_a_read_pin_stays_read_only(mm):
     a = mm.mmap(P, RW, PRIV)
     with mm.view(a, 8) as v:

@@ -7,6 +7,7 @@ and after every step the maps, the break, the VMA count and the contents of
 every page that may hold data must agree."""
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 from typing import Any, Callable, List, Tuple
@@ -55,6 +56,8 @@ def gup_bytes(mm: mln.MM, addr: int, n: int, write: bool) -> List[bytes]:
 class MMMachine(RuleBasedStateMachine):
     #: The lock design of the mms it makes (one machine per design, below).
     LOCK = "rwsem"
+    #: Whether they have contiguous host backing (one more machine, below).
+    HOST_BACKING = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,7 +66,8 @@ class MMMachine(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
         """One mm with a private and a shared mapping and a heap page to begin with."""
-        real, model = mln.MM(stats=False, lock=self.LOCK), M.ModelMM()
+        real = mln.MM(stats=False, lock=self.LOCK, host_backing=self.HOST_BACKING)
+        model = M.ModelMM()
         self.mms = [(real, model)]
         rw = M.PROT_READ | M.PROT_WRITE
         self.both(real, model, "mmap", 4 * PAGE, rw, M.MAP_PRIVATE | M.MAP_ANONYMOUS)
@@ -233,6 +237,25 @@ class MMMachine(RuleBasedStateMachine):
         addr = self.addr(data, model, aligned=False)
         self.both(real, model, "write", addr, payload)
 
+    @precondition(lambda self: self.HOST_BACKING)
+    @rule(data=st.data())
+    def window_write(self, data: Any) -> None:
+        """An emulator's store straight into the host range vma_host_range gave
+        (no fault for the range's other pages): to the model, a plain write."""
+        real, model = self.pick(data)
+        n = data.draw(st.sampled_from([1, 5, 64, PAGE, PAGE + 17, 2 * PAGE + 1]), label="n")
+        seed = data.draw(st.integers(0, 250), label="seed")
+        addr = self.addr(data, model, aligned=False)
+        try:
+            hr = real.vma_host_range(addr, mln.Access.WRITE)
+        except mln.SegmentationFault as e:
+            assert ("segv", e.addr, e.si_code) == outcome(model.fault, addr, True)
+            return
+        n = min(n, hr.end - addr)
+        payload = PATTERN[seed:seed + n]
+        ctypes.memmove(hr.host + (addr - hr.start), payload, n)
+        assert outcome(model.write, addr, payload)[0] == "ok"
+
     @rule(data=st.data(), write=st.booleans())
     def get_user_pages(self, data: Any, write: bool) -> None:
         real, model = self.pick(data)
@@ -280,12 +303,21 @@ class MMMachine(RuleBasedStateMachine):
             assert real.map_count == len(model.vmas), i
             pages = model.content_pages()
             pages += [v.start for v in model.vmas] + [v.end - PAGE for v in model.vmas]
+            window = None
             for a in sorted(set(pages)):
                 v = model.lookup(a)
                 if v is None or v.prot == M.PROT_NONE:
                     continue
-                assert real.read(a, PAGE) == model.read(a, PAGE), (f"mm {i} contents differ",
-                                                                   hex(a))
+                if self.HOST_BACKING:
+                    # Through the window, as an emulator reads: only the page each
+                    # range is asked for is faulted, so pages written through the
+                    # window stay without a PTE (what fork must adopt).
+                    if window is None or not window.start <= a < window.end:
+                        window = real.vma_host_range(a, mln.Access.READ)
+                    got = ctypes.string_at(window.host + (a - window.start), PAGE)
+                else:
+                    got = real.read(a, PAGE)
+                assert got == model.read(a, PAGE), (f"mm {i} contents differ", hex(a))
 
 
 # One machine per lock design: the same model holds whatever lock is behind the mm.
@@ -296,4 +328,11 @@ for _lock in mln.LOCK_BACKENDS:
                                           suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.data_too_large])
     globals()[f"test_mm_against_model_{_lock}"] = _machine.TestCase
+# Contiguous host backing under the default design, with stores through the window too.
+_machine = type("MMMachine_host_backed", (MMMachine,),
+                {"LOCK": mln.DEFAULT_LOCK, "HOST_BACKING": True})
+_machine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None,
+                                      suppress_health_check=[HealthCheck.too_slow,
+                                                             HealthCheck.data_too_large])
+test_mm_against_model_host_backed = _machine.TestCase
 del _lock, _machine

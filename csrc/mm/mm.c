@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "frames.h"
 #include "futex.h"
+#include "host_backing.h"
 #include "mm.h"
 #include "mm_internal.h"
 #include "mmap_lock.h"
@@ -271,6 +273,8 @@ static int mm_space_init(struct mm_struct *mm)
 	mm->notifiers = NULL;
 	mm->inval = NULL;
 	atomic_init(&mm->vma_seq, 0);
+	mm->host_backing = 0;
+	atomic_init(&mm->backing_lock, 0);
 	return pgtable_init(&mm->pgt);
 }
 
@@ -283,7 +287,28 @@ struct mm_struct *mm_alloc(unsigned int lock_flags)
 
 struct mm_struct *mm_alloc_backend(unsigned int lock_flags, int backend)
 {
+	return mm_alloc_opts(lock_flags, backend, 0);
+}
+
+int mm_host_backed(const struct mm_struct *mm)
+{
+	return mm->host_backing != 0;
+}
+
+size_t mm_host_frames(void)
+{
+	return frames_in_use();
+}
+
+struct mm_struct *mm_alloc_opts(unsigned int lock_flags, int backend, unsigned int mm_flags)
+{
 	struct mm_struct *mm;
+
+	if (mm_flags & ~MM_HOST_BACKING)
+		return NULL;
+	/* The frame file first: a host-backed mm that cannot have windows is not made. */
+	if ((mm_flags & MM_HOST_BACKING) && frames_init())
+		return NULL;
 
 	/* The lock's cache line is the mm's hottest: give it one of its own. */
 	if (posix_memalign((void **)&mm, 64, sizeof(*mm)))
@@ -297,6 +322,7 @@ struct mm_struct *mm_alloc_backend(unsigned int lock_flags, int backend)
 		free(mm);
 		return NULL;
 	}
+	mm->host_backing = mm_flags & MM_HOST_BACKING;
 	return mm;
 }
 
@@ -387,7 +413,8 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 		*err = -EDEADLK;	/* from one of its own notifiers */
 		return NULL;
 	}
-	child = mm_alloc_backend(flags, mmap_lock_backend_id(mm));
+	child = mm_alloc_opts(flags, mmap_lock_backend_id(mm),
+			      mm->host_backing ? MM_HOST_BACKING : 0);
 	if (!child) {
 		*err = -ENOMEM;
 		return NULL;
@@ -426,7 +453,10 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 		if (cow)
 			mm_notify_start(mm, v->vm_start, v->vm_end, MM_INVAL_WRPROTECT,
 					v->vm_prot & ~(uint32_t)PROT_WRITE);
-		rc = pgtable_copy(&child->pgt, &mm->pgt, v->vm_start, v->vm_end, cow);
+		if (vma_host_backed(mm, v))
+			rc = backing_fork(child, mm, v);	/* the child's windows, too */
+		else
+			rc = pgtable_copy(&child->pgt, &mm->pgt, v->vm_start, v->vm_end, cow);
 		if (cow)
 			mm_notify_end(mm, v->vm_start, v->vm_end);
 	}

@@ -71,6 +71,19 @@
 struct mm_struct *mm_alloc(unsigned int lock_flags);
 /* The same over lock backend @backend (MMAP_LOCK_BACKEND_*); fork keeps it. */
 struct mm_struct *mm_alloc_backend(unsigned int lock_flags, int backend);
+/*
+ * Options of mm_alloc_opts(), which fork keeps.  MM_HOST_BACKING: private
+ * anonymous memory lives in windows, one contiguous host range per VMA, so
+ * that mm_host_range() gives an emulator a whole VMA (docs/mm.md,
+ * "Contiguous host backing"); needs memfd_create (NULL with ENOSYS-less
+ * kernels: the mm cannot be made).
+ */
+#define MM_HOST_BACKING 1u
+struct mm_struct *mm_alloc_opts(unsigned int lock_flags, int backend, unsigned int mm_flags);
+/* Whether @mm was made with MM_HOST_BACKING (or forked from one that was). */
+int mm_host_backed(const struct mm_struct *mm);
+/* Frames of the process-wide frame file in use (host backing), for accounting and tests. */
+size_t mm_host_frames(void);
 /* exit_mmap() if not done, then free @mm: 0, or -EBUSY (nothing freed) while
  * its lock is held or awaited. */
 int mm_free(struct mm_struct *mm);

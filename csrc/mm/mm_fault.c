@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "host_backing.h"
 #include "mm.h"
 #include "mm_internal.h"
 #include "mmap_lock.h"
@@ -60,6 +61,8 @@ static int copy_page_locked(struct mm_struct *mm, struct pte_table *leaf, uint64
 	struct page *old = pte_page(pte), *copy;
 	uint64_t page_addr = addr & MLN_PAGE_MASK;
 
+	if (leaf->slots && host_slot_of(leaf, addr)->host)
+		return backing_cow_locked(mm, leaf, addr, pte, flags, prot);	/* a window's page */
 	page_get(old);			/* keeps it while we copy unlocked */
 	pte_table_unlock(leaf);
 	copy = page_alloc(old);
@@ -104,6 +107,8 @@ int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t a
 		    int access, bool vma_locked)
 {
 	bool write = access == MM_ACCESS_WRITE;
+	bool backed = vma_host_backed(mm, vma);
+	pte_t flags = vma->vm_prot & PROT_WRITE ? PTE_WRITE : 0;
 	struct pte_table *leaf;
 	struct page *page;
 
@@ -119,8 +124,8 @@ int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t a
 	 * that a first touch takes the lock once.  A racing fault may install
 	 * one meanwhile: then ours goes back.
 	 */
-	page = atomic_load_explicit(pte_slot(leaf, addr), memory_order_relaxed) ? NULL
-										: new_page_for(vma, addr);
+	page = backed || atomic_load_explicit(pte_slot(leaf, addr), memory_order_relaxed)
+		       ? NULL : new_page_for(vma, addr);
 	for (;;) {
 		pte_t pte;
 
@@ -137,9 +142,20 @@ int mm_handle_fault(struct mm_struct *mm, struct vm_area_struct *vma, uint64_t a
 				page_put(page);		/* ours was not needed */
 			return rc;
 		}
+		if (backed) {
+			/* The window's frame is the page: no allocation of data, no zeroing. */
+			int rc = backing_install_locked(mm, leaf, addr, flags);
+
+			pte_table_unlock(leaf);
+			if (rc <= 0)
+				return rc;
+			/* No window here yet; out of frames, this page is a slab page. */
+			if (backing_ensure(mm, vma, addr))
+				backed = false;
+			continue;
+		}
 		if (page) {
-			pte_install_locked(&mm->pgt, leaf, addr,
-					   (pte_t)page | (vma->vm_prot & PROT_WRITE ? PTE_WRITE : 0));
+			pte_install_locked(&mm->pgt, leaf, addr, (pte_t)page | flags);
 			pte_table_unlock(leaf);
 			return 0;
 		}
@@ -598,14 +614,16 @@ int mm_host_range(struct mm_struct *mm, uint64_t addr, int access, unsigned int 
 	rc = page_at_locked(mm, &fl, addr, access, false, true, &page, &pte);
 	if (rc == 0) {
 		/*
-		 * One page: that is what is contiguous in host memory today.
-		 * The reference goes now; the page stays until an invalidation
-		 * covering it has started (docs/embedding.md).
+		 * The page; with host backing, the run of its window around it
+		 * (docs/mm.md).  The reference goes now; the memory stays until
+		 * an invalidation covering it has started (docs/embedding.md).
 		 */
 		*out = (struct mm_host_range){ .host = (uint64_t)(uintptr_t)page->data,
 					       .start = addr & MLN_PAGE_MASK,
 					       .end = (addr & MLN_PAGE_MASK) + MLN_PAGE_SIZE,
 					       .prot = pte_prot(fl.vma, pte) };
+		if (vma_host_backed(mm, fl.vma))
+			backing_host_range(mm, fl.vma, addr, out);
 		page_put(page);
 	}
 	fault_lock_release(mm, &fl);

@@ -72,9 +72,12 @@ size_t mm_unpin_pins(struct mm_pin *pins, size_t n);
  * The host memory behind guest address @addr, faulted in for @access:
  * [start, end) of the guest is [host, host + end - start) in this process,
  * with protection @prot for the guest.  Nothing is pinned: it stays valid
- * until an invalidation (mm_inval.h) covering it starts.  Today each page
- * is its own host allocation, so the range is one page; with contiguous
- * backing per VMA it will be the whole VMA.
+ * until an invalidation (mm_inval.h) covering it starts.  In an mm made
+ * with MM_HOST_BACKING it is the largest run around @addr of the VMA's
+ * window (the whole VMA in the common case, up to BACKING_REACH each way)
+ * whose pages allow at least @prot: writes through it land in the pages
+ * (docs/mm.md, "Contiguous host backing").  Otherwise, and for shared
+ * mappings, each page is its own host allocation and the range is one page.
  */
 struct mm_host_range {
 	uint64_t host, start, end;

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "host_backing.h"
 #include "mm.h"
 #include "mm_internal.h"
 #include "mmap_lock.h"
@@ -673,7 +674,10 @@ static int dontneed(struct mm_struct *mm, uint64_t start, uint64_t end)
 		if (s > at)
 			hole = true;
 		mm_notify_start(mm, s, e, MM_INVAL_DONTNEED, v->vm_prot);
-		pgtable_zap(&mm->pgt, s, e);
+		if (vma_host_backed(mm, v))
+			backing_dontneed(mm, s, e);	/* the window pages read zero too */
+		else
+			pgtable_zap(&mm->pgt, s, e);
 		mm_notify_end(mm, s, e);
 		at = e;
 	}

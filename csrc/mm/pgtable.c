@@ -55,6 +55,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "frames.h"
 #include "futex.h"
 #include "pgtable.h"
 #include "thread_index.h"
@@ -556,6 +557,21 @@ struct page *page_alloc(const struct page *src)
 	return p;
 }
 
+struct page *page_alloc_frame(uint32_t frame)
+{
+	/* Only a descriptor: the data are the frame's, mapped in the pool already. */
+	struct page *p = malloc(sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->data = frame_data(frame);
+	/* Relaxed: published by a PTE store under the leaf lock, as page_alloc()'s. */
+	atomic_store_explicit(&p->refcount, 1, memory_order_relaxed);
+	atomic_store_explicit(&p->pincount, 0, memory_order_relaxed);
+	frame_get(frame);
+	return p;
+}
+
 void page_get(struct page *p)
 {
 	/* Relaxed: the caller holds a reference, or the PT lock over one; nothing is published. */
@@ -582,10 +598,33 @@ static inline bool page_put_testzero(struct page *p)
 	return true;
 }
 
+/*
+ * Free pages whose last reference went: a frame's page frees its descriptor
+ * and drops its frame reference (the window's slot usually holds another),
+ * the others go back to the slab in one batch.
+ */
+static void pages_release(struct page **v, size_t n)
+{
+	size_t slab = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (mln_likely(!frames_contains(v[i]->data))) {
+			v[slab++] = v[i];
+			continue;
+		}
+		frame_t f = frame_of(v[i]->data);
+
+		free(v[i]);
+		frames_put(&f, 1);
+	}
+	if (slab)
+		pages_free(v, slab);
+}
+
 void page_put(struct page *p)
 {
 	if (page_put_testzero(p))
-		pages_free(&p, 1);
+		pages_release(&p, 1);
 }
 
 /* page_put() each of @v[0..n), freeing the last references in one batch. */
@@ -597,7 +636,7 @@ static void pages_put(struct page **v, size_t n)
 		if (page_put_testzero(v[i]))
 			v[dead++] = v[i];
 	if (dead)
-		pages_free(v, dead);
+		pages_release(v, dead);
 }
 
 /* ------------------------------------------------------------------------
@@ -766,6 +805,8 @@ pte_t pte_clear_locked(struct pgtable *pt, struct pte_table *t, uint64_t addr)
 
 struct walk {
 	struct pgtable *pt;
+	pgtable_leaf_fn fn;	/* pgtable_walk */
+	void *arg;
 	/* Called on each present leaf with its slots [lo, hi); < 0 stops the walk. */
 	long (*leaf)(struct walk *w, struct pte_table *t, uint64_t base, unsigned int lo,
 		     unsigned int hi);
@@ -823,18 +864,61 @@ static long walk_range(struct walk *w, uint64_t start, uint64_t end)
 	return r < 0 ? r : total;
 }
 
+static long fn_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsigned int lo,
+		    unsigned int hi)
+{
+	return w->fn(w->arg, t, base, lo, hi);
+}
+
+int pte_slots_alloc(struct pte_table *t)
+{
+	if (!t->slots)
+		t->slots = calloc(MLN_PTRS_PER_TABLE, sizeof(*t->slots));
+	return t->slots ? 0 : -ENOMEM;
+}
+
+/*
+ * Unmap the window pages of released slots (a run of contiguous host
+ * addresses with one munmap), and only then drop their frame references:
+ * a frame given back and handed out again must show through no old window.
+ */
+static void slots_release(struct host_slot *v, size_t n)
+{
+	frame_t frames[MLN_PTRS_PER_TABLE];
+	size_t nput = 0;
+
+	for (size_t i = 0, j; i < n; i = j) {
+		for (j = i + 1; j < n && v[j].host == v[j - 1].host + MLN_PAGE_SIZE; j++)
+			;
+		/* A lone page whose frame dies with it may stay mapped as a spare. */
+		if (j == i + 1 && frame_refs(v[i].frame) == 1 &&
+		    frames_spare_put(v[i].host, v[i].frame))
+			continue;
+		munmap((void *)v[i].host, (j - i) << MLN_PAGE_SHIFT);
+		for (size_t k = i; k < j; k++)
+			frames[nput++] = v[k].frame;
+	}
+	frames_put(frames, nput);
+}
+
 static long zap_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsigned int lo,
 		     unsigned int hi)
 {
 	struct page *put[MLN_PTRS_PER_TABLE];
-	size_t n = 0;
+	struct host_slot gone[MLN_PTRS_PER_TABLE];
+	size_t n = 0, ngone = 0;
 	unsigned int i;
 
 	(void)base;
 	pte_table_lock(t);
-	for (i = lo; i < hi && t->nr_present; i++) {
+	for (i = lo; i < hi && (t->nr_present || t->nr_slots); i++) {
 		pte_t pte = atomic_load_explicit(&t->pte[i], memory_order_relaxed);
 
+		if (t->slots && t->slots[i].host) {
+			gone[ngone++] = t->slots[i];
+			t->slots[i].host = 0;
+			t->nr_slots--;
+		}
 		if (!pte)
 			continue;
 		atomic_store_explicit(&t->pte[i], 0, memory_order_relaxed);
@@ -847,6 +931,9 @@ static long zap_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsigne
 		nr_pages_add(w->pt, -(int64_t)n);
 		pages_put(put, n);	/* after the unlock: freeing need not hold up faults */
 	}
+	/* The slots still hold their frames: none was given back by pages_put(). */
+	if (ngone)
+		slots_release(gone, ngone);
 	return (long)n;
 }
 
@@ -897,19 +984,31 @@ static long move_leaf(struct walk *w, struct pte_table *t, uint64_t base, unsign
 
 	for (i = lo; i < hi; i++) {
 		uint64_t from = base + ((uint64_t)i << MLN_PAGE_SHIFT), to = from + w->delta;
+		struct host_slot slot = { 0, 0, 0 };
 		struct pte_table *d;
 		pte_t pte;
 
 		pte_table_lock(t);
 		pte = pte_clear_locked(w->pt, t, from);
+		if (t->slots && t->slots[i].host) {
+			/* The window stays where it is: only the guest address changes. */
+			slot = t->slots[i];
+			t->slots[i].host = 0;
+			t->nr_slots--;
+		}
 		pte_table_unlock(t);
-		if (!pte)
+		if (!pte && !slot.host)
 			continue;
 		d = pgtable_leaf(w->pt, to, 0);
 		pte_table_lock(d);
-		pte_install_locked(w->pt, d, to, pte);
+		if (pte)
+			pte_install_locked(w->pt, d, to, pte);
+		if (slot.host) {
+			*host_slot_of(d, to) = slot;	/* pgtable_move() made the array */
+			d->nr_slots++;
+		}
 		pte_table_unlock(d);
-		n++;
+		n += pte != 0;
 	}
 	w->slots += hi - lo;
 	return n;
@@ -919,10 +1018,33 @@ int pgtable_move(struct pgtable *pt, uint64_t src, uint64_t dst, uint64_t len)
 {
 	struct walk w = { .pt = pt, .leaf = move_leaf, .delta = dst - src };
 
-	/* Every destination leaf first: then the move itself cannot fail half done. */
-	for (uint64_t a = dst; a < dst + len; a = (a | (MLN_PTRS_PER_TABLE * MLN_PAGE_SIZE - 1)) + 1)
-		if (!pgtable_leaf(pt, a, 1))
-			return -ENOMEM;
+	const uint64_t leaf_span = MLN_PTRS_PER_TABLE * MLN_PAGE_SIZE;
+	bool slots = false;
+
+	/* Host-backed: the source has slots, and they move with the PTEs. */
+	for (uint64_t a = src & ~(leaf_span - 1); a < src + len && !slots; a += leaf_span) {
+		struct pte_table *t = pgtable_leaf(pt, a, 0);
+
+		if (!t)
+			continue;
+		/* Locked: a fault on another VMA of the leaf may be making the array. */
+		pte_table_lock(t);
+		slots = t->slots != NULL;
+		pte_table_unlock(t);
+	}
+	/* Every destination leaf (and slot array) first: then the move cannot fail half done. */
+	for (uint64_t a = dst; a < dst + len; a = (a | (leaf_span - 1)) + 1) {
+		struct pte_table *d = pgtable_leaf(pt, a, 1);
+		int err = d ? 0 : -ENOMEM;
+
+		if (d && slots) {
+			pte_table_lock(d);
+			err = pte_slots_alloc(d);
+			pte_table_unlock(d);
+		}
+		if (err)
+			return err;
+	}
 	walk_range(&w, src, src + len);
 	return 0;
 }
@@ -1038,6 +1160,14 @@ int pgtable_copy(struct pgtable *dst, struct pgtable *src, uint64_t start, uint6
 	return walk_range(&w, start, end) < 0 ? -ENOMEM : 0;
 }
 
+long pgtable_walk(struct pgtable *pt, uint64_t start, uint64_t end, pgtable_leaf_fn fn,
+		  void *arg)
+{
+	struct walk w = { .pt = pt, .leaf = fn_leaf, .fn = fn, .arg = arg };
+
+	return walk_range(&w, start, end);
+}
+
 void pgtable_walk_counts(uint64_t *tables, uint64_t *slots)
 {
 	*tables = walk_tables;
@@ -1053,6 +1183,9 @@ static void leaf_destroy(struct pte_table *t)
 	struct page *put[MLN_PTRS_PER_TABLE];
 	size_t n = 0;
 
+	struct host_slot gone[MLN_PTRS_PER_TABLE];
+	size_t ngone = 0;
+
 	for (unsigned int i = 0; i < MLN_PTRS_PER_TABLE && n < t->nr_present; i++) {
 		pte_t pte = atomic_load_explicit(&t->pte[i], memory_order_relaxed);
 
@@ -1060,6 +1193,12 @@ static void leaf_destroy(struct pte_table *t)
 			put[n++] = pte_page(pte);
 	}
 	pages_put(put, n);
+	for (unsigned int i = 0; t->slots && i < MLN_PTRS_PER_TABLE && ngone < t->nr_slots; i++)
+		if (t->slots[i].host)
+			gone[ngone++] = t->slots[i];
+	if (ngone)
+		slots_release(gone, ngone);
+	free(t->slots);
 	free(t);
 }
 

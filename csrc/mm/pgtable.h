@@ -35,6 +35,12 @@ struct page {
 
 /* A new page with refcount 1: zero-filled, or a copy of @src if non-NULL.  NULL on ENOMEM. */
 struct page *page_alloc(const struct page *src);
+/*
+ * A page whose data is frame @frame of the frame file (frames.h), as it is
+ * (no zeroing, no copy), with refcount 1 and a frame reference of its own,
+ * dropped when the page is freed.  NULL on ENOMEM.
+ */
+struct page *page_alloc_frame(uint32_t frame);
 void page_get(struct page *p);
 /* Drop a reference; the last one frees the page. */
 void page_put(struct page *p);
@@ -51,6 +57,17 @@ static inline struct page *pte_page(pte_t pte)
 }
 
 /*
+ * Where a page of a host-backed mm lives in host memory (host_backing.c):
+ * window address @host (0: none yet) shows frame @frame, on which the slot
+ * holds a reference.  Where the PTE is present, its page is that frame.
+ */
+struct host_slot {
+	uintptr_t host;
+	uint32_t frame;
+	uint32_t unused;
+};
+
+/*
  * The lock and the count have a cache line of their own: a fault installing
  * a page writes them, and a fault merely looking up a present PTE of the
  * same leaf (another thread's, lockless) should not have to fetch them.
@@ -58,8 +75,16 @@ static inline struct page *pte_page(pte_t pte)
 struct pte_table {
 	_Atomic uint32_t lock;		/* futex mutex (futex.h): the split PT lock */
 	uint32_t nr_present;		/* PTEs in use, under lock */
+	struct host_slot *slots;	/* host-backed mm: by PTE index, or NULL; under lock */
+	uint32_t nr_slots;		/* slots with a host address, under lock */
 	_Atomic pte_t pte[MLN_PTRS_PER_TABLE] __attribute__((aligned(64)));
 };
+
+/* @addr's slot in leaf @t (which has a slot array): under the leaf lock. */
+static inline struct host_slot *host_slot_of(struct pte_table *t, uint64_t addr)
+{
+	return &t->slots[(addr >> MLN_PAGE_SHIFT) & (MLN_PTRS_PER_TABLE - 1)];
+}
 
 /*
  * PTEs in use, counted per thread (thread_index.h) and summed when read, as
@@ -125,7 +150,8 @@ pte_t pte_clear_locked(struct pgtable *pt, struct pte_table *t, uint64_t addr);
 /*
  * Range operations over [start, end) (page aligned), for callers holding the
  * mmap_lock in the mode the operation needs; each takes the leaf locks.
- *   zap:       clear every PTE and put its page (munmap, madvise DONTNEED)
+ *   zap:       clear every PTE and put its page (munmap, madvise DONTNEED);
+ *              slots of a host-backed mm go too (unmapped from the window)
  *   wrprotect: clear PTE_WRITE (mprotect away from write, fork's COW)
  *   copy:      make @dst's PTEs share @src's pages (page_get each); with
  *              @cow, clear PTE_WRITE in both (fork of a private mapping)
@@ -143,6 +169,18 @@ int pgtable_copy(struct pgtable *dst, struct pgtable *src, uint64_t start, uint6
  * write lock, so no fault runs on either range.
  */
 int pgtable_move(struct pgtable *pt, uint64_t src, uint64_t dst, uint64_t len);
+
+/*
+ * Call @fn on each present leaf over [start, end) (page aligned), with the
+ * leaf's base address and its PTE indexes [lo, hi); a negative return stops
+ * the walk and is returned, else the sum of the returns.  No lock is taken.
+ */
+typedef long (*pgtable_leaf_fn)(void *arg, struct pte_table *t, uint64_t base, unsigned int lo,
+				unsigned int hi);
+long pgtable_walk(struct pgtable *pt, uint64_t start, uint64_t end, pgtable_leaf_fn fn,
+		  void *arg);
+/* Make leaf @t's slot array if it has none (under the leaf lock): 0 or -ENOMEM. */
+int pte_slots_alloc(struct pte_table *t);
 
 /* Bytes of table memory (all levels); pages mapped. */
 size_t pgtable_bytes(const struct pgtable *pt);
