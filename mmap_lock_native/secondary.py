@@ -109,9 +109,12 @@ class SecondaryMMU:
         # waited for again); the mm frees it.  The finalizer holds the mm's
         # memory, so it runs first.
         self._finalizer = weakref.finalize(self, _abandon, self._tlb, mm._owner)
+        # Checked on every call (an emulator makes several per guest exit):
+        # a plain attribute, not the finalizer's ``alive`` property.
+        self._open = True
 
     def _live(self, op: str) -> Any:
-        if not self._finalizer.alive:
+        if not self._open:
             raise ValueError(f"SecondaryMMU.{op} on {self.mm._label()}: closed")
         return self._tlb
 
@@ -148,6 +151,8 @@ class SecondaryMMU:
         """Every record not yet drained, oldest first."""
         tlb = self._live("drain")
         out: List[Invalidation] = []
+        if not lib.mm_tlb_pending(tlb):
+            return out      # the common case, without building records
         while True:
             n = lib.mm_tlb_drain(tlb, self._out, _BATCH)
             out.extend(Invalidation(r.start, r.end, InvalidationReason(r.reason), r.new_prot,
@@ -175,12 +180,13 @@ class SecondaryMMU:
     def close(self) -> None:
         """Unregister (takes the mm's write lock).  OSError EDEADLK, and
         still registered, when called from inside the guest or a notifier."""
-        if not self._finalizer.alive:
+        if not self._open:
             return
         rc = _again(lib.py_mm_tlb_unregister, self._tlb)
         if rc < 0:
             raise os_error(rc, f"SecondaryMMU.close on {self.mm._label()}")
         self._finalizer.detach()
+        self._open = False
 
     def __enter__(self) -> "SecondaryMMU":
         return self
@@ -190,6 +196,6 @@ class SecondaryMMU:
         self.close()
 
     def __repr__(self) -> str:
-        if not self._finalizer.alive:
+        if not self._open:
             return f"<SecondaryMMU of {self.mm._label()}: closed>"
         return f"<SecondaryMMU of {self.mm._label()}: seq {self.seq}, {self.pending} pending>"

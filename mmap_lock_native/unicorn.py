@@ -381,6 +381,18 @@ class GuestThread:
                 break
         return True
 
+    def _premap(self, addr: int, prot: int) -> None:
+        """After a guest mmap on a host-backed mm: map the new range now, as
+        the lazy path would on the first access, sparing that access a
+        Unicorn exit.  A read of the first page is all it costs the mm (its
+        slot's frame becomes the page: no data allocated, no syscall); when
+        it cannot be done here (records pending, PROT_NONE, no memory) the
+        first access maps it as usual."""
+        if not prot & PROT_READ:
+            return
+        if not self._resolve(addr, 1, Access.READ, inline=True):
+            self._pending_signal = None     # a signal is the guest's only for its own access
+
     def _on_memory(self, uc: Any, uc_access: int, addr: int, size: int, value: int,
                    data: Any) -> bool:
         access = _ACCESS.get(uc_access, Access.READ)
@@ -415,7 +427,10 @@ class GuestThread:
     def _syscall(self, name: str, a: List[int]) -> Optional[int]:
         mm = self.mm
         if name == "mmap":
-            return mm.sys_mmap(*a[:6])
+            ret = mm.sys_mmap(*a[:6])
+            if ret >= 0 and mm.host_backing:
+                self._premap(ret, a[2])
+            return ret
         if name == "munmap":
             return mm.sys_munmap(a[0], a[1])
         if name == "mprotect":

@@ -341,3 +341,24 @@ def test_a_whole_vma_range_is_mapped_once_and_invalidated_in_part():
     assert uc.calls[4:] == [("unmap", base, P), ("map", base, P, 3, host + 9 * P)]
     regions.change(0, mln.TASK_SIZE, None)                   # close: everything goes
     assert len(regions) == 0
+
+
+def test_a_guest_mmap_on_a_host_backed_mm_is_mapped_before_its_first_access():
+    """The adapter maps a new host-backed range at the mmap syscall (sparing
+    the first access a Unicorn exit); per-page backing stays lazy.  Either
+    way the first page is all the mm faulted in, and munmap removes it."""
+    emu = _emulator("premap")
+    t = _thread(emu, "reader", 0, 0)
+    before = emu.mm.nr_pages()
+    addr = t._syscall("mmap", [0, 4 * P, RW, PRIV, (1 << 64) - 1, 0])
+    assert addr > 0 and addr % P == 0
+    covered = [(s, e) for s, (e, _, _) in t.regions.map.items() if s <= addr < e]
+    if _HOST_BACKING:
+        assert covered and covered[0][1] >= addr + 4 * P, t.regions.map
+        assert emu.mm.nr_pages() == before + 1
+    else:
+        assert not covered and emu.mm.nr_pages() == before
+    assert t._syscall("munmap", [addr, 4 * P]) == 0
+    t._drain()
+    assert not [s for s, (e, _, _) in t.regions.map.items() if s < addr + 4 * P and addr < e]
+    t.close()
