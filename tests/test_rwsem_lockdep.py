@@ -6,6 +6,7 @@ another task's read hold) refused; failed acquisitions withdrawn; modes."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import warnings
@@ -15,7 +16,8 @@ import pytest
 import mmap_lock_native as mln
 from mmap_lock_native._ffi import lib
 from mmap_lock_native.rwsem_checked import CheckedRWSemaphore
-from conftest import TIMEOUT, Worker, kill_waiter, wait_queued, wait_until
+from conftest import (TIMEOUT, Worker, call_while_signalled, kill_waiter, wait_queued,
+                      wait_until)
 
 FILE = os.path.basename(__file__)
 
@@ -210,3 +212,31 @@ def test_non_owner_holds_are_not_tracked() -> None:
     assert depth() == 0
     in_thread(sem.up_read_non_owner)
     assert not sem.is_locked()
+
+
+def test_ctrl_c_during_a_checked_wait_withdraws_the_entry() -> None:
+    """KeyboardInterrupt while queued (main thread): the exception propagates,
+    the semaphore is not held, and the checker no longer counts it as held
+    (a stale entry would report the next acquisition as recursion)."""
+    sem = mln.RWSemaphore(name="interrupted")
+    release = threading.Event()
+    holder = Worker(lambda: (sem.down_write(), release.wait(TIMEOUT), sem.up_write())).begin()
+    wait_until(lambda: sem.is_write_locked(), f"the holder's write hold on {sem!r}")
+    main = threading.main_thread()
+    returned = threading.Event()
+
+    def signaller() -> None:
+        try:
+            wait_queued(sem, 0, 1)
+            signal.pthread_kill(main.ident, signal.SIGINT)
+            assert returned.wait(TIMEOUT), "the main thread did not return"
+        finally:
+            release.set()           # whatever happened, the main thread cannot hang
+
+    caught = call_while_signalled(signal.SIGINT, signal.default_int_handler, signaller,
+                                  sem.down_write, returned)
+    holder.finish()
+    assert isinstance(caught, KeyboardInterrupt), caught
+    assert depth() == 0 and not sem.is_locked()
+    sem.down_write()                # not reported as recursion: the entry went
+    sem.up_write()
