@@ -46,6 +46,10 @@ class InvalidationReason(enum.IntEnum):
     OVERFLOW = lib.MM_INVAL_OVERFLOW    #: records were lost: forget every translation
 
 
+# By value: a dict lookup, where the enum's own constructor costs a microsecond a record.
+_REASONS = {int(r): r for r in InvalidationReason}
+
+
 class Invalidation(NamedTuple):
     """One record: [start, end) changed; ``new_prot`` is what it allows now
     (0 where the mapping is gone); ``seq`` its number, in the order
@@ -138,13 +142,17 @@ class SecondaryMMU:
         ``start`` by default) is in progress or ended after count ``seq`` was
         read: then a translation looked up after reading ``seq`` must not be
         installed."""
-        where = f"SecondaryMMU.changed_since on {self.mm._label()}"
-        seq = int_in(seq, "seq", where, *U64)
-        start = int_in(start, "start", where, *U64)
+        top = U64[1]
+        if not (type(seq) is int and type(start) is int and 0 <= seq <= top
+                and 0 <= start <= top and (end is None or type(end) is int and 0 <= end <= top)):
+            # Checked cheaply above: an emulator asks this before every install.
+            where = f"SecondaryMMU.changed_since on {self.mm._label()}"
+            seq = int_in(seq, "seq", where, *U64)
+            start = int_in(start, "start", where, *U64)
+            if end is not None:
+                end = int_in(end, "end", where, *U64)
         if end is None:
-            end = min(start + PAGE_SIZE, U64[1])
-        else:
-            end = int_in(end, "end", where, *U64)
+            end = min(start + PAGE_SIZE, top)
         return bool(lib.mm_tlb_changed_since(self._live("changed_since"), seq, start, end))
 
     def drain(self) -> List[Invalidation]:
@@ -155,8 +163,9 @@ class SecondaryMMU:
             return out      # the common case, without building records
         while True:
             n = lib.mm_tlb_drain(tlb, self._out, _BATCH)
-            out.extend(Invalidation(r.start, r.end, InvalidationReason(r.reason), r.new_prot,
-                                    r.seq) for r in self._out[0:n])
+            out.extend(Invalidation(r.start, r.end, _REASONS.get(r.reason) or
+                                    InvalidationReason(r.reason), r.new_prot, r.seq)
+                       for r in self._out[0:n])
             if n < _BATCH:
                 return out
 

@@ -17,8 +17,7 @@ file table), and its offset must still be page aligned (``-EINVAL``).
 from __future__ import annotations
 
 import errno as _errno
-import functools
-from typing import Any, Callable
+from typing import Any, Callable, Tuple
 
 from ._args import int_in
 from ._ffi import lib
@@ -32,18 +31,21 @@ _U64 = (1 << 64) - 1
 _REG = (-(1 << 63), _U64)
 
 
-def _reg(value: Any, name: str, where: Callable[[], str]) -> int:
-    """A register value as the kernel's unsigned long (``where()`` names the
-    call, built only for an error)."""
-    if type(value) is int and 0 <= value <= _U64:
-        return value                    # the common case, checked cheaply
-    return int_in(value, name, where(), *_REG) & _U64
+def _regs(mm: "Syscalls", op: str, names: Tuple[str, ...], *values: Any) -> Tuple[int, ...]:
+    """Register values as the kernel's unsigned long; the error names the
+    argument and the call."""
+    for v in values:
+        if type(v) is not int or not 0 <= v <= _U64:
+            break
+    else:
+        return values       # the common case, checked cheaply: a syscall hook's hot path
+    where = mm._where(op)
+    return tuple(int_in(v, n, where, *_REG) & _U64 for v, n in zip(values, names))
 
 
-def _int(value: Any, name: str, where: Callable[[], str]) -> int:
+def _i32(value: int) -> int:
     """A register value as the kernel's int: the low 32 bits, signed."""
-    v = _reg(value, name, where) & 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
+    return ((value & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000
 
 
 class Syscalls:
@@ -72,33 +74,30 @@ class Syscalls:
     def sys_mmap(self, addr: Any, length: Any, prot: Any, flags: Any, fd: Any,
                  offset: Any) -> int:
         """mmap(2): the address, or -errno."""
-        w = functools.partial(self._where, "sys_mmap")
-        addr, length = _reg(addr, "addr", w), _reg(length, "length", w)
-        prot, flags = _int(prot, "prot", w), _int(flags, "flags", w)
-        _int(fd, "fd", w)
-        offset = _reg(offset, "offset", w)
+        addr, length, prot, flags, fd, offset = _regs(
+            self, "sys_mmap", ("addr", "length", "prot", "flags", "fd", "offset"),
+            addr, length, prot, flags, fd, offset)
         if offset & (PAGE_SIZE - 1):
             return -_errno.EINVAL       # the arch's sys_mmap() checks it first
+        flags = _i32(flags)
         if not flags & MAP_ANONYMOUS:
             return -_errno.EBADF        # no files here: every descriptor is closed
-        return self._sys("sys_mmap", lib.py_mm_mmap, addr, length, prot, flags)
+        return self._sys("sys_mmap", lib.py_mm_mmap, addr, length, _i32(prot), flags)
 
     def sys_munmap(self, addr: Any, length: Any) -> int:
         """munmap(2): 0, or -errno."""
-        w = functools.partial(self._where, "sys_munmap")
-        return self._sys("sys_munmap", lib.py_mm_munmap, _reg(addr, "addr", w),
-                         _reg(length, "length", w))
+        return self._sys("sys_munmap", lib.py_mm_munmap,
+                         *_regs(self, "sys_munmap", ("addr", "length"), addr, length))
 
     def sys_mprotect(self, addr: Any, length: Any, prot: Any) -> int:
         """mprotect(2): 0, or -errno."""
-        w = functools.partial(self._where, "sys_mprotect")
-        return self._sys("sys_mprotect", lib.py_mm_mprotect, _reg(addr, "addr", w),
-                         _reg(length, "length", w), _int(prot, "prot", w))
+        addr, length, prot = _regs(self, "sys_mprotect", ("addr", "length", "prot"),
+                                   addr, length, prot)
+        return self._sys("sys_mprotect", lib.py_mm_mprotect, addr, length, _i32(prot))
 
     def sys_brk(self, addr: Any) -> int:
         """brk(2): the new break, or the current one if refused (never an errno)."""
-        w = functools.partial(self._where, "sys_brk")
-        return self._sys("sys_brk", lib.py_mm_brk, _reg(addr, "addr", w))
+        return self._sys("sys_brk", lib.py_mm_brk, *_regs(self, "sys_brk", ("addr",), addr))
 
     def sys_madvise(self, addr: Any, length: Any, advice: Any) -> int:
         """madvise(2): 0, or -errno.  DONTNEED, DONTNEED_LOCKED and FREE drop
@@ -106,15 +105,16 @@ class Syscalls:
         WILLNEED, COLD, PAGEOUT, HUGEPAGE, NOHUGEPAGE, DONTDUMP and DODUMP are
         hints (only the range is checked); other advice is EINVAL, as from a
         kernel built without it."""
-        w = functools.partial(self._where, "sys_madvise")
-        return self._sys("sys_madvise", lib.py_mm_madvise, _reg(addr, "addr", w),
-                         _reg(length, "length", w), _int(advice, "advice", w))
+        addr, length, advice = _regs(self, "sys_madvise", ("addr", "length", "advice"),
+                                     addr, length, advice)
+        return self._sys("sys_madvise", lib.py_mm_madvise, addr, length, _i32(advice))
 
     def sys_mremap(self, addr: Any, old_length: Any, new_length: Any, flags: Any,
                    new_addr: Any = 0) -> int:
         """mremap(2) (MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP): the
         new address, or -errno as Linux gives it."""
-        w = functools.partial(self._where, "sys_mremap")
-        return self._sys("sys_mremap", lib.py_mm_mremap, _reg(addr, "addr", w),
-                         _reg(old_length, "old_length", w), _reg(new_length, "new_length", w),
-                         _int(flags, "flags", w), _reg(new_addr, "new_addr", w))
+        addr, old_length, new_length, flags, new_addr = _regs(
+            self, "sys_mremap", ("addr", "old_length", "new_length", "flags", "new_addr"),
+            addr, old_length, new_length, flags, new_addr)
+        return self._sys("sys_mremap", lib.py_mm_mremap, addr, old_length, new_length,
+                         _i32(flags), new_addr)

@@ -35,7 +35,6 @@ invalidations before it enters again.
 from __future__ import annotations
 
 import bisect
-import ctypes
 import errno as _errno
 import itertools
 import threading
@@ -51,6 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised when the extra is abs
                       "pip install 'mmap-lock-native[unicorn]' (unicorn 2.1)") from exc
 
 from . import tasks as _tasks
+from ._unicorn_abi import SyscallRegs, uc_emu_stop_address
 from ._args import int_in
 from .mm import MM
 from .secondary import InvalidationReason, SecondaryMMU
@@ -68,7 +68,7 @@ _ACCESS = {_uc.UC_MEM_READ_UNMAPPED: Access.READ, _uc.UC_MEM_READ_PROT: Access.R
 _NEVER = (1 << 64) - 1     # an emu_start "until" no guest reaches
 
 
-def _uc_prot(prot: int) -> int:
+def _uc_prot_of(prot: int) -> int:
     out = 0
     for bit, ucbit in _UC_PROT.items():
         if prot & bit:
@@ -76,23 +76,12 @@ def _uc_prot(prot: int) -> int:
     return out
 
 
-def _uclib() -> Any:
-    """The ctypes library the unicorn binding loaded (2.1's layout, then older)."""
-    for path in ("unicorn.unicorn_py3.unicorn", "unicorn.unicorn"):
-        try:
-            module = __import__(path, fromlist=["uclib"])
-        except ImportError:
-            continue
-        lib = getattr(module, "uclib", None) or getattr(module, "_uc", None)
-        if lib is not None:
-            return lib
-    raise ImportError("mmap_lock_native.unicorn: cannot find libunicorn in the unicorn "
-                      f"package {getattr(_uc, '__version__', '?')}")
+_UC_PROT_OF = tuple(_uc_prot_of(p) for p in range(8))
 
 
-def uc_emu_stop_address() -> int:
-    """The address of libunicorn's ``uc_emu_stop``: the C kick of a guest thread."""
-    return int(ctypes.cast(_uclib().uc_emu_stop, ctypes.c_void_p).value or 0)
+def _uc_prot(prot: int) -> int:
+    """Unicorn's protection bits for PROT_* ``prot`` (others ignored)."""
+    return _UC_PROT_OF[prot & 7]
 
 
 class GuestSignal(NamedTuple):
@@ -200,6 +189,10 @@ class _Regions:
         first, or with ``replace`` False nothing is done and False returned
         (inside a hook Unicorn cannot have a region replaced)."""
         over = self._overlapping(hr.start, hr.end)
+        if not over:            # the common case: nothing of it mapped yet
+            self.uc.mem_map_ptr(hr.start, hr.end - hr.start, _uc_prot(hr.prot), hr.host)
+            self._add(hr.start, hr.end, hr.host, hr.prot)
+            return True
         if not all(self._agrees(r, hr) for r in over):
             if not replace:
                 return False
@@ -246,37 +239,6 @@ class _Regions:
         return len(self.starts)
 
 
-class _SyscallRegs:
-    """The syscall number and arguments in one ``uc_reg_read_batch`` call (the
-    binding's ``reg_read`` costs about a microsecond per register, most of a
-    syscall's time here), and the result written back."""
-
-    def __init__(self, uc: Any, handle: int, arch: _Arch) -> None:
-        ids = (arch.nr, *arch.args)
-        self.uc, self.arch = uc, arch
-        self.n = len(ids)
-        self.lib = _uclib()
-        self.handle = ctypes.c_void_p(handle)
-        self.ids = (ctypes.c_int * self.n)(*ids)
-        self.vals = (ctypes.c_uint64 * self.n)()
-        base = ctypes.addressof(self.vals)
-        self.ptrs = (ctypes.c_void_p * self.n)(*(base + 8 * i for i in range(self.n)))
-        self.ret = ctypes.c_uint64()
-        self.fast = hasattr(self.lib, "uc_reg_read_batch") and hasattr(self.lib, "uc_reg_write")
-
-    def read(self) -> List[int]:
-        if self.fast and self.lib.uc_reg_read_batch(self.handle, self.ids, self.ptrs,
-                                                    self.n) == 0:
-            return list(self.vals)
-        return [self.uc.reg_read(r) for r in (self.arch.nr, *self.arch.args)]
-
-    def write_result(self, value: int) -> None:
-        self.ret.value = value & ((1 << 64) - 1)
-        if not self.fast or self.lib.uc_reg_write(self.handle, self.arch.ret,
-                                                  ctypes.byref(self.ret)) != 0:
-            self.uc.reg_write(self.arch.ret, self.ret.value)
-
-
 def _close(smmu: SecondaryMMU, uc: Any) -> None:
     """A dropped thread: abandon its consumer before the engine can go (the
     finalizer holds ``uc``, so the kick never reaches a closed engine)."""
@@ -317,7 +279,7 @@ class GuestThread:
         self._finalizer = weakref.finalize(self, _close, self.smmu, self.uc)
         self._pending_signal: Optional[GuestSignal] = None
         self._fault: Optional[Tuple[int, int, Access]] = None
-        self._regs = _SyscallRegs(self.uc, handle, self.arch)
+        self._regs = SyscallRegs(self.uc, handle, (self.arch.nr, *self.arch.args), self.arch.ret)
         self.uc.hook_add(_uc.UC_HOOK_MEM_UNMAPPED | _uc.UC_HOOK_MEM_PROT, self._on_memory)
         self.uc.hook_add(self.arch.hook[0], self._on_trap, None, 1, 0, *self.arch.hook[1:])
         for reg, value in (regs or {}).items():
@@ -356,9 +318,10 @@ class GuestThread:
         do it outside.  Whatever range ``vma_host_range`` returns (the VMA's
         window with host backing, else a page) is mapped whole, around what
         already maps part of it the same way."""
+        first = addr & ~(PAGE_SIZE - 1)
         last = (addr + max(size, 1) - 1) & ~(PAGE_SIZE - 1)
         covered = 0     # the end of what this call mapped (a whole VMA maps both pages)
-        for page in sorted({addr & ~(PAGE_SIZE - 1), last}):
+        for page in ((first,) if last == first else (first, last)):
             if page < covered:
                 continue
             while True:
@@ -421,8 +384,7 @@ class GuestThread:
             if ret is not None:
                 self._regs.write_result(ret)
         finally:
-            self._drain()
-            self._enter()
+            self._enter()       # drains first whatever the call left pending
 
     def _syscall(self, name: str, a: List[int]) -> Optional[int]:
         mm = self.mm
