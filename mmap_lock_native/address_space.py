@@ -208,7 +208,10 @@ class AddressSpace:
         self._syscall("munmap", lib.py_mm_munmap, addr=(addr, *U64), length=(length, *U64))
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
-        """Change the protection of a mapped range."""
+        """Change the protection of a mapped range (mprotect(2), errno as
+        Linux).  ``PROT_GROWSDOWN`` extends the change down to the start of
+        the ``MAP_GROWSDOWN`` mapping the range begins in (EINVAL for any
+        other mapping); ``PROT_GROWSUP`` is EINVAL, as on x86-64."""
         self._syscall("mprotect", lib.py_mm_mprotect, addr=(addr, *U64), length=(length, *U64),
                       prot=(prot, *C_INT))
 

@@ -90,7 +90,7 @@ class Syscalls:
                          *_regs(self, "sys_munmap", ("addr", "length"), addr, length))
 
     def sys_mprotect(self, addr: Any, length: Any, prot: Any) -> int:
-        """mprotect(2): 0, or -errno."""
+        """mprotect(2): 0, or -errno (``PROT_GROWSDOWN`` as :meth:`MM.mprotect`)."""
         addr, length, prot = _regs(self, "sys_mprotect", ("addr", "length", "prot"),
                                    addr, length, prot)
         return self._sys("sys_mprotect", lib.py_mm_mprotect, addr, length, _i32(prot))

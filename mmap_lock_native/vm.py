@@ -16,7 +16,8 @@ __all__ = [
     "MAP_32BIT", "MAP_ANONYMOUS", "MAP_FIXED", "MAP_FIXED_NOREPLACE", "MAP_GROWSDOWN",
     "MAP_HUGETLB", "MAP_LOCKED", "MAP_NONBLOCK", "MAP_NORESERVE", "MAP_POPULATE",
     "MAP_PRIVATE", "MAP_SHARED", "MAP_STACK", "MREMAP_DONTUNMAP", "MREMAP_FIXED",
-    "MREMAP_MAYMOVE", "PAGE_SIZE", "PROT_EXEC", "PROT_NONE", "PROT_READ", "PROT_WRITE",
+    "MREMAP_MAYMOVE", "PAGE_SIZE", "PROT_EXEC", "PROT_GROWSDOWN", "PROT_GROWSUP", "PROT_NONE",
+    "PROT_READ", "PROT_WRITE",
     "SEGV_ACCERR", "SEGV_MAPERR", "TASK_SIZE", "SegmentationFault", "VMA",
 ]
 
@@ -24,6 +25,10 @@ PROT_NONE: int = lib.PROT_NONE
 PROT_READ: int = lib.PROT_READ
 PROT_WRITE: int = lib.PROT_WRITE
 PROT_EXEC: int = lib.PROT_EXEC
+#: mprotect only: extend the change down to the start of a MAP_GROWSDOWN mapping.
+PROT_GROWSDOWN: int = lib.PROT_GROWSDOWN
+#: mprotect only: EINVAL here (no mapping grows up on x86-64 or arm64).
+PROT_GROWSUP: int = lib.PROT_GROWSUP
 MAP_SHARED: int = lib.MAP_SHARED
 MAP_PRIVATE: int = lib.MAP_PRIVATE
 MAP_FIXED: int = lib.MAP_FIXED

@@ -39,6 +39,7 @@ U64 = (1 << 64) - 1
 
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 PROT_SEM = 0x8
+PROT_GROWSDOWN, PROT_GROWSUP = 0x01000000, 0x02000000
 PROT_ALL = 7
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 1, 2, 16, 32
 MAP_FIXED_NOREPLACE = 0x100000
@@ -310,6 +311,10 @@ class ModelMM:
         self.vmas = after
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
+        grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
+        prot &= ~grows
+        if grows == PROT_GROWSDOWN | PROT_GROWSUP:
+            raise ModelOSError(errno.EINVAL)
         if addr % PAGE:
             raise ModelOSError(errno.EINVAL)
         if not length:
@@ -322,6 +327,13 @@ class ModelMM:
             raise ModelOSError(errno.EINVAL)
         prot &= PROT_ALL
         if self.closed:
+            raise ModelOSError(errno.EINVAL)
+        if grows:
+            # No VMA here grows down (the model makes none) and none grows up:
+            # ENOMEM without a VMA in the range (or, growing up, a hole at addr).
+            first = min((v.start for v in self.intersecting(addr, end)), default=None)
+            if first is None or grows == PROT_GROWSUP and first > addr:
+                raise ModelOSError(errno.ENOMEM)
             raise ModelOSError(errno.EINVAL)
         # As Linux: the VMAs up to the first hole change, then ENOMEM for the hole.
         stop = addr

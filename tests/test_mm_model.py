@@ -175,7 +175,9 @@ class MMMachine(RuleBasedStateMachine):
         real, model = self.pick(data)
         prot = data.draw(PROTS, label="prot")
         if data.draw(st.integers(0, 15), label="bad prot?") == 0:
-            prot |= data.draw(st.sampled_from([8, 0x10, 0x1000000]), label="bad bit")
+            prot |= data.draw(st.sampled_from([8, 0x10, M.PROT_GROWSDOWN, M.PROT_GROWSUP,
+                                               M.PROT_GROWSDOWN | M.PROT_GROWSUP]),
+                              label="odd bit")
         self.both(real, model, "mprotect", self.addr(data, model), self.length(data), prot)
 
     @rule(data=st.data())

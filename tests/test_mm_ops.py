@@ -277,6 +277,47 @@ def test_mprotect_errors(mm, addr, length, prot, err):
     assert layout(mm) == [(0x200000000, 0x200000000 + P, RW, mln.MAP_PRIVATE)]
 
 
+GROWS_AT = 0x300000000
+GD = mln.PROT_GROWSDOWN
+
+
+def _stack_and_neighbour(mm) -> None:
+    """A 4-page MAP_GROWSDOWN mapping at GROWS_AT, a plain one just below its gap."""
+    mm.mmap(4 * P, RW, PRIV | FIXED | mln.MAP_GROWSDOWN, GROWS_AT)
+    mm.mmap(P, RW, PRIV | FIXED, GROWS_AT - 8 * P)
+
+
+def test_mprotect_growsdown_extends_the_change_to_the_mappings_start(mm):
+    _stack_and_neighbour(mm)
+    mm.mprotect(GROWS_AT + 2 * P, P, RO | GD)
+    assert layout(mm)[-2:] == [(GROWS_AT, GROWS_AT + 3 * P, RO, mln.MAP_PRIVATE | mln.MAP_GROWSDOWN),
+                               (GROWS_AT + 3 * P, GROWS_AT + 4 * P, RW,
+                                mln.MAP_PRIVATE | mln.MAP_GROWSDOWN)]
+    # As Linux: a range starting in the hole below moves up to the mapping's start.
+    mm.mprotect(GROWS_AT - 2 * P, 5 * P, RW | GD)
+    assert layout(mm)[-1] == (GROWS_AT, GROWS_AT + 4 * P, RW, mln.MAP_PRIVATE | mln.MAP_GROWSDOWN)
+    assert mm.sys_mprotect(GROWS_AT + P, P, mln.PROT_NONE | GD) == 0
+    assert layout(mm)[-2][:3] == (GROWS_AT, GROWS_AT + 2 * P, mln.PROT_NONE)
+
+
+@pytest.mark.parametrize("addr,length,prot,err", [
+    (GROWS_AT - 8 * P, P, RO | GD, errno.EINVAL),           # not a growsdown mapping
+    (GROWS_AT - 4 * P, P, RO | GD, errno.ENOMEM),           # no mapping in the range
+    (GROWS_AT + P, P, RO | mln.PROT_GROWSUP, errno.EINVAL),  # nothing grows up on x86-64
+    (GROWS_AT - P, 2 * P, RO | mln.PROT_GROWSUP, errno.ENOMEM),  # a hole at the start first
+    (GROWS_AT + P + 1, P, RO | GD, errno.EINVAL),           # unaligned
+    (GROWS_AT + P, P, 0x10 | GD, errno.EINVAL),             # an unknown bit beside it
+    (GROWS_AT + P, P, RO | GD | mln.PROT_GROWSUP, errno.EINVAL),
+    (GROWS_AT + P + 1, 0, GD | mln.PROT_GROWSUP, errno.EINVAL),  # both: before any other check
+])
+def test_mprotect_grows_errors_change_nothing(mm, addr, length, prot, err):
+    _stack_and_neighbour(mm)
+    before = layout(mm)
+    assert errno_of(mm.mprotect, addr, length, prot) == err
+    assert mm.sys_mprotect(addr, length, prot) == -err
+    assert layout(mm) == before
+
+
 def test_mprotect_accepts_prot_sem(mm):
     """PROT_SEM is a valid protection bit (x86), meaning nothing here."""
     a = mm.mmap(P, RW, PRIV)

@@ -29,6 +29,12 @@
 #ifndef PROT_SEM
 #define PROT_SEM 0x8	/* <asm-generic/mman-common.h>; glibc does not export it */
 #endif
+#ifndef PROT_GROWSDOWN
+#define PROT_GROWSDOWN 0x01000000	/* <asm-generic/mman-common.h> */
+#endif
+#ifndef PROT_GROWSUP
+#define PROT_GROWSUP 0x02000000
+#endif
 
 static bool page_aligned(uint64_t x)
 {
@@ -565,14 +571,40 @@ static int protect_range(struct mm_struct *mm, uint64_t start, uint64_t end, int
 	return 0;
 }
 
+/*
+ * mprotect's PROT_GROWSDOWN / PROT_GROWSUP, under the write lock: the range
+ * starts at the first VMA it overlaps, which must be a MAP_GROWSDOWN one
+ * (its whole span below @end is changed, so a stack's guard gap moves with
+ * it); no VMA grows up on x86-64 or arm64, so PROT_GROWSUP finds none to
+ * extend.  As Linux: no VMA in the range is ENOMEM, before the flag check;
+ * for PROT_GROWSUP a hole at @start is ENOMEM first too.
+ */
+static int grows_start(struct mm_struct *mm, int grows, uint64_t *start, uint64_t end)
+{
+	struct vm_area_struct *v = vma_find(&mm->mm_vmas, *start);
+
+	if (!v || v->vm_start >= end)
+		return -ENOMEM;
+	if (grows & PROT_GROWSUP)
+		return v->vm_start > *start ? -ENOMEM : -EINVAL;
+	if (!(v->vm_flags & VM_GROWSDOWN))
+		return -EINVAL;
+	*start = v->vm_start;
+	return 0;
+}
+
 int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot)
 {
 	MM_OP(MM_OP_MPROTECT);
+	int grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP);
 	uint64_t len, end;
 	int err;
 
 	if (mm_reentered(mm))
 		return -EDEADLK;	/* from one of its own notifiers */
+	prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP);
+	if (grows == (PROT_GROWSDOWN | PROT_GROWSUP))
+		return -EINVAL;		/* not both: checked first, as Linux does */
 	if (!page_aligned(addr))
 		return -EINVAL;
 	if (!length)
@@ -587,7 +619,12 @@ int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot)
 	err = mm_lock(mm, true);
 	if (err)
 		return err;
-	err = mm->mm_closed ? -EINVAL : do_mprotect(mm, addr, end, prot);
+	if (mm->mm_closed)
+		err = -EINVAL;
+	else if (grows)
+		err = grows_start(mm, grows, &addr, end);
+	if (!err)
+		err = do_mprotect(mm, addr, end, prot);
 	mmap_write_unlock(mm);
 	return err;
 }

@@ -77,7 +77,7 @@ static void t_mmap_flags(void)
 static void t_growsdown(void)
 {
 	struct mm_struct *mm = new_mm();
-	uint64_t top = 0x200000000000ull, fa = 0;
+	uint64_t top = 0x200000000000ull, fa = 0, low;
 	uint8_t b = 7;
 
 	CHECK_EQ(mm_mmap(mm, top, PG, RW, ANON_PRIV | MAP_GROWSDOWN | MAP_FIXED), (int64_t)top);
@@ -97,6 +97,19 @@ static void t_growsdown(void)
 	/* ... unless it is PROT_NONE. */
 	CHECK_EQ(mm_mprotect(mm, top - 205 * PG, PG, PROT_NONE), 0);
 	CHECK_EQ(mm_fault(mm, top - 10 * PG, 0), 0);
+	/* mprotect(PROT_GROWSDOWN): down to the mapping's start, wherever the range begins. */
+	low = vma_at(mm, top).start;
+	CHECK_EQ(mm_mprotect(mm, top, PG, PROT_READ | PROT_GROWSDOWN), 0);
+	CHECK_EQ(vma_at(mm, low).end, top + PG);
+	CHECK_EQ(vma_at(mm, low).prot, PROT_READ);
+	CHECK_EQ(mm_mprotect(mm, low - 3 * PG, 4 * PG, RW | PROT_GROWSDOWN), 0);
+	CHECK_EQ(vma_at(mm, low).end, low + PG);
+	CHECK_EQ(vma_at(mm, low).prot, RW);
+	CHECK_EQ(mm_mprotect(mm, low - 3 * PG, PG, RW | PROT_GROWSDOWN), -ENOMEM);
+	CHECK_EQ(mm_mprotect(mm, top - 205 * PG, PG, RW | PROT_GROWSDOWN), -EINVAL);
+	CHECK_EQ(mm_mprotect(mm, top, PG, RW | PROT_GROWSUP), -EINVAL);
+	CHECK_EQ(mm_mprotect(mm, top, 0, PROT_GROWSDOWN | PROT_GROWSUP), -EINVAL);
+	CHECK_EQ(mm_mprotect(mm, low, top + PG - low, RW), 0);
 	/* RLIMIT_STACK: 8 MiB at most. */
 	CHECK_EQ(mm_munmap(mm, top - 205 * PG, PG), 0);
 	CHECK_EQ(mm_fault(mm, top + PG - MM_STACK_LIMIT, 0), 0);
