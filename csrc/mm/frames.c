@@ -58,6 +58,18 @@ int frames_fd = -1;
 static _Atomic uint32_t *frame_refcount;	/* by frame number */
 static pthread_once_t frames_once = PTHREAD_ONCE_INIT;
 static int frames_err;
+/* FRAMES_FAIL_*: relaxed, a test sets it between the operations it checks. */
+static _Atomic unsigned int frames_fail;
+
+static bool failing(unsigned int what)
+{
+	return atomic_load_explicit(&frames_fail, memory_order_relaxed) & what;
+}
+
+void frames_inject_failures(unsigned int what)
+{
+	atomic_store_explicit(&frames_fail, what, memory_order_relaxed);
+}
 
 struct extent {
 	frame_t start, len;
@@ -186,7 +198,7 @@ int64_t frames_alloc(size_t n)
 {
 	int64_t f = -ENOMEM;
 
-	if (!n || n > FRAMES_MAX || frames_init())
+	if (!n || n > FRAMES_MAX || frames_init() || failing(FRAMES_FAIL_ALLOC))
 		return -ENOMEM;
 	mln_mutex_lock(&fa.lock, 0);
 	if (n == 1 && fa.nr_cache) {
@@ -306,7 +318,11 @@ void frames_put_run(frame_t f, size_t n)
 
 int frames_map_at(void *at, frame_t f, size_t n)
 {
-	void *p = mmap(at, FRAME_BYTES(n), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+	void *p;
+
+	if (failing(FRAMES_FAIL_MAP))
+		return -ENOMEM;
+	p = mmap(at, FRAME_BYTES(n), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
 		       frames_fd, (off_t)FRAME_BYTES(f));
 
 	return p == MAP_FAILED ? -errno : 0;
@@ -316,6 +332,8 @@ void *frames_map_near(void *hint, frame_t f, size_t n)
 {
 	void *p;
 
+	if (failing(FRAMES_FAIL_MAP))
+		return NULL;
 	if (hint) {
 		p = mmap(hint, FRAME_BYTES(n), PROT_READ | PROT_WRITE,
 			 MAP_SHARED | MAP_FIXED_NOREPLACE, frames_fd, (off_t)FRAME_BYTES(f));
@@ -370,6 +388,8 @@ bool frames_spare_take(uintptr_t *host, frame_t *f)
 {
 	bool got = false;
 
+	if (failing(FRAMES_FAIL_ALLOC))
+		return false;
 	mln_mutex_lock(&fa.lock, 0);
 	if (fa.nr_spare) {
 		fa.nr_spare--;

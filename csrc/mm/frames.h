@@ -101,4 +101,15 @@ bool frames_spare_take(uintptr_t *host, frame_t *f);
 /* Frames handed out and not given back (for tests and accounting). */
 size_t frames_in_use(void);
 
+/*
+ * Fault injection, for the tests of what happens when the host runs out:
+ * with FRAMES_FAIL_ALLOC, frames_alloc and frames_spare_take fail as when
+ * no frame is left; with FRAMES_FAIL_MAP, frames_map_at and frames_map_near
+ * fail as mmap does without memory.  Process-wide; 0, the default, is off.
+ * Costs the paths it guards one relaxed load.
+ */
+#define FRAMES_FAIL_ALLOC 1u
+#define FRAMES_FAIL_MAP 2u
+void frames_inject_failures(unsigned int what);
+
 #endif /* MLN_FRAMES_H */

@@ -7,62 +7,8 @@
  * host addresses, and every frame given back.
  */
 #include <pthread.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <string.h>
 
-#include "mm.h"
-#include "mm_guest.h"
-#include "mmap_lock.h"
-#include "test_util.h"
-
-#define PG ((uint64_t)MM_PAGE_SIZE)
-#define RW (PROT_READ | PROT_WRITE)
-#define ANON_PRIV (MAP_ANONYMOUS | MAP_PRIVATE)
-
-static struct mm_struct *new_mm(void)
-{
-	struct mm_struct *mm = mm_alloc_opts(0, MMAP_LOCK_DEFAULT_BACKEND, MM_HOST_BACKING);
-
-	CHECK(mm != NULL);
-	return mm;
-}
-
-static uint64_t map(struct mm_struct *mm, uint64_t addr, uint64_t npages, int flags)
-{
-	int64_t a = mm_mmap(mm, addr, npages * PG, RW, ANON_PRIV | flags);
-
-	CHECK(a > 0);
-	return (uint64_t)a;
-}
-
-static struct mm_host_range range(struct mm_struct *mm, uint64_t addr, int access)
-{
-	struct mm_host_range hr;
-
-	memset(&hr, 0, sizeof(hr));
-	CHECK_EQ(mm_host_range(mm, addr, access, 0, &hr), 0);
-	return hr;
-}
-
-/* The window byte behind guest @addr, as @hr shows it. */
-static volatile uint8_t *at(const struct mm_host_range *hr, uint64_t addr)
-{
-	return (volatile uint8_t *)(uintptr_t)(hr->host + (addr - hr->start));
-}
-
-static uint8_t peek(struct mm_struct *mm, uint64_t addr)
-{
-	uint8_t b = 0xEE;
-
-	CHECK_EQ(mm_access(mm, addr, &b, 1, 0, NULL), 0);
-	return b;
-}
-
-static void poke(struct mm_struct *mm, uint64_t addr, uint8_t b)
-{
-	CHECK_EQ(mm_access(mm, addr, &b, 1, 1, NULL), 0);
-}
+#include "host_backing_util.h"
 
 static void t_whole_vma_demand_zero(void)
 {
