@@ -8,7 +8,8 @@ low 32 bits for an ``int`` argument (``prot``, ``flags``, ``fd``,
 ``advice``).  A value that is no register (not an int, or outside
 -2**63..2**64-1) is the embedder's error: TypeError or ValueError naming it.
 So is a refusal of the mm's lock (EDEADLK: a call from a notifier, or from
-inside the guest), which the guest could not have caused.
+inside the guest), and a call on a host-backed mm a host fork() copied
+into this process (ESTALE), which the guest could not have caused.
 
 Only anonymous memory exists here: ``sys_mmap`` without ``MAP_ANONYMOUS``
 returns ``-EBADF`` whatever the descriptor, as for a closed one (there is no
@@ -29,6 +30,8 @@ __all__ = ["Syscalls"]
 
 _U64 = (1 << 64) - 1
 _REG = (-(1 << 63), _U64)
+#: Refusals the guest cannot have caused: raised, never returned to it.
+_EMBEDDER_ERRORS = (-_errno.EDEADLK, -_errno.ESTALE)
 
 
 def _regs(mm: "Syscalls", op: str, names: Tuple[str, ...], *values: Any) -> Tuple[int, ...]:
@@ -65,7 +68,7 @@ class Syscalls:
         if _pending:
             clear_stale()
         rc = int(_again(fn, self._mm, *args))
-        if rc == -_errno.EDEADLK:
+        if rc in _EMBEDDER_ERRORS:
             raise os_error(rc, f"{name} on {self._label()}")
         if _pending:
             raise_pending(lambda: f"{name} on {self._label()}", rc)

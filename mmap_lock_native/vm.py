@@ -171,4 +171,7 @@ def os_error(rc: int, what: str) -> OSError:
     if code == _errno.EDEADLK:
         why = ("; refused: this task holds the mm's lock already, or the call came from one "
                "of the mm's own MMU notifiers (they run under its lock)")
+    elif code == _errno.ESTALE:
+        why = ("; refused: this host-backed mm was copied into this process by fork(), and its "
+               "memory is the parent process's (make a new MM here; docs/mm.md, 'Host fork')")
     return OSError(code, f"{what}: {_errno.errorcode.get(code, code)} ({os.strerror(code)}){why}")

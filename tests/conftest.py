@@ -12,6 +12,7 @@ Test modules import these helpers with ``from conftest import ...``.
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -111,6 +112,28 @@ def join_processes(procs: List[Any], timeout: float) -> List[Any]:
     if late:
         pytest.fail(f"child processes still running after {timeout} s: {late}")
     return [p.exitcode for p in procs]
+
+
+def wait_child(pid: int, timeout: float = TIMEOUT) -> int:
+    """Bounded waitpid of a forked child: its wait status; the test fails if
+    it is still running after ``timeout`` (reap_child then kills it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            pytest.fail(f"child {pid} did not exit within {timeout} s")
+        time.sleep(0.005)
+
+
+def reap_child(pid: int) -> None:
+    """Kill and reap a forked child if it is still there (a test's cleanup)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 def wait_handoff_pending(sem: mln.RWSemaphore, timeout: float = TIMEOUT) -> None:

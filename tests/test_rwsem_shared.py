@@ -14,7 +14,7 @@ from multiprocessing import shared_memory
 import pytest
 
 import mmap_lock_native as mln
-from conftest import assert_free, join_processes, wait_queued
+from conftest import assert_free, join_processes, reap_child, wait_child, wait_queued
 
 CHILD_TIMEOUT = 60.0
 
@@ -93,9 +93,9 @@ def test_forked_child_waits_for_parent_and_is_woken():
         assert sem.is_contended()
         assert area[0] == 0
         sem.up_write()
-        status = _waitpid(pid, CHILD_TIMEOUT)
+        status = wait_child(pid, CHILD_TIMEOUT)
     finally:
-        _reap(pid)
+        reap_child(pid)
     assert os.waitstatus_to_exitcode(status) == 0
     assert area[0] == 1 and area[1] == 1
     assert_free(sem)
@@ -128,9 +128,9 @@ def test_parent_cannot_release_childs_write_hold():
             sem.up_write()
         assert sem.down_read_trylock() is False
         os.write(go_w, b"g")
-        status = _waitpid(pid, CHILD_TIMEOUT)
+        status = wait_child(pid, CHILD_TIMEOUT)
     finally:
-        _reap(pid)
+        reap_child(pid)
         for fd in (r, go_r, go_w):
             os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0
@@ -143,25 +143,6 @@ def _read_with_timeout(fd, timeout):
     if not ready:
         pytest.fail(f"no word from the child within {timeout} s")
     return os.read(fd, 1)
-
-
-def _waitpid(pid, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() > deadline:
-            pytest.fail(f"child {pid} did not exit within {timeout} s")
-        time.sleep(0.005)
-
-
-def _reap(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
 
 
 # -- a caller's SharedMemory buffer, attached from a spawned process ----------------------

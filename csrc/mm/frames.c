@@ -56,8 +56,13 @@
 uint8_t *_Atomic frames_pool;
 int frames_fd = -1;
 static _Atomic uint32_t *frame_refcount;	/* by frame number */
-static pthread_once_t frames_once = PTHREAD_ONCE_INIT;
-static int frames_err;
+static pthread_mutex_t frames_setup_lock = PTHREAD_MUTEX_INITIALIZER;
+static int frames_err;				/* the setup failed: -errno, for good */
+_Atomic uint32_t frames_gen;
+/* The pools of earlier generations (host fork): the parent's frames, never released here. */
+#define FRAMES_OLD_POOLS 8
+static uint8_t *frames_old_pool[FRAMES_OLD_POOLS];
+static _Atomic uint32_t frames_nr_old;
 /* FRAMES_FAIL_*: relaxed, a test sets it between the operations it checks. */
 static _Atomic unsigned int frames_fail;
 
@@ -97,12 +102,27 @@ static void frames_bug(const char *what, frame_t f)
 	abort();
 }
 
+static void frames_atfork_prepare(void);
+static void frames_atfork_parent(void);
+static void frames_atfork_child(void);
+
+/* Under frames_setup_lock, once per generation. */
 static void frames_setup(void)
 {
+	static bool atfork_registered;		/* fork's child inherits the handlers */
 	size_t bytes = FRAME_BYTES(FRAMES_MAX);
 	void *pool, *refs;
-	int fd = memfd_create("mmap-lock-native frames", MFD_CLOEXEC);
+	int fd;
 
+	if (!atfork_registered) {
+		if (pthread_atfork(frames_atfork_prepare, frames_atfork_parent,
+				   frames_atfork_child)) {
+			frames_err = -ENOMEM;
+			return;
+		}
+		atfork_registered = true;
+	}
+	fd = memfd_create("mmap-lock-native frames", MFD_CLOEXEC);
 	if (fd < 0) {
 		frames_err = -errno;
 		return;
@@ -127,15 +147,82 @@ static void frames_setup(void)
 	}
 	frames_fd = fd;
 	frame_refcount = refs;
-	/* Relaxed: pthread_once publishes it to every frames_init() caller. */
-	atomic_store_explicit(&frames_pool, pool, memory_order_relaxed);
+	/* Release: frames_init's acquire fast path sees the setup's stores with the pool. */
+	atomic_store_explicit(&frames_pool, pool, memory_order_release);
 }
 
 int frames_init(void)
 {
-	/* pthread_once orders the setup's stores before every caller's loads. */
-	pthread_once(&frames_once, frames_setup);
-	return frames_err;
+	int err;
+
+	/* Acquire: pairs with the setup's release store. */
+	if (mln_likely(atomic_load_explicit(&frames_pool, memory_order_acquire)))
+		return 0;
+	pthread_mutex_lock(&frames_setup_lock);
+	if (!atomic_load_explicit(&frames_pool, memory_order_relaxed) && !frames_err)
+		frames_setup();
+	err = atomic_load_explicit(&frames_pool, memory_order_relaxed) ? 0 : frames_err;
+	pthread_mutex_unlock(&frames_setup_lock);
+	return err;
+}
+
+/*
+ * Host fork.  The child's copy of the pool maps the parent's frame file
+ * MAP_SHARED, and its copy of the allocator hands out frame numbers the
+ * parent hands out too: every write, punch or reuse would reach the
+ * parent's memory.  So the fork is fenced (no allocator or setup in
+ * progress: prepare takes both locks, which the parent, and the child
+ * after its reset, give back), and the child starts a new generation: no
+ * pool, a fresh allocator, a frame file of its own at its next
+ * frames_init.  The old pool stays mapped, as the inherited mms' pages and
+ * any buffer an embedder took from them point into it, and is remembered
+ * so that such a page is never released into this generation's file
+ * (frames_inherited).  A process forked from a line of FRAMES_OLD_POOLS
+ * host-backed ancestors gets no host backing (-ENOMEM).
+ */
+static void frames_atfork_prepare(void)
+{
+	pthread_mutex_lock(&frames_setup_lock);
+	mln_mutex_lock(&fa.lock, 0);
+}
+
+static void frames_atfork_parent(void)
+{
+	mln_mutex_unlock(&fa.lock, 0);
+	pthread_mutex_unlock(&frames_setup_lock);
+}
+
+static void frames_atfork_child(void)
+{
+	uint8_t *pool = atomic_load_explicit(&frames_pool, memory_order_relaxed);
+	uint32_t nr_old = atomic_load_explicit(&frames_nr_old, memory_order_relaxed);
+
+	if (pool) {
+		if (nr_old < FRAMES_OLD_POOLS)
+			frames_old_pool[nr_old++] = pool;
+		else
+			frames_err = -ENOMEM;	/* no room to remember it: no backing here */
+		close(frames_fd);
+	}
+	atomic_store_explicit(&frames_nr_old, nr_old, memory_order_relaxed);
+	frames_fd = -1;
+	frame_refcount = NULL;			/* the old counts stay mapped, unused */
+	atomic_store_explicit(&frames_pool, NULL, memory_order_relaxed);
+	/* The extent array is the parent's bookkeeping: left behind, not freed. */
+	memset(&fa, 0, sizeof(fa));		/* the lock word too: unlocked */
+	atomic_fetch_add_explicit(&frames_gen, 1, memory_order_relaxed);
+	pthread_mutex_unlock(&frames_setup_lock);
+}
+
+bool frames_inherited(const void *p)
+{
+	uint32_t n = atomic_load_explicit(&frames_nr_old, memory_order_relaxed);
+	size_t span = (size_t)FRAMES_MAX << MLN_PAGE_SHIFT;
+
+	for (uint32_t i = 0; i < n; i++)
+		if ((uintptr_t)p - (uintptr_t)frames_old_pool[i] < span)
+			return true;
+	return false;
 }
 
 /* Under the lock: the extent index where one starting at @f belongs. */

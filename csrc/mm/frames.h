@@ -33,8 +33,26 @@ typedef uint32_t frame_t;
 extern uint8_t *_Atomic frames_pool;
 extern int frames_fd;
 
-/* Set the frame file up, once per process: 0, or -errno (ENOSYS without memfd). */
+/* Set the frame file up, once per process (per generation, see below): 0,
+ * or -errno (ENOSYS without memfd). */
 int frames_init(void);
+
+/*
+ * Host fork (frames.c): a forked child starts a new generation with a frame
+ * file of its own; the frames of earlier generations are the parent's and
+ * are never allocated, punched nor freed in the child.  frames_generation:
+ * the current one (an mm made in an earlier one is stale: mm_backing_stale);
+ * frames_inherited: whether @p points into the pool of an earlier one.
+ */
+extern _Atomic uint32_t frames_gen;
+
+static inline uint32_t frames_generation(void)
+{
+	/* Relaxed: it changes only in a fork's child, before any other thread exists. */
+	return atomic_load_explicit(&frames_gen, memory_order_relaxed);
+}
+
+bool frames_inherited(const void *p);
 
 /*
  * Relaxed loads of the pool: it is stored once, and whoever holds a frame

@@ -144,8 +144,9 @@ int mm_register_notifier(struct mm_struct *mm, const struct mmu_notifier_ops *op
 	struct mmu_notifier *n;
 	int id, rc;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	rc = mm_refused(mm);
+	if (rc)
+		return rc;
 	if (!ops)
 		return -EINVAL;
 	n = calloc(1, sizeof(*n));
@@ -179,8 +180,9 @@ int mm_unregister_notifier(struct mm_struct *mm, int id)
 	struct mmu_notifier **pp, *n = NULL;
 	int rc;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	rc = mm_refused(mm);
+	if (rc)
+		return rc;
 	rc = mm_lock(mm, true);
 	if (rc)
 		return rc;
@@ -323,6 +325,7 @@ struct mm_struct *mm_alloc_opts(unsigned int lock_flags, int backend, unsigned i
 		return NULL;
 	}
 	mm->host_backing = mm_flags & MM_HOST_BACKING;
+	mm->backing_gen = frames_generation();
 	return mm;
 }
 
@@ -356,8 +359,9 @@ int mm_exit_mmap(struct mm_struct *mm)
 	MM_OP(MM_OP_EXIT);
 	int rc;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	rc = mm_refused(mm);
+	if (rc)
+		return rc;
 	rc = mm_lock(mm, true);
 	if (rc)
 		return rc;
@@ -376,6 +380,9 @@ int mm_free(struct mm_struct *mm)
 
 	if (!mm)
 		return 0;
+	/* A host fork's copy: its pages are the parent's frames, left as they are (leaked). */
+	if (mm_backing_stale(mm))
+		return -ESTALE;
 	if (mmap_lock_is_busy(mm))
 		return -EBUSY;
 	/*
@@ -409,8 +416,9 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 	struct mm_struct *child;
 	int rc;
 
-	if (mm_reentered(mm)) {
-		*err = -EDEADLK;	/* from one of its own notifiers */
+	rc = mm_refused(mm);
+	if (rc) {
+		*err = rc;
 		return NULL;
 	}
 	child = mm_alloc_opts(flags, mmap_lock_backend_id(mm),
@@ -498,8 +506,9 @@ int mm_find_vma(struct mm_struct *mm, uint64_t addr, int containing, unsigned in
 	struct vm_area_struct *v;
 	int rc;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers, or its guest */
+	rc = mm_refused(mm);
+	if (rc)
+		return rc;
 	if (flags & ~(unsigned int)MM_GUEST_LOCKED || (containing != 0 && containing != 1))
 		return -EINVAL;
 	if (flags & MM_GUEST_LOCKED) {
@@ -535,8 +544,9 @@ int mm_maps(struct mm_struct *mm, struct mm_vma_info *out, size_t cap, size_t *c
 	size_t n = 0;
 	int rc;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	rc = mm_refused(mm);
+	if (rc)
+		return rc;
 	rc = mm_lock(mm, false);
 	if (rc)
 		return rc;
@@ -554,8 +564,9 @@ int mm_set_max_map_count(struct mm_struct *mm, uint32_t count)
 	MM_OP(MM_OP_MAPS);
 	int rc;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	rc = mm_refused(mm);
+	if (rc)
+		return rc;
 	if (count == 0)
 		return -EINVAL;
 	rc = mm_lock(mm, true);
@@ -571,8 +582,9 @@ int64_t mm_map_count(struct mm_struct *mm)
 	MM_OP(MM_OP_MAPS);
 	int64_t n;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	n = mm_refused(mm);
+	if (n)
+		return n;
 	n = mm_lock(mm, false);
 	if (n)
 		return n;
@@ -586,8 +598,9 @@ int64_t mm_get_brk(struct mm_struct *mm)
 	MM_OP(MM_OP_MAPS);
 	int64_t b;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	b = mm_refused(mm);
+	if (b)
+		return b;
 	b = mm_lock(mm, false);
 	if (b)
 		return b;

@@ -85,7 +85,9 @@ int mm_host_backed(const struct mm_struct *mm);
 /* Frames of the process-wide frame file in use (host backing), for accounting and tests. */
 size_t mm_host_frames(void);
 /* exit_mmap() if not done, then free @mm: 0, or -EBUSY (nothing freed) while
- * its lock is held or awaited. */
+ * its lock is held or awaited, or -ESTALE (nothing freed, ever) for a
+ * host-backed mm a host fork() copied into this process: its frames are the
+ * parent's.  Every other call on such an mm is -ESTALE too. */
 int mm_free(struct mm_struct *mm);
 /* exit_mmap(): notifiers' release(), every mapping removed; later operations fail
  * with -EINVAL (faults with SEGV_MAPERR).  0, or -EINVAL if already closed. */

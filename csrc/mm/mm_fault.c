@@ -202,15 +202,17 @@ static void unlock_vma(struct mm_struct *mm, struct vm_area_struct *v, bool retr
 #define GUEST_FLAGS (MM_GUEST_KILLABLE | MM_GUEST_LOCKED)
 
 /*
- * The checks every guest-memory call makes first: not from the mm's own
- * notifiers nor from inside its guest (-EDEADLK), known @access and @flags
+ * The checks every guest-memory call makes first: mm_refused() (-EDEADLK
+ * from the mm's own notifiers or guest, -ESTALE), known @access and @flags
  * (-EINVAL), a killed task with MM_GUEST_KILLABLE (-EINTR), and with
  * MM_GUEST_LOCKED a read lock someone holds (-EPERM otherwise).
  */
 static int guest_call_ok(struct mm_struct *mm, int access, unsigned int flags)
 {
-	if (mm_reentered(mm))
-		return -EDEADLK;
+	int rc = mm_refused(mm);
+
+	if (rc)
+		return rc;
 	if ((unsigned int)access > MM_ACCESS_EXEC || (flags & ~GUEST_FLAGS))
 		return -EINVAL;
 	if ((flags & MM_GUEST_KILLABLE) && task_is_killed(task_current()))
@@ -638,8 +640,9 @@ int mm_get_user_pages(struct mm_struct *mm, uint64_t addr, size_t npages, int wr
 	size_t i;
 	int rc = 0;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	rc = mm_refused(mm);
+	if (rc)
+		return rc;
 	if (addr & (MLN_PAGE_SIZE - 1))
 		return -EINVAL;
 	/* As the kernel's get_user_pages(): under the mmap read lock, whatever the design. */
@@ -719,15 +722,15 @@ uint64_t mm_vma_seq(struct mm_struct *mm)
 int mm_read_lock(struct mm_struct *mm)
 {
 	MM_OP(MM_OP_READ_LOCKED);
-	if (mm_reentered(mm))
-		return -EDEADLK;
-	return mm_lock(mm, false);
+	int rc = mm_refused(mm);
+
+	return rc ? rc : mm_lock(mm, false);
 }
 
 int mm_read_unlock(struct mm_struct *mm)
 {
 	MM_OP(MM_OP_READ_LOCKED);
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* the lock an operation in progress holds */
-	return mmap_read_unlock(mm);
+	int rc = mm_refused(mm);	/* EDEADLK: the lock an operation in progress holds */
+
+	return rc ? rc : mmap_read_unlock(mm);
 }

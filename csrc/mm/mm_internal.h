@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "frames.h"
 #include "futex.h"
 #include "mm.h"
 #include "mm_guest.h"
@@ -130,6 +131,28 @@ static inline bool mm_reentered(const struct mm_struct *mm)
 		if (f->mm == mm)
 			return true;
 	return false;
+}
+
+/*
+ * Whether @mm is a host-backed mm that a host fork() copied into this
+ * process: its frames are the parent's (frames.h, "Host fork"), so nothing
+ * here may fault, punch or free them.
+ */
+static inline bool mm_backing_stale(const struct mm_struct *mm)
+{
+	return mm->host_backing && mln_unlikely(mm->backing_gen != frames_generation());
+}
+
+/*
+ * What every entry point checks first: -EDEADLK for a call from the mm's
+ * own notifiers or guest (mm_reentered), -ESTALE for a stale host-backed
+ * mm (mm_backing_stale), else 0.
+ */
+static inline int mm_refused(const struct mm_struct *mm)
+{
+	if (mm_reentered(mm))
+		return -EDEADLK;
+	return mm_backing_stale(mm) ? -ESTALE : 0;
 }
 
 /*

@@ -198,8 +198,9 @@ int mm_tlb_register(struct mm_struct *mm, mm_tlb_kick_fn kick, void *kick_arg,
 	struct mm_tlb *t;
 	int rc;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers, or its guest */
+	rc = mm_refused(mm);
+	if (rc)
+		return rc;
 	if (flags & ~(unsigned int)MM_TLB_EVENTFD)
 		return -EINVAL;
 	t = calloc(1, sizeof(*t));
@@ -246,8 +247,9 @@ int mm_tlb_unregister(struct mm_tlb *tlb)
 	struct mm_struct *mm = tlb->mm;
 	int rc;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;
+	rc = mm_refused(mm);
+	if (rc)
+		return rc;
 	rc = mm_lock(mm, true);
 	if (rc)
 		return rc;

@@ -410,8 +410,9 @@ int64_t mm_mmap(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot, 
 	uint64_t len = PAGE_ALIGN(length);
 	int64_t ret;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	ret = mm_refused(mm);
+	if (ret)
+		return ret;
 	/* The kernel's order of checks: descriptor, length, range; the type comes last. */
 	if (!(flags & MAP_ANONYMOUS))
 		return -EBADF;		/* no file descriptor: only anonymous memory here */
@@ -468,8 +469,9 @@ int mm_munmap(struct mm_struct *mm, uint64_t addr, uint64_t length)
 	uint64_t len = page_length(addr, length), end = addr + len;
 	int err;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	err = mm_refused(mm);
+	if (err)
+		return err;
 	if (!page_aligned(addr) || !len || end > MM_TASK_SIZE)
 		return -EINVAL;
 	err = mm_lock(mm, true);
@@ -600,8 +602,9 @@ int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot)
 	uint64_t len, end;
 	int err;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	err = mm_refused(mm);
+	if (err)
+		return err;
 	prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP);
 	if (grows == (PROT_GROWSDOWN | PROT_GROWSUP))
 		return -EINVAL;		/* not both: checked first, as Linux does */
@@ -666,8 +669,9 @@ int64_t mm_brk(struct mm_struct *mm, uint64_t brk)
 	uint64_t oldbrk, newbrk;
 	int64_t ret;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	ret = mm_refused(mm);
+	if (ret)
+		return ret;
 	ret = mm_lock(mm, true);
 	if (ret)
 		return ret;
@@ -766,8 +770,9 @@ int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
 	uint64_t len, end;
 	int err = 0;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers */
+	err = mm_refused(mm);
+	if (err)
+		return err;
 	if (!page_aligned(addr) || kind == MADV_KIND_INVALID)
 		return -EINVAL;
 	if (!length)

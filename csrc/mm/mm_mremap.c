@@ -197,8 +197,9 @@ int64_t mm_mremap(struct mm_struct *mm, uint64_t addr, uint64_t old_len, uint64_
 	MM_OP(MM_OP_MREMAP);
 	int64_t ret;
 
-	if (mm_reentered(mm))
-		return -EDEADLK;	/* from one of its own notifiers, or its guest */
+	ret = mm_refused(mm);
+	if (ret)
+		return ret;
 	if (flags & ~MREMAP_ALL)
 		return -EINVAL;
 	if ((flags & MREMAP_FIXED) && !(flags & MREMAP_MAYMOVE))

@@ -113,6 +113,7 @@ struct mm_struct {
 	struct mm_inval *inval;		/* the invalidation queue (mm_inval.c), or NULL */
 	_Atomic uint64_t vma_seq;	/* layout changes (mm_vma_seq), by the write holder */
 	uint32_t host_backing;		/* MM_HOST_BACKING: private anonymous memory in windows */
+	uint32_t backing_gen;		/* host_backing: frames_generation() it was made in */
 	_Atomic uint32_t backing_lock;	/* futex mutex: window creation (host_backing.c) */
 	struct pgtable pgt;
 };

@@ -609,6 +609,11 @@ static void pages_release(struct page **v, size_t n)
 
 	for (size_t i = 0; i < n; i++) {
 		if (mln_likely(!frames_contains(v[i]->data))) {
+			/* A frame of a host fork's parent: only the descriptor is ours. */
+			if (mln_unlikely(frames_inherited(v[i]->data))) {
+				free(v[i]);
+				continue;
+			}
 			v[slab++] = v[i];
 			continue;
 		}
