@@ -26,7 +26,8 @@ What the adapter does for each guest thread (:class:`GuestThread`):
   lock-order checker and the recorder see one task per guest thread;
 - **implements the memory system calls** of an x86-64 and an arm64 guest
   (mmap, munmap, mprotect, brk, madvise, mremap, plus write, getpid, gettid,
-  exit, exit_group; fork for x86-64), through ``MM.sys_*``.
+  exit, exit_group; fork on x86-64, and clone as fork on both: CLONE_VM and
+  the other thread, vfork and namespace flags are ENOSYS), through ``MM.sys_*``.
 
 Guest code never runs while its thread is inside the mm: every hook leaves
 the guest (``SecondaryMMU.exit``) before it calls into the mm and drains the
@@ -114,6 +115,8 @@ class _Arch(NamedTuple):
     syscalls: Dict[int, str]    # number -> name
     hook: Tuple[int, ...]       # hook_add's type and extra arguments for the syscall trap
     regs: Tuple[int, ...]       # every register fork copies
+    trap_length: int            # from the pc the trap hook reads to the next instruction
+    clone_tids: Tuple[int, int]  # clone's parent_tid and child_tid argument positions
 
 
 _X86_64 = _Arch(
@@ -123,11 +126,14 @@ _X86_64 = _Arch(
      _x86.UC_X86_REG_R8, _x86.UC_X86_REG_R9),
     _x86.UC_X86_REG_RAX,
     {0: "read", 1: "write", 9: "mmap", 10: "mprotect", 11: "munmap", 12: "brk", 25: "mremap",
-     28: "madvise", 39: "getpid", 57: "fork", 60: "exit", 186: "gettid", 231: "exit_group"},
+     28: "madvise", 39: "getpid", 56: "clone", 57: "fork", 60: "exit", 186: "gettid",
+     231: "exit_group"},
     (_uc.UC_HOOK_INSN, _x86.UC_X86_INS_SYSCALL),
     tuple(getattr(_x86, f"UC_X86_REG_{r}") for r in (
         "RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "RSP", "R8", "R9", "R10", "R11",
-        "R12", "R13", "R14", "R15", "RIP", "EFLAGS", "FS_BASE", "GS_BASE")))
+        "R12", "R13", "R14", "R15", "RIP", "EFLAGS", "FS_BASE", "GS_BASE")),
+    2,                          # the hook sees rip at the 2-byte syscall
+    (2, 3))                     # clone(flags, stack, parent_tid, child_tid, tls)
 
 _ARM64 = _Arch(
     "arm64", _uc.UC_ARCH_ARM64, _uc.UC_MODE_ARM, _arm64.UC_ARM64_REG_PC,
@@ -135,14 +141,20 @@ _ARM64 = _Arch(
     tuple(getattr(_arm64, f"UC_ARM64_REG_X{i}") for i in range(6)),
     _arm64.UC_ARM64_REG_X0,
     {64: "write", 93: "exit", 94: "exit_group", 172: "getpid", 178: "gettid", 214: "brk",
-     215: "munmap", 216: "mremap", 222: "mmap", 226: "mprotect", 233: "madvise"},
+     215: "munmap", 216: "mremap", 220: "clone", 222: "mmap", 226: "mprotect", 233: "madvise"},
     (_uc.UC_HOOK_INTR,),
     tuple(getattr(_arm64, f"UC_ARM64_REG_X{i}") for i in range(31)) + (
-        _arm64.UC_ARM64_REG_SP, _arm64.UC_ARM64_REG_PC, _arm64.UC_ARM64_REG_NZCV))
+        _arm64.UC_ARM64_REG_SP, _arm64.UC_ARM64_REG_PC, _arm64.UC_ARM64_REG_NZCV),
+    0,                          # svc's exception leaves pc at the next instruction
+    (2, 4))                     # clone(flags, stack, parent_tid, tls, child_tid)
 
 #: The guest architectures, by name.
 ARCHES: Dict[str, _Arch] = {"x86_64": _X86_64, "arm64": _ARM64}
 _ARM64_EXCP_SWI = 2         # the interrupt number of svc
+# clone flags a fork-like clone may have (glibc's fork uses the first three);
+# the low byte is the exit signal.  Threads, vfork and namespaces are not emulated.
+_CLONE_CHILD_CLEARTID, _CLONE_PARENT_SETTID, _CLONE_CHILD_SETTID = 0x200000, 0x100000, 0x1000000
+_CLONE_FORK_FLAGS = _CLONE_CHILD_CLEARTID | _CLONE_PARENT_SETTID | _CLONE_CHILD_SETTID | 0xFF
 
 
 class _Regions:
@@ -412,8 +424,30 @@ class GuestThread:
             self.uc.emu_stop()
             return None
         if name == "fork":
-            return self.emu._fork(self)
+            return self.emu._fork(self).emu.pid
+        if name == "clone":
+            return self._clone(a)
         return -_errno.ENOSYS
+
+    def _clone(self, a: List[int]) -> int:
+        """clone(2) as fork: a new stack if given, the child's pid stored at
+        parent_tid / child_tid as asked (a fault there is ignored, as the
+        kernel ignores it); -ENOSYS for what only threads, vfork or
+        namespaces need (CLONE_VM and the rest)."""
+        flags = a[0]
+        if flags & ~_CLONE_FORK_FLAGS:
+            return -_errno.ENOSYS
+        child = self.emu._fork(self, sp=a[1])
+        pid = child.emu.pid
+        ptid, ctid = (a[i] for i in self.arch.clone_tids)
+        for wanted, mm, addr in ((_CLONE_PARENT_SETTID, self.mm, ptid),
+                                 (_CLONE_CHILD_SETTID, child.mm, ctid)):
+            if flags & wanted:
+                try:
+                    mm.write(addr, pid.to_bytes(4, "little"))
+                except SegmentationFault:
+                    pass
+        return pid
 
     def _write(self, fd: int, buf: int, n: int) -> int:
         if fd not in (1, 2):
@@ -557,15 +591,18 @@ class Emulator:
             raise TypeError(f"{where}: on_signal must be callable or None")
         return GuestThread(self, pc, sp, regs, on_signal=on_signal)
 
-    def _fork(self, parent: GuestThread) -> int:
+    def _fork(self, parent: GuestThread, sp: int = 0) -> GuestThread:
         """fork(): the child mm (copy-on-write), a child emulator and its one
-        thread, with the parent's registers and 0 as fork's result."""
+        thread, with the parent's registers (the stack pointer ``sp`` if
+        given) and 0 as fork's result."""
         child_mm = self.mm.fork()
         child = Emulator(child_mm, parent.arch.name)
         regs = {r: parent.uc.reg_read(r) for r in parent.arch.regs}
         regs[parent.arch.ret] = 0
-        pc = regs.pop(parent.arch.pc) + 2      # the hook sees rip at the syscall (2 bytes)
+        if sp:
+            regs[parent.arch.sp] = sp
+        pc = regs.pop(parent.arch.pc) + parent.arch.trap_length
         thread = child.thread(pc, regs=regs, on_signal=parent.on_signal)
         with self._lock:
             self.children.append(thread)
-        return child.pid
+        return thread

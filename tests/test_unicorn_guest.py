@@ -8,6 +8,7 @@ remaps racing MADV_DONTNEED and mprotect; and an arm64 guest's memory
 system calls.  Needs the ``unicorn`` extra; every wait is bounded."""
 from __future__ import annotations
 
+import errno
 import shutil
 import subprocess
 from typing import Dict, List
@@ -216,6 +217,92 @@ def test_an_arm64_guest_maps_stores_and_unmaps():
     t = emu.thread(CODE_AT, emu.stack())
     assert t.run() == (7, None)
     assert t.counts["syscalls"] == 3 and emu.mm.nr_pages() == 1    # the code page
+    t.close()
+
+
+SIGCHLD = 17
+CLONE_AS_GLIBC_FORK = 0x01200000 | 0x100000 | SIGCHLD   # CHILD_SETTID|CLEARTID, PARENT_SETTID
+CLONE_VM = 0x100
+
+
+def _x86_clone_program(exit_with_result: bool) -> bytes:
+    """clone(rdi = flags, rsi = 0, rdx = parent_tid, r10 = child_tid); then
+    exit(clone's result) or: the parent stores 2 at [rbx] and exits 2, the
+    child stores 3 and exits 3."""
+    clone = b"\xb8\x38\x00\x00\x00\x0f\x05"                 # mov eax, 56; syscall
+    leave = b"\xb8\x3c\x00\x00\x00\x0f\x05"                 # mov eax, 60; syscall
+    if exit_with_result:
+        return clone + b"\x89\xc7" + leave                       # mov edi, eax
+    side = [b"\x48\xc7\x03" + bytes([v, 0, 0, 0]) + b"\xbf" + bytes([v, 0, 0, 0]) + leave
+            for v in (2, 3)]                                     # [rbx] = v; exit(v)
+    return clone + b"\x48\x85\xc0" + b"\x74" + bytes([len(side[0])]) + side[0] + side[1]
+
+
+def _arm64_clone_program(exit_with_result: bool) -> bytes:
+    """The same for arm64: clone(x0 = flags, x1 = 0, x2 = parent_tid, x3 = 0,
+    x4 = child_tid), [x19] the parent's / the child's store."""
+    def movz(d: int, imm: int) -> int:
+        return 0xD2800000 | imm << 5 | d
+
+    svc, str_x9_x19 = 0xD4000001, 0xF9000269
+    words = [movz(8, 220), svc]
+    if exit_with_result:
+        words += [movz(8, 93), svc]
+    else:
+        side = [[movz(9, v), str_x9_x19, movz(0, v), movz(8, 93), svc] for v in (2, 3)]
+        words += [0xB4000000 | (1 + len(side[0])) << 5] + side[0] + side[1]   # cbz x0, child
+    return b"".join(w.to_bytes(4, "little") for w in words)
+
+
+def _clone_regs(arch: str, flags: int, q: int, stack: int = 0) -> Dict[int, int]:
+    from unicorn.arm64_const import (UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2,
+                                     UC_ARM64_REG_X4, UC_ARM64_REG_X19)
+    from unicorn.x86_const import UC_X86_REG_R10, UC_X86_REG_RBX
+    if arch == "arm64":
+        return {UC_ARM64_REG_X0: flags, UC_ARM64_REG_X1: stack, UC_ARM64_REG_X2: q + 16,
+                UC_ARM64_REG_X4: q + 8, UC_ARM64_REG_X19: q}
+    return {UC_X86_REG_RDI: flags, UC_X86_REG_RSI: stack, UC_X86_REG_RDX: q + 16,
+            UC_X86_REG_R10: q + 8, UC_X86_REG_RBX: q}
+
+
+_CLONE_PROGRAMS = {"x86_64": _x86_clone_program, "arm64": _arm64_clone_program}
+
+
+@pytest.mark.parametrize("arch", sorted(_CLONE_PROGRAMS))
+@pytest.mark.parametrize("new_stack", [False, True], ids=["same-stack", "new-stack"])
+def test_clone_as_glibcs_fork_copies_on_write_and_stores_the_childs_pid(arch, new_stack):
+    emu = Emulator(mln.MM(name=f"clone-{arch}", host_backing=_HOST_BACKING), arch=arch)
+    emu.load(_CLONE_PROGRAMS[arch](False), CODE_AT)
+    q = emu.mm.mmap(P, RW, PRIV)
+    emu.mm.write(q, b"\x01")
+    sp = emu.stack()
+    stack = q + P - 64 if new_stack else 0
+    parent = emu.thread(CODE_AT, sp, _clone_regs(arch, CLONE_AS_GLIBC_FORK, q, stack))
+    assert parent.run() == (2, None)
+    (child,) = emu.children
+    assert child.run() == (3, None)
+    sp_reg = parent.arch.sp
+    assert parent.uc.reg_read(sp_reg) == sp and child.uc.reg_read(sp_reg) == (stack or sp)
+    pid = child.emu.pid
+    assert pid != emu.pid
+    assert emu.mm.read(q, 1) == b"\x02" and child.mm.read(q, 1) == b"\x03"
+    # PARENT_SETTID wrote the parent's memory, CHILD_SETTID the child's, nothing else.
+    assert int.from_bytes(emu.mm.read(q + 16, 4), "little") == pid
+    assert int.from_bytes(child.mm.read(q + 8, 4), "little") == pid
+    assert emu.mm.read(q + 8, 4) == bytes(4) and child.mm.read(q + 16, 4) == bytes(4)
+    parent.close()
+    child.close()
+
+
+@pytest.mark.parametrize("arch", sorted(_CLONE_PROGRAMS))
+@pytest.mark.parametrize("flags", [CLONE_VM | SIGCHLD, 0x4000 | SIGCHLD, 0x10000 | 0x800 | 0x100])
+def test_clone_of_a_thread_or_vfork_is_enosys_and_makes_no_child(arch, flags):
+    emu = Emulator(mln.MM(name=f"clone-{arch}", host_backing=_HOST_BACKING), arch=arch)
+    emu.load(_CLONE_PROGRAMS[arch](True), CODE_AT)
+    q = emu.mm.mmap(P, RW, PRIV)
+    t = emu.thread(CODE_AT, emu.stack(), _clone_regs(arch, flags, q))
+    assert t.run() == ((-errno.ENOSYS) & 0xFF, None)
+    assert emu.children == []
     t.close()
 
 
