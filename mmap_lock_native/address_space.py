@@ -223,8 +223,14 @@ class AddressSpace:
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """madvise(2): ``MADV_DONTNEED`` (and ``MADV_FREE`` on private
-        memory) drops the pages, private ones come back zeroed; hints only
-        check the range (see :meth:`sys_madvise` for the list)."""
+        memory) drops the pages, private ones come back zeroed;
+        ``MADV_DONTFORK`` / ``MADV_WIPEONFORK`` (private memory only) leave
+        the range out of a fork's child / give it to the child empty
+        (``MADV_DOFORK`` / ``MADV_KEEPONFORK`` undo them; VMAs are split
+        at the range's edges); ``MADV_POPULATE_READ`` / ``_WRITE`` fault the
+        range in; hints only check the range (see :meth:`sys_madvise` for the
+        list).  OSError with Linux's errno: ENOMEM for a hole (the mapped
+        parts are done), EINVAL for advice not allowed there."""
         self._syscall("madvise", lib.py_mm_madvise, addr=(addr, *U64), length=(length, *U64),
                       advice=(advice, *C_INT))
 

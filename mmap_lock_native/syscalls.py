@@ -104,10 +104,16 @@ class Syscalls:
 
     def sys_madvise(self, addr: Any, length: Any, advice: Any) -> int:
         """madvise(2): 0, or -errno.  DONTNEED, DONTNEED_LOCKED and FREE drop
-        pages (FREE: EINVAL on shared memory); NORMAL, RANDOM, SEQUENTIAL,
-        WILLNEED, COLD, PAGEOUT, HUGEPAGE, NOHUGEPAGE, DONTDUMP and DODUMP are
-        hints (only the range is checked); other advice is EINVAL, as from a
-        kernel built without it."""
+        pages (FREE: EINVAL on shared memory); DONTFORK and DOFORK, WIPEONFORK
+        (EINVAL on shared memory) and KEEPONFORK set or clear a VMA flag that
+        fork honours (the child gets nothing there / the range empty),
+        splitting VMAs at the range's edges (EAGAIN past max_map_count);
+        POPULATE_READ and POPULATE_WRITE fault the range in (EINVAL where the
+        protection forbids the access); NORMAL, RANDOM, SEQUENTIAL, WILLNEED,
+        COLD, PAGEOUT, HUGEPAGE, NOHUGEPAGE, DONTDUMP and DODUMP are hints
+        (only the range is checked).  A hole in the range: ENOMEM, the mapped
+        parts done.  Other advice is EINVAL, as from a kernel built without
+        it."""
         addr, length, advice = _regs(self, "sys_madvise", ("addr", "length", "advice"),
                                      addr, length, advice)
         return self._sys("sys_madvise", lib.py_mm_madvise, addr, length, _i32(advice))

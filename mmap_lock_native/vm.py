@@ -10,9 +10,10 @@ from ._ffi import lib
 
 __all__ = [
     "Access", "HostRange",
-    "MADV_COLD", "MADV_DODUMP", "MADV_DONTDUMP", "MADV_DONTNEED", "MADV_DONTNEED_LOCKED",
-    "MADV_FREE", "MADV_HUGEPAGE", "MADV_NOHUGEPAGE", "MADV_NORMAL", "MADV_PAGEOUT", "MADV_RANDOM",
-    "MADV_SEQUENTIAL", "MADV_WILLNEED",
+    "MADV_COLD", "MADV_DODUMP", "MADV_DOFORK", "MADV_DONTDUMP", "MADV_DONTFORK", "MADV_DONTNEED",
+    "MADV_DONTNEED_LOCKED", "MADV_FREE", "MADV_HUGEPAGE", "MADV_KEEPONFORK", "MADV_NOHUGEPAGE",
+    "MADV_NORMAL", "MADV_PAGEOUT", "MADV_POPULATE_READ", "MADV_POPULATE_WRITE", "MADV_RANDOM",
+    "MADV_SEQUENTIAL", "MADV_WILLNEED", "MADV_WIPEONFORK",
     "MAP_32BIT", "MAP_ANONYMOUS", "MAP_FIXED", "MAP_FIXED_NOREPLACE", "MAP_GROWSDOWN",
     "MAP_HUGETLB", "MAP_LOCKED", "MAP_NONBLOCK", "MAP_NORESERVE", "MAP_POPULATE",
     "MAP_PRIVATE", "MAP_SHARED", "MAP_STACK", "MREMAP_DONTUNMAP", "MREMAP_FIXED",
@@ -67,6 +68,20 @@ MADV_HUGEPAGE: int = lib.MADV_HUGEPAGE
 MADV_NOHUGEPAGE: int = lib.MADV_NOHUGEPAGE
 MADV_DONTDUMP: int = lib.MADV_DONTDUMP
 MADV_DODUMP: int = lib.MADV_DODUMP
+#: Fork leaves the range out of the child (nothing mapped there); DOFORK undoes it.
+#: A flag of the VMAs: a part of a VMA is split off (the write lock is taken).
+MADV_DONTFORK: int = lib.MADV_DONTFORK
+MADV_DOFORK: int = lib.MADV_DOFORK
+#: Private anonymous memory only (EINVAL on a shared mapping): fork gives the
+#: child the range empty (zero-filled on demand), the parent's pages stay its
+#: own; KEEPONFORK undoes it.  A VMA flag, as DONTFORK.
+MADV_WIPEONFORK: int = lib.MADV_WIPEONFORK
+MADV_KEEPONFORK: int = lib.MADV_KEEPONFORK
+#: Fault the range in as reads / writes (Linux 5.14): ENOMEM for a hole,
+#: EINVAL where the protection forbids the access (a write populate breaks
+#: copy-on-write sharing with a fork, as a write fault does).
+MADV_POPULATE_READ: int = lib.MADV_POPULATE_READ
+MADV_POPULATE_WRITE: int = lib.MADV_POPULATE_WRITE
 SEGV_MAPERR: int = lib.SEGV_MAPERR
 SEGV_ACCERR: int = lib.SEGV_ACCERR
 #: Bytes per page.

@@ -6,9 +6,10 @@ contract in csrc/mm/mm.h) so that a test can run the same calls against an
 maps and the contents:
 
 * VMAs are ``[start, end)`` with a protection, a shared flag and, for shared
-  ones, a backing object and a page offset into it.  The layout is kept
-  maximally merged: touching private VMAs of the same protection are one
-  VMA; shared ones never merge.
+  ones, a backing object and a page offset into it, and the flags madvise
+  sets (DONTFORK, WIPEONFORK).  The layout is kept maximally merged:
+  touching private VMAs of the same protection and flags are one VMA; shared
+  ones never merge.
 * Contents are per page, zero until written.  Private pages belong to the mm
   (copied at fork: copy-on-write is invisible to contents); shared pages
   belong to the backing object, shared by every VMA cut from it, in this mm
@@ -21,7 +22,13 @@ maps and the contents:
   the current count.  The model computes the layout the operation would
   leave and counts it.
 * mprotect splits a VMA at a boundary of the range only if that VMA's
-  protection changes (visible for shared VMAs, which never merge back).
+  protection changes (visible for shared VMAs, which never merge back); so
+  do madvise's flag advice (DONTFORK, DOFORK, WIPEONFORK, KEEPONFORK) when
+  the flag changes.  fork leaves DONTFORK VMAs out and gives WIPEONFORK ones
+  to the child without their private contents.
+* MADV_POPULATE_* prefault, which changes no contents: only their errors
+  are modelled (ENOMEM for a hole, EINVAL at a VMA without PROT_READ for a
+  read, PROT_WRITE for a write, the walk stopping there).
 * Errors: OSError(errno) from the system calls (:class:`ModelOSError`), and
   :class:`ModelSegv` (addr, si_code) for refused accesses.
 
@@ -45,6 +52,14 @@ MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 1, 2, 16, 32
 MAP_FIXED_NOREPLACE = 0x100000
 MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED = 0, 1, 2, 3, 4
 MADV_FREE, MADV_DONTNEED_LOCKED = 8, 24
+MADV_DONTFORK, MADV_DOFORK, MADV_WIPEONFORK, MADV_KEEPONFORK = 10, 11, 18, 19
+MADV_POPULATE_READ, MADV_POPULATE_WRITE = 22, 23
+#: VMA flags (csrc/mm/vma.h's values, though only equality matters here).
+VM_DONTCOPY, VM_WIPEONFORK = 8, 16
+#: Flag advice: the flag, and whether it is set (else cleared).
+MADV_FLAGS = {MADV_DONTFORK: (VM_DONTCOPY, True), MADV_DOFORK: (VM_DONTCOPY, False),
+              MADV_WIPEONFORK: (VM_WIPEONFORK, True), MADV_KEEPONFORK: (VM_WIPEONFORK, False)}
+MADV_POPULATE = (MADV_POPULATE_READ, MADV_POPULATE_WRITE)
 #: Advice that changes nothing observable: only the range is checked.
 MADV_HINTS = (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED,
               14, 15, 16, 17, 20, 21)   # (NO)HUGEPAGE, DONT/DODUMP, COLD, PAGEOUT
@@ -108,13 +123,14 @@ class MVma:
     prot: int
     backing: Optional[Backing] = None     # shared iff not None
     pgoff: int = 0                        # meaningful for shared ones only
+    flags: int = 0                        # VM_DONTCOPY, VM_WIPEONFORK
 
     @property
     def shared(self) -> bool:
         return self.backing is not None
 
     def copy(self) -> "MVma":
-        return MVma(self.start, self.end, self.prot, self.backing, self.pgoff)
+        return MVma(self.start, self.end, self.prot, self.backing, self.pgoff, self.flags)
 
     def permits(self, write: bool) -> bool:
         return bool(self.prot & PROT_WRITE) if write else self.prot != PROT_NONE
@@ -137,19 +153,19 @@ def split_out(v: MVma, start: int, end: int) -> List[MVma]:
     cuts = [c for c in (start, end) if v.start < c < v.end]
     out, at = [], v.start
     for c in cuts + [v.end]:
-        out.append(MVma(at, c, v.prot, v.backing, v.pgoff + (at - v.start) // PAGE))
+        out.append(MVma(at, c, v.prot, v.backing, v.pgoff + (at - v.start) // PAGE, v.flags))
         at = c
     return out
 
 
 def normalized(vmas: List[MVma]) -> List[MVma]:
-    """Sorted, touching private VMAs of the same protection merged (the C
-    layout is always maximally merged)."""
+    """Sorted, touching private VMAs of the same protection and flags merged
+    (the C layout is always maximally merged)."""
     out: List[MVma] = []
     for v in sorted(vmas, key=lambda v: v.start):
         p = out[-1] if out else None
         if (p is not None and p.end == v.start and not p.shared and not v.shared
-                and p.prot == v.prot):
+                and p.prot == v.prot and p.flags == v.flags):
             p.end = v.end
         else:
             out.append(v.copy())
@@ -220,6 +236,19 @@ class ModelMM:
             for piece in pieces:
                 if piece.start >= start and piece.end <= end:
                     piece.prot = prot
+                out.append(piece)
+        return normalized(out)
+
+    def _layout_flag(self, start: int, end: int, flag: int, on: bool) -> List[MVma]:
+        """Each VMA of [start, end) with @flag set (@on) or cleared: split only
+        where the flag changes, as change_range() does."""
+        out = []
+        for v in self.vmas:
+            new = v.flags | flag if on else v.flags & ~flag
+            pieces = split_out(v, start, end) if new != v.flags else [v.copy()]
+            for piece in pieces:
+                if piece.start >= start and piece.end <= end:
+                    piece.flags = new
                 out.append(piece)
         return normalized(out)
 
@@ -374,7 +403,7 @@ class ModelMM:
             return False
         prev = self.lookup(oldbrk - 1) if oldbrk > MMAP_MIN_ADDR else None
         if prev is not None and not prev.shared and prev.prot == PROT_READ | PROT_WRITE \
-                and prev.end == oldbrk:
+                and prev.end == oldbrk and not prev.flags:
             prev.end = newbrk           # in place: no new VMA, no limit check
             self.vmas = normalized(self.vmas)
             return True
@@ -386,7 +415,8 @@ class ModelMM:
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
         drops = advice in (MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE)
-        if addr % PAGE or not (drops or advice in MADV_HINTS):
+        if addr % PAGE or not (drops or advice in MADV_HINTS or advice in MADV_FLAGS
+                               or advice in MADV_POPULATE):
             raise ModelOSError(errno.EINVAL)
         if not length:
             return
@@ -396,6 +426,10 @@ class ModelMM:
             raise ModelOSError(errno.EINVAL)
         if self.closed:
             raise ModelOSError(errno.EINVAL)
+        if advice in MADV_FLAGS:
+            return self._madvise_flag(addr, end, advice)
+        if advice in MADV_POPULATE:
+            return self._madvise_populate(addr, end, advice)
         if advice == MADV_FREE and any(v.start < end and addr < v.end and v.shared
                                        for v in self.vmas):
             raise ModelOSError(errno.EINVAL)   # private anonymous memory only
@@ -404,14 +438,56 @@ class ModelMM:
         if not self.fully_mapped(addr, end):
             raise ModelOSError(errno.ENOMEM)
 
+    def _madvise_flag(self, addr: int, end: int, advice: int) -> None:
+        """The mapped parts change; WIPEONFORK stops at a shared VMA (EINVAL);
+        a split past the limit is EAGAIN with nothing changed."""
+        flag, on = MADV_FLAGS[advice]
+        stop = end
+        if advice == MADV_WIPEONFORK:
+            for v in self.vmas:
+                if v.shared and v.start < end and v.end > addr:
+                    stop = max(v.start, addr)
+                    break
+        if stop > addr:
+            after = self._layout_flag(addr, stop, flag, on)
+            if self.over_limit(after):
+                raise ModelOSError(errno.EAGAIN)
+            self.vmas = after
+        if stop < end:
+            raise ModelOSError(errno.EINVAL)
+        if not self.fully_mapped(addr, end):
+            raise ModelOSError(errno.ENOMEM)
+
+    def _madvise_populate(self, addr: int, end: int, advice: int) -> None:
+        """Linux 5.14: a VMA without the access's permission stops the walk
+        with EINVAL; holes are passed over and reported with ENOMEM."""
+        need = PROT_WRITE if advice == MADV_POPULATE_WRITE else PROT_READ
+        at, hole = addr, False
+        for v in self.vmas:
+            if v.end <= at:
+                continue
+            if v.start >= end:
+                break
+            if v.start > at:
+                hole = True
+            if not v.prot & need:
+                raise ModelOSError(errno.EINVAL)
+            at = v.end
+        if hole or at < end:
+            raise ModelOSError(errno.ENOMEM)
+
     def set_max_map_count(self, n: int) -> None:
         self.max_map_count = n
 
     def fork(self) -> "ModelMM":
         if self.closed:
             raise ModelOSError(errno.EINVAL)
-        return ModelMM(vmas=[v.copy() for v in self.vmas],
-                       private={a: bytearray(p) for a, p in self.private.items()},
+        def copied(a: int) -> bool:
+            v = self.lookup(a)
+            return v is None or not v.flags & (VM_DONTCOPY | VM_WIPEONFORK)
+
+        return ModelMM(vmas=[v.copy() for v in self.vmas if not v.flags & VM_DONTCOPY],
+                       private={a: bytearray(p) for a, p in self.private.items() if copied(a)},
                        brk=self.brk, start_brk=self.start_brk, mmap_base=self.mmap_base,
                        max_map_count=self.max_map_count)
 

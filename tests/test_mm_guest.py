@@ -168,6 +168,40 @@ def test_host_backing_gives_a_whole_vma_in_one_host_range():
     assert mln.MM.host_frames_in_use() == base     # every frame given back
 
 
+def test_host_backing_fork_advice_and_populate():
+    """MADV_WIPEONFORK on a host-backed mm: the child's window reads zero (a
+    store made only through the parent's window too), the parent's window
+    stays writable; MADV_DONTFORK leaves the range out; MADV_POPULATE_*
+    give every page its PTE."""
+    base = mln.MM.host_frames_in_use()
+    mm = mln.MM(host_backing=True, name="backed")
+    a = mm.mmap(8 * P, RW, PRIV)
+    mm.madvise(a, 8 * P, mln.MADV_POPULATE_READ)
+    assert mm.nr_pages() == 8
+    hr = mm.vma_host_range(a, mln.Access.WRITE)
+    ctypes.memmove(hr.host + 2 * P, b"wiped", 5)
+    ctypes.memmove(hr.host + 6 * P, b"gone", 4)
+    mm.madvise(a + 2 * P, 2 * P, mln.MADV_WIPEONFORK)
+    mm.madvise(a + 6 * P, 2 * P, mln.MADV_DONTFORK)
+    child = mm.fork()
+    assert [(v.start, v.end) for v in child.maps()] == [(a, a + 2 * P), (a + 2 * P, a + 4 * P),
+                                                        (a + 4 * P, a + 6 * P)]
+    hc = child.vma_host_range(a + 2 * P, mln.Access.READ)
+    assert ctypes.string_at(hc.host + (a + 2 * P - hc.start), 5) == bytes(5)
+    assert child.read(a + 2 * P, 5) == bytes(5)
+    with pytest.raises(mln.SegmentationFault):
+        child.read(a + 6 * P, 1)
+    hp = mm.vma_host_range(a + 2 * P, mln.Access.READ)
+    assert hp.prot == RW                              # not made copy-on-write
+    assert mm.read(a + 2 * P, 5) == b"wiped" and mm.read(a + 6 * P, 4) == b"gone"
+    child.madvise(a + 2 * P, P, mln.MADV_POPULATE_WRITE)
+    child.write(a + 2 * P, b"child")
+    assert mm.read(a + 2 * P, 5) == b"wiped"
+    child.close()
+    mm.close()
+    assert mln.MM.host_frames_in_use() == base
+
+
 def test_host_backing_must_be_a_bool():
     with pytest.raises(TypeError, match="host_backing"):
         mln.MM(host_backing=1)

@@ -125,6 +125,20 @@ def test_mprotect_and_brk_take_the_write_lock(populated):
     assert traced(mm, lambda: mm.brk(0x555555560000)) == WRITE
 
 
+def test_madvise_fork_advice_takes_the_write_lock_and_populate_the_read_lock(populated):
+    """As Linux's madvise_need_mmap_write(): advice changing vm_flags writes."""
+    mm, a, s = populated
+    for advice in (mln.MADV_DONTFORK, mln.MADV_DOFORK, mln.MADV_WIPEONFORK,
+                   mln.MADV_KEEPONFORK):
+        assert traced(mm, lambda: mm.madvise(a + P, P, advice)) == WRITE
+    with Events() as ev:
+        with pytest.raises(OSError):
+            mm.madvise(s, P, mln.MADV_WIPEONFORK)    # EINVAL (shared) under the lock
+    assert ev.of(mm) == WRITE
+    for advice in (mln.MADV_POPULATE_READ, mln.MADV_POPULATE_WRITE):
+        assert traced(mm, lambda: mm.madvise(a, 4 * P, advice)) == READ
+
+
 def test_register_unregister_close_and_limit_take_the_write_lock(mm):
     with Events() as ev:
         h = mm.register_notifier(object())
@@ -252,6 +266,7 @@ READERS = {
     "write": lambda mm, a: mm.write(a, b"x"),
     "gup": lambda mm, a: mm.get_user_pages(a, 1).unpin(),
     "dontneed": lambda mm, a: mm.madvise(a, P, mln.MADV_DONTNEED),
+    "populate": lambda mm, a: mm.madvise(a, P, mln.MADV_POPULATE_WRITE),
     "maps": lambda mm, a: mm.maps(),
 }
 WRITERS = {
@@ -259,6 +274,7 @@ WRITERS = {
     "munmap": lambda mm, a: mm.munmap(a, P),
     "mprotect": lambda mm, a: mm.mprotect(a, P, mln.PROT_READ),
     "brk": lambda mm, a: mm.brk(0),
+    "dontfork": lambda mm, a: mm.madvise(a, P, mln.MADV_DONTFORK),
     "fork": lambda mm, a: mm.fork().close(),
     "register_notifier": lambda mm, a: mm.register_notifier(object()),
     "close": lambda mm, a: mm.close(),

@@ -183,11 +183,25 @@ class MMMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def madvise(self, data: Any) -> None:
         real, model = self.pick(data)
-        # Drops, hints, and advice not emulated (5, 10 DONTFORK, 18 WIPEONFORK, 22 POPULATE_READ).
+        # Drops, hints, fork flags, populating, and advice not emulated (5, 12, -1).
         advice = data.draw(st.sampled_from([M.MADV_DONTNEED] * 4 + [M.MADV_FREE] * 2
-                                           + [0, 1, 2, 3, 5, -1, 14, 20, 24, 10, 18, 22]),
+                                           + [M.MADV_DONTFORK, M.MADV_WIPEONFORK] * 3
+                                           + [M.MADV_DOFORK, M.MADV_KEEPONFORK] * 2
+                                           + [M.MADV_POPULATE_READ, M.MADV_POPULATE_WRITE] * 2
+                                           + [0, 1, 2, 3, 5, 12, -1, 14, 20, 24]),
                            label="advice")
         self.both(real, model, "madvise", self.addr(data, model), self.length(data), advice)
+
+    @rule(data=st.data())
+    def fork_advice(self, data: Any) -> None:
+        """A fork flag over a few pages, mostly of a mapping: what the next
+        fork leaves out or gives the child empty."""
+        real, model = self.pick(data)
+        advice = data.draw(st.sampled_from([M.MADV_DONTFORK, M.MADV_WIPEONFORK] * 2
+                                           + [M.MADV_DOFORK, M.MADV_KEEPONFORK]), label="advice")
+        npages = data.draw(st.integers(1, 4), label="npages")
+        self.both(real, model, "madvise", self.addr(data, model, aligned=True), npages * PAGE,
+                  advice)
 
     @rule(data=st.data())
     def brk(self, data: Any) -> None:

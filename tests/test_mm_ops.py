@@ -509,14 +509,129 @@ def test_madvise_hints_keep_the_data_and_check_the_range(mm, advice):
     assert mm.sys_madvise(a, 2 * P, getattr(mln, advice)) == -errno.ENOMEM
 
 
-@pytest.mark.parametrize("advice", [9, 10, 11, 12, 18, 22, 23, 100])
+@pytest.mark.parametrize("advice", [9, 12, 13, 25, 100])
 def test_madvise_not_emulated_is_einval(mm, advice):
-    """REMOVE, DONTFORK, DOFORK, MERGEABLE, WIPEONFORK, POPULATE_*, HWPOISON:
-    EINVAL, as from a kernel built without them; nothing changes."""
+    """REMOVE, MERGEABLE, UNMERGEABLE, COLLAPSE, HWPOISON: EINVAL, as from a
+    kernel built without them; nothing changes."""
     a = mm.mmap(P, RW, PRIV)
     mm.write(a, b"kept")
     assert mm.sys_madvise(a, P, advice) == -errno.EINVAL
     assert mm.read(a, 4) == b"kept"
+
+
+def test_madvise_dontfork_leaves_the_range_out_of_the_child(mm):
+    a = mm.mmap(6 * P, RW, PRIV)
+    mm.write(a, bytes(range(256)) * (6 * P // 256))
+    mm.madvise(a + 2 * P, 2 * P, mln.MADV_DONTFORK)
+    # The VMA is split at the range's edges (maps shows it).
+    assert layout(mm) == [(a, a + 2 * P, RW, mln.MAP_PRIVATE),
+                          (a + 2 * P, a + 4 * P, RW, mln.MAP_PRIVATE),
+                          (a + 4 * P, a + 6 * P, RW, mln.MAP_PRIVATE)]
+    child = mm.fork()
+    try:
+        assert layout(child) == [(a, a + 2 * P, RW, mln.MAP_PRIVATE),
+                                 (a + 4 * P, a + 6 * P, RW, mln.MAP_PRIVATE)]
+        with pytest.raises(mln.SegmentationFault) as ei:
+            child.read(a + 2 * P, 1)
+        assert ei.value.si_code == mln.SEGV_MAPERR
+        assert child.read(a + 5 * P, 4) == mm.read(a + 5 * P, 4)
+    finally:
+        child.close()
+    assert mm.read(a + 3 * P, 3) == bytes([0, 1, 2])
+    # DOFORK over the whole range: merged back, and copied.
+    mm.madvise(a, 6 * P, mln.MADV_DOFORK)
+    assert layout(mm) == [(a, a + 6 * P, RW, mln.MAP_PRIVATE)]
+    child = mm.fork()
+    try:
+        assert child.read(a + 3 * P, 3) == bytes([0, 1, 2])
+    finally:
+        child.close()
+
+
+def test_madvise_dontfork_hole_and_limit(mm):
+    a = mm.mmap(3 * P, RW, PRIV)
+    mm.munmap(a + P, P)
+    # A hole: the mapped parts change, ENOMEM reported.
+    assert mm.sys_madvise(a, 3 * P, mln.MADV_DONTFORK) == -errno.ENOMEM
+    child = mm.fork()
+    try:
+        assert layout(child) == []
+    finally:
+        child.close()
+    # A split past max_map_count: EAGAIN (Linux since 5.18), nothing changed.
+    b = mm.mmap(3 * P, RW, PRIV)
+    mm.set_max_map_count(mm.map_count)
+    assert errno_of(mm.madvise, b + P, P, mln.MADV_DONTFORK) == errno.EAGAIN
+    assert (b, b + 3 * P, RW, mln.MAP_PRIVATE) in layout(mm)
+
+
+def test_madvise_wipeonfork_gives_the_child_zeros(mm):
+    a = mm.mmap(4 * P, RW, PRIV)
+    s = mm.mmap(P, RW, SHARED)
+    mm.write(a, b"w" * (4 * P))
+    assert errno_of(mm.madvise, s, P, mln.MADV_WIPEONFORK) == errno.EINVAL
+    mm.madvise(a + P, 2 * P, mln.MADV_WIPEONFORK)
+    before = mm.nr_pages()
+    child = mm.fork()
+    try:
+        assert layout(child) == layout(mm)            # same range, prot, name
+        assert child.read(a, P) == b"w" * P
+        assert child.read(a + P, 2 * P) == bytes(2 * P)
+        assert child.read(a + 3 * P, P) == b"w" * P
+        child.write(a + P, b"child")
+        assert mm.read(a + P, 5) == b"wwwww"
+        # The child's VMA keeps the flag.
+        grandchild = child.fork()
+        assert grandchild.read(a + P, 5) == bytes(5)
+        grandchild.close()
+    finally:
+        child.close()
+    assert mm.nr_pages() == before
+    assert mm.read(a, 4 * P) == b"w" * (4 * P)
+    mm.madvise(a, 4 * P, mln.MADV_KEEPONFORK)
+    assert [v.end - v.start for v in mm.maps() if v.start == a] == [4 * P]
+    child = mm.fork()
+    try:
+        assert child.read(a + P, 2 * P) == b"w" * (2 * P)
+    finally:
+        child.close()
+
+
+def test_madvise_populate_faults_the_range_in(mm):
+    a = mm.mmap(4 * P, RW, PRIV)
+    assert mm.nr_pages() == 0
+    mm.madvise(a, 2 * P, mln.MADV_POPULATE_READ)
+    assert mm.nr_pages() == 2
+    mm.madvise(a, 4 * P, mln.MADV_POPULATE_WRITE)
+    assert mm.nr_pages() == 4
+    ro = mm.mmap(P, RO, PRIV)
+    none = mm.mmap(P, mln.PROT_NONE, PRIV)
+    assert mm.sys_madvise(ro, P, mln.MADV_POPULATE_WRITE) == -errno.EINVAL
+    assert mm.sys_madvise(ro, P, mln.MADV_POPULATE_READ) == 0
+    assert mm.sys_madvise(none, P, mln.MADV_POPULATE_READ) == -errno.EINVAL
+    assert mm.nr_pages() == 5
+    # A hole: the mapped parts populated, ENOMEM.
+    mm.madvise(a, 4 * P, mln.MADV_DONTNEED)
+    mm.munmap(a + P, P)
+    assert errno_of(mm.madvise, a, 4 * P, mln.MADV_POPULATE_READ) == errno.ENOMEM
+    assert mm.nr_pages() == 4
+
+
+def test_madvise_populate_write_breaks_copy_on_write(mm):
+    a = mm.mmap(P, RW, PRIV)
+    mm.write(a, b"parent")
+    child = mm.fork()
+    try:
+        n = registered(mm)
+        mm.madvise(a, P, mln.MADV_POPULATE_READ)      # present already: nothing to do
+        assert n.take() == []
+        mm.madvise(a, P, mln.MADV_POPULATE_WRITE)     # the copy: its old translation goes
+        assert n.take() == [("start", a, a + P), ("end", a, a + P)]
+        mm.write(a, b"PARENT")                        # and no second copy for the write
+        assert n.take() == []
+        assert child.read(a, 6) == b"parent"
+    finally:
+        child.close()
 
 
 def test_madvise_past_the_top_is_enomem(mm):
@@ -838,6 +953,8 @@ def test_close_releases_and_later_operations_fail():
     assert errno_of(mm.mprotect, a, P, RO) == errno.EINVAL
     assert errno_of(mm.madvise, a, P, mln.MADV_DONTNEED) == errno.EINVAL
     assert errno_of(mm.madvise, a, P, mln.MADV_WILLNEED) == errno.EINVAL
+    assert errno_of(mm.madvise, a, P, mln.MADV_DONTFORK) == errno.EINVAL
+    assert errno_of(mm.madvise, a, P, mln.MADV_POPULATE_READ) == errno.EINVAL
     assert errno_of(mm.fork) == errno.EINVAL
     assert errno_of(mm.register_notifier, Notes()) == errno.EINVAL
     for fn, args in [(mm.fault, (a,)), (mm.fault, (a, True)), (mm.read, (a, 1)),

@@ -30,6 +30,8 @@ def _ops(mm: mln.MM, a: int) -> Dict[str, Callable[[], Any]]:
         "mprotect": lambda: mm.mprotect(a, P, mln.PROT_READ),
         "brk": lambda: mm.brk(0x555555560000 + P),
         "madvise": lambda: mm.madvise(a, P, mln.MADV_DONTNEED),
+        "madvise_dontfork": lambda: mm.madvise(a + P, P, mln.MADV_DONTFORK),   # write lock
+        "madvise_populate": lambda: mm.madvise(a, 2 * P, mln.MADV_POPULATE_WRITE),
         "fault": lambda: mm.fault(a, True),
         "read": lambda: mm.read(a, 8),
         "write": lambda: mm.write(a, b"x"),
@@ -56,7 +58,8 @@ OPS = sorted(_ops(None, 0))  # type: ignore[arg-type]   (names only: nothing is 
 
 
 WRITE_SIDE = {"mmap", "munmap", "mprotect", "brk", "fork", "set_max_map_count",
-              "register_notifier", "close", "mremap", "sys_munmap", "secondary_mmu"}
+              "register_notifier", "close", "mremap", "sys_munmap", "secondary_mmu",
+              "madvise_dontfork"}
 # Faults and guest accesses under per_vma need only the VMA's lock, which the
 # caller's mmap write lock does not hold: they run (as they do in the kernel).
 VMA_LOCKED = {"fault", "read", "write", "vma_lookup", "pin_page", "vma_host_range"}
@@ -209,6 +212,7 @@ def _blocking_ops(mm: mln.MM) -> Dict[str, Callable[[], Any]]:
         "maps": lambda: mm.maps(),
         "fork": lambda: mm.fork().close(),
         "madvise": lambda: mm.madvise(UNMAPPED, P, mln.MADV_WILLNEED),
+        "madvise_dontfork": lambda: mm.madvise(UNMAPPED, P, mln.MADV_DONTFORK),
         # The guest-memory entry points (issue 11): the same pattern.
         "find_vma": lambda: mm.find_vma(UNMAPPED),
         "vma_lookup": lambda: mm.vma_lookup(UNMAPPED),
@@ -222,10 +226,12 @@ def _blocking_ops(mm: mln.MM) -> Dict[str, Callable[[], Any]]:
     }
 
 
-FAILS_UNMAPPED = {"read", "madvise", "fault_killable", "pin_page", "vma_host_range", "mremap"}
+FAILS_UNMAPPED = {"read", "madvise", "madvise_dontfork", "fault_killable", "pin_page",
+                  "vma_host_range", "mremap"}
 
 
-@pytest.mark.parametrize("op", ["read", "mmap", "maps", "fork", "madvise", "find_vma",
+@pytest.mark.parametrize("op", ["read", "mmap", "maps", "fork", "madvise", "madvise_dontfork",
+                                "find_vma",
                                 "vma_lookup", "fault_killable", "pin_page", "vma_host_range",
                                 "mremap", "read_locked", "secondary_mmu", "sys_munmap"])
 def test_ctrl_c_reaches_an_operation_blocked_on_the_lock(op):

@@ -407,7 +407,9 @@ int mm_free(struct mm_struct *mm)
  * is not reachable by anyone else yet, so there is no deadlock potential,
  * but the lock-order checker must be told).  Private mappings share their
  * pages copy-on-write: write-protected in both, so the first write on
- * either side copies; shared ones share them writable.
+ * either side copies; shared ones share them writable.  As dup_mmap(): a
+ * VMA with VM_DONTCOPY (MADV_DONTFORK) is not copied, and one with
+ * VM_WIPEONFORK gets no pages in the child.
  */
 struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 {
@@ -448,14 +450,24 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 	child->brk = mm->brk;
 	child->max_map_count = mm->max_map_count;
 	for (struct vm_area_struct *v = vma_first(&mm->mm_vmas); v && !rc; v = vma_next(v)) {
-		struct vm_area_struct *n = vma_dup(v);
+		struct vm_area_struct *n;
 		bool cow = !(v->vm_flags & VM_SHARED);
 
+		if (v->vm_flags & VM_DONTCOPY)
+			continue;	/* MADV_DONTFORK: nothing mapped there in the child */
+		n = vma_dup(v);
 		if (!n) {
 			rc = -ENOMEM;
 			break;
 		}
 		mm_vma_link(child, n);
+		/*
+		 * MADV_WIPEONFORK: the child's VMA starts empty (demand-zero, its
+		 * flag kept, as dup_mmap() keeps it), and the parent's pages stay
+		 * writable: nothing is shared.
+		 */
+		if (v->vm_flags & VM_WIPEONFORK)
+			continue;
 		/* Its PTEs become read-only: no fault may work on it meanwhile. */
 		mm_vma_lock(mm, v);
 		if (cow)

@@ -4,10 +4,12 @@
  *
  * The operations take the mm's mmap_lock exactly where the kernel takes it:
  *
- *   mm_mmap, mm_mprotect, mm_brk                write
+ *   mm_mmap, mm_mprotect, mm_brk,
+ *   mm_madvise changing VMA flags (MADV_DONTFORK,
+ *   DOFORK, WIPEONFORK, KEEPONFORK)             write
  *   mm_munmap                                   write, downgraded to read while
  *                                               the page tables are torn down
- *   mm_madvise, mm_fault,
+ *   mm_madvise (other advice), mm_fault,
  *   mm_access, mm_get_user_pages, mm_maps       read
  *   mm_fork                                     the parent's write lock, then the
  *                                               child's with mmap_write_lock_nested(
@@ -53,6 +55,24 @@
 #endif
 #ifndef MADV_DONTNEED_LOCKED
 #define MADV_DONTNEED_LOCKED 24
+#endif
+#ifndef MADV_DONTFORK
+#define MADV_DONTFORK 10
+#endif
+#ifndef MADV_DOFORK
+#define MADV_DOFORK 11
+#endif
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#endif
+#ifndef MADV_KEEPONFORK
+#define MADV_KEEPONFORK 19
+#endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
 #endif
 
 /* cffi:begin */
@@ -115,8 +135,13 @@ int mm_mprotect(struct mm_struct *mm, uint64_t addr, uint64_t length, int prot);
 /* brk(2): the new break, or the current one when the request fails (as the
  * syscall); a negative errno only when the mm's lock was refused. */
 int64_t mm_brk(struct mm_struct *mm, uint64_t brk);
+/*
+ * madvise(2) of anonymous memory: 0, or a negative errno as Linux gives it
+ * (mm_mmap.c, above madvise_kind(), says what each advice does here).
+ */
 int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice);
-/* fork's address-space copy: the child, or NULL with *@err set. */
+/* fork's address-space copy: the child, or NULL with *@err set.  A VMA with
+ * MADV_DONTFORK is not copied; one with MADV_WIPEONFORK is copied empty. */
 struct mm_struct *mm_fork(struct mm_struct *mm, int *err);
 
 /*

@@ -679,37 +679,66 @@ const uint8_t *mm_page_data(const struct page *page)
 	return page->data;
 }
 
-void mm_populate(struct mm_struct *mm, uint64_t start, uint64_t len)
+int mm_populate_locked(struct mm_struct *mm, uint64_t start, uint64_t end,
+		       enum mm_populate_mode mode)
 {
-	MM_OP(MM_OP_POPULATE);
-	uint64_t addr = start, end = start + len;
+	uint64_t addr = start;
+	bool hole = false;
 
-	/* A refusal or an interrupted wait leaves the pages to later faults. */
-	if (mm_lock(mm, false))
-		return;
-	while (addr < end && !mm->mm_closed) {
+	while (addr < end) {
 		struct vm_area_struct *v = vma_find(&mm->mm_vmas, addr);
 		uint64_t stop;
 		int access;
 
-		if (!v || v->vm_start >= end)
+		if (!v || v->vm_start >= end) {
+			hole = true;
 			break;
-		if (addr < v->vm_start)
+		}
+		if (addr < v->vm_start) {
+			hole = true;
 			addr = v->vm_start;
+		}
 		stop = v->vm_end < end ? v->vm_end : end;
-		/*
-		 * populate_vma_page_range(): a private writable mapping is
-		 * written (it gets its own pages), others read; PROT_NONE is
-		 * skipped.
-		 */
-		access = (v->vm_prot & PROT_WRITE) && !(v->vm_flags & VM_SHARED) ? MM_ACCESS_WRITE
-										   : MM_ACCESS_READ;
-		for (; v->vm_prot != PROT_NONE && addr < stop; addr += MLN_PAGE_SIZE)
-			if (mm_handle_fault(mm, v, addr, access, false) < 0)
-				goto out;	/* out of memory: the rest faults later */
-		addr = stop;
+		if (mode == MM_POPULATE_MAP) {
+			/*
+			 * populate_vma_page_range(): a private writable mapping is
+			 * written (it gets its own pages), others read; PROT_NONE is
+			 * skipped.
+			 */
+			access = (v->vm_prot & PROT_WRITE) && !(v->vm_flags & VM_SHARED)
+					 ? MM_ACCESS_WRITE : MM_ACCESS_READ;
+			if (v->vm_prot == PROT_NONE)
+				addr = stop;
+		} else {
+			/*
+			 * Linux 5.14's faultin_vma_page_range(): gup's
+			 * check_vma_flags() refuses a read of a VMA without
+			 * PROT_READ and a write of one without PROT_WRITE (no
+			 * FOLL_FORCE), and madvise_populate() makes that EINVAL.
+			 */
+			access = mode == MM_POPULATE_WRITE ? MM_ACCESS_WRITE : MM_ACCESS_READ;
+			if (!(v->vm_prot & (mode == MM_POPULATE_WRITE ? PROT_WRITE : PROT_READ)))
+				return -EINVAL;
+		}
+		for (; addr < stop; addr += MLN_PAGE_SIZE) {
+			int rc = mm_handle_fault(mm, v, addr, access, false);
+
+			if (rc < 0)
+				return rc;	/* out of memory: the rest faults later */
+		}
 	}
-out:
+	return hole ? -ENOMEM : 0;
+}
+
+void mm_populate(struct mm_struct *mm, uint64_t start, uint64_t len)
+{
+	MM_OP(MM_OP_POPULATE);
+
+	/* A refusal or an interrupted wait leaves the pages to later faults. */
+	if (mm_lock(mm, false))
+		return;
+	if (!mm->mm_closed)
+		(void)mm_populate_locked(mm, start, start + len, MM_POPULATE_MAP);
 	mmap_read_unlock(mm);
 }
 

@@ -202,6 +202,17 @@ static inline bool vma_permits(const struct vm_area_struct *vma, int access)
  * (mm_fault.c); what cannot be faulted in is left to later faults.
  */
 void mm_populate(struct mm_struct *mm, uint64_t start, uint64_t len);
+/*
+ * The prefault itself, the read lock held: every page of the VMAs of
+ * [start, end) faulted in.  MM_POPULATE_MAP (MAP_POPULATE): written in a
+ * private writable VMA, read in others, PROT_NONE passed over.
+ * MM_POPULATE_READ / WRITE (MADV_POPULATE_*): read / written, and a VMA
+ * that does not allow it stops the walk with -EINVAL.  0, -ENOMEM (out of
+ * memory; or a hole, which is passed over), or -EINVAL.
+ */
+enum mm_populate_mode { MM_POPULATE_MAP, MM_POPULATE_READ, MM_POPULATE_WRITE };
+int mm_populate_locked(struct mm_struct *mm, uint64_t start, uint64_t end,
+		       enum mm_populate_mode mode);
 
 /*
  * A fault at unmapped @addr with the read lock held (mm_stack.c): if a

@@ -5,10 +5,11 @@
  * The VMA layout follows Linux's: a new or changed private anonymous range
  * merges with a touching neighbour of the same protection (so the layout is
  * always maximally merged, as a sequence of the same calls leaves it on
- * Linux); shared anonymous mappings never merge; partial unmaps and
- * protection changes split.  An operation that would leave more VMAs than
- * max_map_count (and more than before) fails with ENOMEM and changes
- * nothing.  Unmapped ranges are found top-down below mmap_base, then below
+ * Linux); shared anonymous mappings never merge; partial unmaps, protection
+ * changes and flag changes (madvise's MADV_DONTFORK, MADV_WIPEONFORK and
+ * their undoing) split, and only VMAs with equal flags merge.  An operation
+ * that would leave more VMAs than max_map_count (and more than before) fails
+ * with ENOMEM and changes nothing.  Unmapped ranges are found top-down below mmap_base, then below
  * MM_TASK_SIZE.
  */
 #include <errno.h>
@@ -112,12 +113,42 @@ static int split_if_inside(struct mm_struct *mm, uint64_t addr)
 	return 0;
 }
 
-/* The same, unless that VMA already has protection @prot (mprotect leaves it whole). */
-static int split_if_changing(struct mm_struct *mm, uint64_t addr, int prot)
+/*
+ * The changes of a range that keep its VMAs (mprotect, madvise's flag
+ * advice): the protection, or one vm_flags bit set or cleared.
+ */
+enum change { CHANGE_UNMAP, CHANGE_MAP, CHANGE_PROTECT, CHANGE_SET_FLAG, CHANGE_CLEAR_FLAG };
+
+/* What @what makes of the part of @v in its range: the protection and the flags. */
+static void changed_to(const struct vm_area_struct *v, enum change what, uint32_t prot,
+		       uint32_t flags, uint32_t *new_prot, uint32_t *new_flags)
+{
+	*new_prot = what == CHANGE_PROTECT ? prot : v->vm_prot;
+	*new_flags = what == CHANGE_SET_FLAG	 ? v->vm_flags | flags
+		     : what == CHANGE_CLEAR_FLAG ? v->vm_flags & ~flags
+						 : v->vm_flags;
+}
+
+/* Whether @what changes @v's part of its range (one it does not change is left whole). */
+static bool changes(const struct vm_area_struct *v, enum change what, uint32_t prot,
+		    uint32_t flags)
+{
+	uint32_t new_prot, new_flags;
+
+	changed_to(v, what, prot, flags, &new_prot, &new_flags);
+	return new_prot != v->vm_prot || new_flags != v->vm_flags;
+}
+
+/*
+ * The same as split_if_inside, unless @what leaves that VMA as it is (as
+ * Linux's mprotect_fixup() and madvise_update_vma() leave it whole).
+ */
+static int split_if_changing(struct mm_struct *mm, uint64_t addr, enum change what, uint32_t prot,
+			     uint32_t flags)
 {
 	struct vm_area_struct *v = vma_lookup(&mm->mm_vmas, addr);
 
-	if (v && v->vm_start < addr && v->vm_prot != (uint32_t)prot)
+	if (v && v->vm_start < addr && changes(v, what, prot, flags))
 		return split_at(mm, v, addr);
 	return 0;
 }
@@ -137,12 +168,11 @@ static size_t vmas_in(struct mm_struct *mm, uint64_t start, uint64_t end)
  * The limit rule needs the VMA count an operation would leave, merges
  * included, before doing it.  The operation replaces [start, end): by a hole
  * (CHANGE_UNMAP), by one new mapping (CHANGE_MAP), or by the same VMAs with
- * another protection (CHANGE_PROTECT).  Only the window of VMAs touching or
- * intersecting [start, end) can change; it is rebuilt as segments, merged as
+ * another protection (CHANGE_PROTECT) or flags (CHANGE_SET_FLAG,
+ * CHANGE_CLEAR_FLAG).  Only the window of VMAs touching or intersecting
+ * [start, end) can change; it is rebuilt as segments, merged as
  * mm_merge_around() would, and counted.
  */
-enum change { CHANGE_UNMAP, CHANGE_MAP, CHANGE_PROTECT };
-
 struct segment {
 	uint64_t start, end;
 	uint32_t prot, flags;
@@ -175,6 +205,7 @@ static size_t count_after(struct mm_struct *mm, uint64_t start, uint64_t end, en
 	size_t window = 0, n = 0;
 	struct segment *seg;
 	bool mapped = what != CHANGE_MAP;
+	bool keeps = what != CHANGE_MAP && what != CHANGE_UNMAP;	/* the VMAs stay */
 
 	for (v = first; v && v->vm_start <= end; v = vma_next(v))
 		window++;
@@ -184,9 +215,10 @@ static size_t count_after(struct mm_struct *mm, uint64_t start, uint64_t end, en
 	for (v = first; v && v->vm_start <= end; v = vma_next(v)) {
 		uint64_t mid_s = v->vm_start > start ? v->vm_start : start;
 		uint64_t mid_e = v->vm_end < end ? v->vm_end : end;
+		uint32_t new_prot, new_flags;
 
-		if (what == CHANGE_PROTECT && v->vm_prot == prot) {
-			/* Left whole, as do_mprotect() leaves it (split_if_changing). */
+		if (keeps && !changes(v, what, prot, flags)) {
+			/* Left whole, as change_range() leaves it (split_if_changing). */
 			push_segment(seg, &n, v->vm_start, v->vm_end, v->vm_prot, v->vm_flags);
 			continue;
 		}
@@ -196,8 +228,9 @@ static size_t count_after(struct mm_struct *mm, uint64_t start, uint64_t end, en
 		}
 		push_segment(seg, &n, v->vm_start, v->vm_end < start ? v->vm_end : start,
 			     v->vm_prot, v->vm_flags);
-		if (what == CHANGE_PROTECT && mid_s < mid_e)
-			push_segment(seg, &n, mid_s, mid_e, prot, v->vm_flags);
+		changed_to(v, what, prot, flags, &new_prot, &new_flags);
+		if (keeps && mid_s < mid_e)
+			push_segment(seg, &n, mid_s, mid_e, new_prot, new_flags);
 		if (!mapped && v->vm_end > start) {
 			push_segment(seg, &n, start, end, prot, flags);
 			mapped = true;
@@ -510,7 +543,8 @@ static bool fully_mapped(struct mm_struct *mm, uint64_t start, uint64_t end)
 	return true;
 }
 
-static int protect_range(struct mm_struct *mm, uint64_t start, uint64_t end, int prot);
+static int change_range(struct mm_struct *mm, uint64_t start, uint64_t end, enum change what,
+			uint32_t prot, uint32_t flags);
 
 /* The end of the mapped run from @start (at most @end); @start itself if unmapped. */
 static uint64_t mapped_until(struct mm_struct *mm, uint64_t start, uint64_t end)
@@ -534,41 +568,53 @@ static uint64_t mapped_until(struct mm_struct *mm, uint64_t start, uint64_t end)
 static int do_mprotect(struct mm_struct *mm, uint64_t start, uint64_t end, int prot)
 {
 	uint64_t stop = mapped_until(mm, start, end);
-	int err = protect_range(mm, start, stop, prot);
+	int err = change_range(mm, start, stop, CHANGE_PROTECT, (uint32_t)prot, 0);
 
 	if (err)
 		return err;
 	return stop < end ? -ENOMEM : 0;
 }
 
-static int protect_range(struct mm_struct *mm, uint64_t start, uint64_t end, int prot)
+/*
+ * Change the protection (CHANGE_PROTECT: @prot) or one flag (@flags) of the
+ * VMAs of [start, end), write lock held: split at the ends, change, merge.
+ * Holes in the range are passed over (mprotect gives none).  0, or -ENOMEM
+ * (the VMA limit, or no memory for a split: nothing changed).
+ */
+static int change_range(struct mm_struct *mm, uint64_t start, uint64_t end, enum change what,
+			uint32_t prot, uint32_t flags)
 {
-	struct vm_area_struct *v, *first;
+	bool protect = what == CHANGE_PROTECT;
+	struct vm_area_struct *v;
 	int err;
 
 	if (start == end)
 		return 0;
-	if (over_limit(mm, start, end, CHANGE_PROTECT, (uint32_t)prot, 0))
+	if (over_limit(mm, start, end, what, prot, flags))
 		return -ENOMEM;
-	/* A VMA that already has the protection is left whole, as Linux leaves it. */
-	err = split_if_changing(mm, start, prot);
+	/* A VMA the change leaves as it is is left whole, as Linux leaves it. */
+	err = split_if_changing(mm, start, what, prot, flags);
 	if (!err)
-		err = split_if_changing(mm, end, prot);
+		err = split_if_changing(mm, end, what, prot, flags);
 	if (err)
 		return err;
-	/* The emulator's translations of the range are stale from here. */
-	mm_notify_start(mm, start, end, MM_INVAL_PROTECT, (uint32_t)prot);
+	/* The emulator's translations of the range are stale from here (flags change none). */
+	if (protect)
+		mm_notify_start(mm, start, end, MM_INVAL_PROTECT, prot);
 	for (v = vma_find(&mm->mm_vmas, start); v && v->vm_start < end; v = vma_next(v)) {
+		uint32_t new_prot, new_flags;
+
+		changed_to(v, what, prot, flags, &new_prot, &new_flags);
 		mm_vma_lock(mm, v);
-		if ((v->vm_prot & PROT_WRITE) && !(prot & PROT_WRITE))
+		if ((v->vm_prot & PROT_WRITE) && !(new_prot & PROT_WRITE))
 			pgtable_wrprotect(&mm->pgt, v->vm_start, v->vm_end);
-		v->vm_prot = (uint32_t)prot;
+		v->vm_prot = new_prot;
+		v->vm_flags = new_flags;
 	}
-	mm_notify_end(mm, start, end);
+	if (protect)
+		mm_notify_end(mm, start, end);
 	/* Merge the changed VMAs with each other and with their outer neighbours. */
-	first = vma_find(&mm->mm_vmas, start);
-	v = mm_merge_around(mm, first);
-	while ((v = vma_next(v)) && v->vm_start <= end)
+	for (v = vma_find(&mm->mm_vmas, start); v && v->vm_start <= end; v = vma_next(v))
 		v = mm_merge_around(mm, v);
 	return 0;
 }
@@ -643,8 +689,9 @@ static bool brk_grow(struct mm_struct *mm, uint64_t oldbrk, uint64_t newbrk)
 	if (newbrk + MM_PAGE_SIZE > MM_TASK_SIZE || !range_free(mm, oldbrk, newbrk + MM_PAGE_SIZE))
 		return false;
 	prev = oldbrk > MM_MMAP_MIN_ADDR ? vma_lookup(&mm->mm_vmas, oldbrk - 1) : NULL;
-	if (prev && !(prev->vm_flags & VM_SHARED) && prev->vm_prot == (PROT_READ | PROT_WRITE) &&
-	    prev->vm_end == oldbrk) {
+	/* do_brk_flags() grows only a VMA whose flags a new heap VMA would have. */
+	if (prev && !(prev->vm_flags & (VM_SHARED | VM_DONTCOPY | VM_WIPEONFORK)) &&
+	    prev->vm_prot == (PROT_READ | PROT_WRITE) && prev->vm_end == oldbrk) {
 		mm_vma_lock(mm, prev);
 		prev->vm_end = newbrk;		/* the heap VMA grows in place */
 		mm_merge_around(mm, prev);
@@ -726,16 +773,23 @@ static int dontneed(struct mm_struct *mm, uint64_t start, uint64_t end)
 	return hole || at < end ? -ENOMEM : 0;
 }
 
-enum madv_kind { MADV_KIND_INVALID, MADV_KIND_HINT, MADV_KIND_DROP, MADV_KIND_FREE };
+enum madv_kind {
+	MADV_KIND_INVALID, MADV_KIND_HINT, MADV_KIND_DROP, MADV_KIND_FREE, MADV_KIND_FLAG,
+	MADV_KIND_POPULATE
+};
 
 /*
  * What an advice does to anonymous memory here.  Hints change nothing an
  * emulated mm can observe (readahead, reclaim, huge pages, core dumps), so
  * only the kernel's range check is made.  MADV_FREE lets the kernel drop a
  * private page until it is written again, so a read may see the old data or
- * zeros: dropping at once is one of its outcomes.  Advice whose effect is not
- * emulated (DONTFORK, WIPEONFORK, KSM, populating, memory failure) is
- * EINVAL, as from a kernel built without it.
+ * zeros: dropping at once is one of its outcomes.  MADV_DONTFORK / DOFORK
+ * and MADV_WIPEONFORK / KEEPONFORK set or clear a VMA flag (VM_DONTCOPY,
+ * VM_WIPEONFORK) under the write lock, splitting at the range's edges as
+ * mprotect does; mm_fork() honours them.  MADV_POPULATE_READ / WRITE fault
+ * the range in as reads / writes under the read lock.  Advice whose effect
+ * is not emulated (KSM, memory failure, MADV_REMOVE on shared memory,
+ * MADV_COLLAPSE, guard regions) is EINVAL, as from a kernel built without it.
  */
 static enum madv_kind madvise_kind(int advice)
 {
@@ -748,25 +802,60 @@ static enum madv_kind madvise_kind(int advice)
 		return MADV_KIND_DROP;
 	case MADV_FREE:
 		return MADV_KIND_FREE;
+	case MADV_DONTFORK: case MADV_DOFORK: case MADV_WIPEONFORK: case MADV_KEEPONFORK:
+		return MADV_KIND_FLAG;
+	case MADV_POPULATE_READ: case MADV_POPULATE_WRITE:
+		return MADV_KIND_POPULATE;
 	default:
 		return MADV_KIND_INVALID;
 	}
 }
 
-/* MADV_FREE applies to private anonymous memory only: EINVAL if any VMA of the range is shared. */
-static bool any_shared(struct mm_struct *mm, uint64_t start, uint64_t end)
+/*
+ * Where the first shared VMA of [start, end) begins (at least @start), or
+ * @end if none: MADV_FREE and MADV_WIPEONFORK apply to private anonymous
+ * memory only.
+ */
+static uint64_t first_shared(struct mm_struct *mm, uint64_t start, uint64_t end)
 {
 	for (struct vm_area_struct *v = vma_find(&mm->mm_vmas, start); v && v->vm_start < end;
 	     v = vma_next(v))
 		if (v->vm_flags & VM_SHARED)
-			return true;
-	return false;
+			return v->vm_start > start ? v->vm_start : start;
+	return end;
+}
+
+/*
+ * MADV_DONTFORK / DOFORK / WIPEONFORK / KEEPONFORK, write lock held.  As
+ * Linux's madvise_behavior() (5.x; madvise_vma_behavior() since 5.18), VMA
+ * by VMA: the mapped parts change and a hole is reported with ENOMEM
+ * afterwards; MADV_WIPEONFORK stops with EINVAL at a shared VMA, the VMAs
+ * before it changed.  Where a split fails for want of memory or of room
+ * under max_map_count, Linux since 5.18 returns EAGAIN (madvise_vma_behavior()
+ * turns ENOMEM into it; 5.x before gave ENOMEM for the limit); here the
+ * limit is checked first, by the rule above, and then nothing changes.
+ */
+static int madvise_flag(struct mm_struct *mm, uint64_t start, uint64_t end, int advice)
+{
+	bool set = advice == MADV_DONTFORK || advice == MADV_WIPEONFORK;
+	uint32_t flag = advice == MADV_DONTFORK || advice == MADV_DOFORK ? VM_DONTCOPY
+									   : VM_WIPEONFORK;
+	uint64_t stop = advice == MADV_WIPEONFORK ? first_shared(mm, start, end) : end;
+	int err = change_range(mm, start, stop, set ? CHANGE_SET_FLAG : CHANGE_CLEAR_FLAG, 0, flag);
+
+	if (err)
+		return err == -ENOMEM ? -EAGAIN : err;
+	if (stop < end)
+		return -EINVAL;
+	return fully_mapped(mm, start, end) ? 0 : -ENOMEM;
 }
 
 int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
 {
 	MM_OP(MM_OP_MADVISE);
 	enum madv_kind kind = madvise_kind(advice);
+	/* madvise_need_mmap_write(): flag changes take the write lock, the rest read. */
+	bool write = kind == MADV_KIND_FLAG;
 	uint64_t len, end;
 	int err = 0;
 
@@ -781,17 +870,26 @@ int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
 	end = addr + len;
 	if (!len)
 		return -EINVAL;		/* the range wraps */
-	err = mm_lock(mm, false);
+	err = mm_lock(mm, write);
 	if (err)
 		return err;
 	if (mm->mm_closed)
 		err = -EINVAL;
 	else if (kind == MADV_KIND_HINT)
 		err = fully_mapped(mm, addr, end) ? 0 : -ENOMEM;
-	else if (kind == MADV_KIND_FREE && any_shared(mm, addr, end))
+	else if (kind == MADV_KIND_FLAG)
+		err = madvise_flag(mm, addr, end, advice);
+	else if (kind == MADV_KIND_POPULATE)
+		err = mm_populate_locked(mm, addr, end,
+					 advice == MADV_POPULATE_WRITE ? MM_POPULATE_WRITE
+								       : MM_POPULATE_READ);
+	else if (kind == MADV_KIND_FREE && first_shared(mm, addr, end) < end)
 		err = -EINVAL;
 	else
 		err = dontneed(mm, addr, end);
-	mmap_read_unlock(mm);
+	if (write)
+		mmap_write_unlock(mm);
+	else
+		mmap_read_unlock(mm);
 	return err;
 }

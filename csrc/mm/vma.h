@@ -29,6 +29,8 @@
 #define VM_SHARED 1u	/* MAP_SHARED: pages shared with forks, never copied on write */
 #define VM_HEAP 2u	/* the brk area ("[heap]" in maps) */
 #define VM_GROWSDOWN 4u	/* MAP_GROWSDOWN: a fault below it grows it (mm_stack.c) */
+#define VM_DONTCOPY 8u	/* MADV_DONTFORK: fork leaves the range unmapped in the child */
+#define VM_WIPEONFORK 16u	/* MADV_WIPEONFORK: the child gets the VMA empty (private only) */
 
 struct anon_shared;	/* mm.c: the backing of a shared anonymous mapping */
 struct mm_struct;

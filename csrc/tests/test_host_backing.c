@@ -4,9 +4,11 @@
  * host_backing.h): a whole VMA in one host range, demand zero, writes made
  * straight through the window, copy-on-write fork both ways, pins that
  * outlive munmap and DONTNEED, splits, merges and mremap keeping data and
- * host addresses, and every frame given back.
+ * host addresses, madvise's fork advice and prefaulting, and every frame
+ * given back.
  */
 #include <pthread.h>
+#include <stdlib.h>
 
 #include "host_backing_util.h"
 
@@ -341,6 +343,104 @@ static void t_threads_fault_dontneed_fork(void)
 	CHECK_EQ(mm_host_frames(), base);
 }
 
+/*
+ * madvise's fork advice on a host-backed mm: MADV_DONTFORK leaves the range
+ * out of the child; MADV_WIPEONFORK gives the child the VMA with fresh
+ * windows reading zero (a page written only through the parent's window
+ * too), and leaves the parent's pages writable, its window as it was.
+ */
+/* A fork of @mm that must succeed. */
+static struct mm_struct *fork_ok(struct mm_struct *mm)
+{
+	int err = 1;
+	struct mm_struct *child = mm_fork(mm, &err);
+
+	CHECK_EQ(err, 0);
+	if (!child)
+		exit(1);
+	return child;
+}
+
+static void t_madvise_dontfork_wipeonfork(void)
+{
+	size_t base = mm_host_frames();
+	struct mm_struct *mm = new_mm(), *child;
+	uint64_t a = map(mm, 0, 16, 0);
+	struct mm_host_range hp = range(mm, a, MM_ACCESS_WRITE), hc;
+	uint8_t b;
+
+	for (int i = 0; i < 8; i++)
+		poke(mm, a + (uint64_t)i * PG, (uint8_t)(0x10 + i));
+	*at(&hp, a + 8 * PG) = 0x18;		/* written through the window, never faulted */
+	CHECK_EQ(mm_madvise(mm, a + 2 * PG, 2 * PG, MADV_DONTFORK), 0);
+	CHECK_EQ(mm_madvise(mm, a + 4 * PG, 6 * PG, MADV_WIPEONFORK), 0);
+	CHECK_EQ(mm_map_count(mm), 4);
+	child = fork_ok(mm);
+	CHECK_EQ(mm_map_count(child), 3);
+	CHECK_EQ(mm_access(child, a + 2 * PG, &b, 1, 0, NULL), SEGV_MAPERR);
+	CHECK_EQ(peek(child, a + PG), 0x11);
+	CHECK_EQ(peek(child, a + 10 * PG), 0);
+	/* Wiped: zero through a fault and through the child's own window. */
+	for (uint64_t i = 4; i < 10; i++)
+		CHECK_EQ(peek(child, a + i * PG), 0);
+	hc = range(child, a + 8 * PG, MM_ACCESS_WRITE);
+	CHECK(hc.host != hp.host + 8 * PG);
+	CHECK_EQ(*at(&hc, a + 8 * PG), 0);
+	*at(&hc, a + 8 * PG) = 0xC8;
+	poke(child, a + 5 * PG, 0xC5);
+	/* The parent: its data, its window, writable (nothing was made copy-on-write). */
+	hp = range(mm, a + 5 * PG, MM_ACCESS_READ);
+	CHECK_EQ(hp.prot, (uint32_t)RW);
+	CHECK_EQ(*at(&hp, a + 5 * PG), 0x15);
+	CHECK_EQ(*at(&hp, a + 8 * PG), 0x18);
+	CHECK_EQ(peek(mm, a + 8 * PG), 0x18);
+	CHECK_EQ(range(mm, a + 2 * PG, MM_ACCESS_READ).prot, (uint32_t)RW);	/* not copied */
+	CHECK_EQ(range(mm, a, MM_ACCESS_READ).prot, (uint32_t)PROT_READ);	/* copied: COW */
+	CHECK_EQ(mm_free(child), 0);
+	/* Undone over the whole VMA: one VMA again, copied whole. */
+	CHECK_EQ(mm_madvise(mm, a, 16 * PG, MADV_DOFORK), 0);
+	CHECK_EQ(mm_madvise(mm, a, 16 * PG, MADV_KEEPONFORK), 0);
+	CHECK_EQ(mm_map_count(mm), 1);
+	child = fork_ok(mm);
+	CHECK_EQ(peek(child, a + 3 * PG), 0x13);
+	CHECK_EQ(peek(child, a + 8 * PG), 0x18);
+	CHECK_EQ(mm_free(child), 0);
+	CHECK_EQ(mm_free(mm), 0);
+	CHECK_EQ(mm_host_frames(), base);
+}
+
+/*
+ * MADV_POPULATE_READ / WRITE on a host-backed mm: every page gets its PTE
+ * (the window's frame); a write populate after fork breaks copy-on-write,
+ * the window showing the parent's copy and the child keeping the old data.
+ */
+static void t_madvise_populate_windows(void)
+{
+	size_t base = mm_host_frames();
+	struct mm_struct *mm = new_mm(), *child;
+	uint64_t a = map(mm, 0, 8, 0);
+	struct mm_host_range hp;
+
+	CHECK_EQ(mm_madvise(mm, a, 8 * PG, MADV_POPULATE_READ), 0);
+	CHECK_EQ(mm_nr_pages(mm), 8u);
+	hp = range(mm, a, MM_ACCESS_WRITE);
+	CHECK_EQ(hp.end, a + 8 * PG);			/* one window still */
+	*at(&hp, a + 3 * PG) = 0x33;
+	child = fork_ok(mm);
+	CHECK_EQ(range(mm, a + 3 * PG, MM_ACCESS_READ).prot, (uint32_t)PROT_READ);
+	CHECK_EQ(mm_madvise(mm, a + 3 * PG, PG, MADV_POPULATE_WRITE), 0);
+	hp = range(mm, a + 3 * PG, MM_ACCESS_READ);
+	CHECK_EQ(hp.prot, (uint32_t)RW);		/* the break is done */
+	*at(&hp, a + 3 * PG) = 0x44;
+	CHECK_EQ(peek(child, a + 3 * PG), 0x33);
+	CHECK_EQ(peek(mm, a + 3 * PG), 0x44);
+	CHECK_EQ(mm_madvise(child, a, 9 * PG, MADV_POPULATE_WRITE), -ENOMEM);	/* a hole after */
+	CHECK_EQ(mm_nr_pages(child), 8u);
+	CHECK_EQ(mm_free(child), 0);
+	CHECK_EQ(mm_free(mm), 0);
+	CHECK_EQ(mm_host_frames(), base);
+}
+
 static const struct tu_test tests[] = {
 	TU_TEST(t_whole_vma_demand_zero),
 	TU_TEST(t_fork_cow_both_ways),
@@ -349,6 +449,8 @@ static const struct tu_test tests[] = {
 	TU_TEST(t_mremap_moves_and_grows),
 	TU_TEST(t_brk_and_stack_growth),
 	TU_TEST(t_threads_fault_dontneed_fork),
+	TU_TEST(t_madvise_dontfork_wipeonfork),
+	TU_TEST(t_madvise_populate_windows),
 };
 
 int main(int argc, char **argv)

@@ -607,6 +607,238 @@ static void t_madvise(void)
 	CHECK_EQ(page_nr_live(), live0);
 }
 
+/* A fork of @mm that must succeed. */
+static struct mm_struct *fork_ok(struct mm_struct *mm)
+{
+	int err = 1;
+	struct mm_struct *child = mm_fork(mm, &err);
+
+	CHECK_EQ(err, 0);
+	if (!child) {
+		fprintf(stderr, "mm_fork failed: %d\n", err);
+		exit(1);
+	}
+	return child;
+}
+
+/*
+ * MADV_DONTFORK / MADV_DOFORK: a flag change splits at the range's edges
+ * (only a VMA it changes), fork leaves the range unmapped in the child and
+ * the parent's pages there untouched; DOFORK over the whole range merges
+ * the VMAs back.  A hole: the mapped parts change, ENOMEM.
+ */
+static void t_madvise_dontfork(void)
+{
+	struct mm_struct *mm = new_mm(), *child;
+	size_t live0 = page_nr_live();
+	uint64_t v;
+
+	map_at(mm, BASE, 8, RW, ANON_PRIV);
+	for (uint64_t i = 0; i < 8; i++)
+		CHECK_EQ(put64(mm, BASE + i * PG, 100 + i), 0);
+	CHECK_EQ(mm_madvise(mm, BASE + 2 * PG, 3 * PG, MADV_DONTFORK), 0);
+	EXPECT_LAYOUT(mm, { BASE, BASE + 2 * PG, RW }, { BASE + 2 * PG, BASE + 5 * PG, RW },
+		      { BASE + 5 * PG, BASE + 8 * PG, RW });
+	/* Again, or inside: nothing to change, nothing split. */
+	CHECK_EQ(mm_madvise(mm, BASE + 3 * PG, PG, MADV_DONTFORK), 0);
+	CHECK_EQ(mm_map_count(mm), 3);
+
+	child = fork_ok(mm);
+	EXPECT_LAYOUT(child, { BASE, BASE + 2 * PG, RW }, { BASE + 5 * PG, BASE + 8 * PG, RW });
+	CHECK_EQ(get64(child, BASE + 2 * PG, &v), SEGV_MAPERR);
+	CHECK_EQ(get64(child, BASE + 4 * PG, &v), SEGV_MAPERR);
+	CHECK_EQ(peek64(child, BASE + PG), 101);
+	CHECK_EQ(peek64(child, BASE + 5 * PG), 105);
+	CHECK_EQ(mm_nr_pages(child), 5);
+	/* The parent's pages there were not shared: still writable, same data. */
+	CHECK(pte_of(mm, BASE + 2 * PG) & PTE_WRITE);
+	CHECK(!(pte_of(mm, BASE) & PTE_WRITE));		/* copied ones are copy-on-write */
+	CHECK_EQ(peek64(mm, BASE + 3 * PG), 103);
+	/* The child can map there afresh. */
+	map_at(child, BASE + 2 * PG, 1, RW, ANON_PRIV);
+	CHECK_EQ(peek64(child, BASE + 2 * PG), 0);
+	free_mm(child);
+
+	/* DOFORK over the whole range: one VMA again, copied by fork. */
+	CHECK_EQ(mm_madvise(mm, BASE, 8 * PG, MADV_DOFORK), 0);
+	EXPECT_LAYOUT(mm, { BASE, BASE + 8 * PG, RW });
+	child = fork_ok(mm);
+	EXPECT_LAYOUT(child, { BASE, BASE + 8 * PG, RW });
+	CHECK_EQ(peek64(child, BASE + 3 * PG), 103);
+	free_mm(child);
+
+	/* A hole: the mapped part changes, then ENOMEM; all unmapped: ENOMEM. */
+	CHECK_EQ(mm_madvise(mm, BASE + 6 * PG, 4 * PG, MADV_DONTFORK), -ENOMEM);
+	EXPECT_LAYOUT(mm, { BASE, BASE + 6 * PG, RW }, { BASE + 6 * PG, BASE + 8 * PG, RW });
+	CHECK_EQ(mm_madvise(mm, BASE + 8 * PG, 2 * PG, MADV_DONTFORK), -ENOMEM);
+	CHECK_EQ(mm_madvise(mm, BASE + 8 * PG, 2 * PG, MADV_DOFORK), -ENOMEM);
+	/* A shared mapping may be left out too. */
+	map_at(mm, BASE + 16 * PG, 2, RW, ANON_SHARED);
+	CHECK_EQ(put64(mm, BASE + 16 * PG, 116), 0);
+	CHECK_EQ(mm_madvise(mm, BASE + 17 * PG, PG, MADV_DONTFORK), 0);
+	EXPECT_LAYOUT(mm, { BASE, BASE + 6 * PG, RW }, { BASE + 6 * PG, BASE + 8 * PG, RW },
+		      { BASE + 16 * PG, BASE + 17 * PG, RW }, { BASE + 17 * PG, BASE + 18 * PG, RW });
+	child = fork_ok(mm);
+	EXPECT_LAYOUT(child, { BASE, BASE + 6 * PG, RW }, { BASE + 16 * PG, BASE + 17 * PG, RW });
+	CHECK_EQ(peek64(child, BASE + 16 * PG), 116);
+	free_mm(child);
+
+	/* A split past max_map_count: EAGAIN (as madvise since Linux 5.18), nothing done. */
+	CHECK_EQ(mm_set_max_map_count(mm, 4), 0);
+	CHECK_EQ(mm_madvise(mm, BASE + PG, PG, MADV_DONTFORK), -EAGAIN);
+	CHECK_EQ(mm_map_count(mm), 4);
+	CHECK_EQ(mm_madvise(mm, BASE, 6 * PG, MADV_DONTFORK), 0);	/* merges: 3 VMAs */
+	EXPECT_LAYOUT(mm, { BASE, BASE + 8 * PG, RW }, { BASE + 16 * PG, BASE + 17 * PG, RW },
+		      { BASE + 17 * PG, BASE + 18 * PG, RW });
+	/* A new mapping next to a DONTFORK one does not merge with it. */
+	map_at(mm, BASE + 8 * PG, 1, RW, ANON_PRIV);
+	CHECK_EQ(mm_map_count(mm), 4);
+	/* Nor does the heap grow into one: brk makes a VMA of its own. */
+	CHECK_EQ(mm_set_max_map_count(mm, 100), 0);
+	CHECK_EQ(mm_brk(mm, MM_START_BRK + PG), MM_START_BRK + PG);
+	CHECK_EQ(mm_madvise(mm, MM_START_BRK, PG, MADV_DONTFORK), 0);
+	CHECK_EQ(mm_brk(mm, MM_START_BRK + 2 * PG), MM_START_BRK + 2 * PG);
+	CHECK_EQ(mm_map_count(mm), 6);
+	check_consistent(mm, BASE, BASE + 32 * PG, 1);
+	free_mm(mm);
+	CHECK_EQ(page_nr_live(), live0);
+}
+
+/*
+ * MADV_WIPEONFORK / MADV_KEEPONFORK: the child gets the VMA, empty; the
+ * parent keeps its pages, writable (not shared copy-on-write); EINVAL at a
+ * shared VMA, the private ones before it changed; the flag is inherited.
+ */
+static void t_madvise_wipeonfork(void)
+{
+	struct mm_struct *mm = new_mm(), *child, *grandchild;
+	size_t live0 = page_nr_live();
+
+	map_at(mm, BASE, 4, RW, ANON_PRIV);
+	map_at(mm, BASE + 8 * PG, 2, RW, ANON_SHARED);
+	for (uint64_t i = 0; i < 4; i++)
+		CHECK_EQ(put64(mm, BASE + i * PG, 100 + i), 0);
+	CHECK_EQ(mm_madvise(mm, BASE + PG, 2 * PG, MADV_WIPEONFORK), 0);
+	EXPECT_LAYOUT(mm, { BASE, BASE + PG, RW }, { BASE + PG, BASE + 3 * PG, RW },
+		      { BASE + 3 * PG, BASE + 4 * PG, RW }, { BASE + 8 * PG, BASE + 10 * PG, RW });
+	/* Shared: EINVAL; the private VMA before it (past a hole) has changed. */
+	CHECK_EQ(mm_madvise(mm, BASE + 8 * PG, PG, MADV_WIPEONFORK), -EINVAL);
+	CHECK_EQ(mm_madvise(mm, BASE + 3 * PG, 7 * PG, MADV_WIPEONFORK), -EINVAL);
+	EXPECT_LAYOUT(mm, { BASE, BASE + PG, RW }, { BASE + PG, BASE + 4 * PG, RW },
+		      { BASE + 8 * PG, BASE + 10 * PG, RW });
+	CHECK_EQ(mm_madvise(mm, BASE + 8 * PG, PG, MADV_KEEPONFORK), 0);	/* nothing to undo */
+	CHECK_EQ(mm_madvise(mm, BASE + 4 * PG, PG, MADV_WIPEONFORK), -ENOMEM);
+
+	child = fork_ok(mm);
+	EXPECT_LAYOUT(child, { BASE, BASE + PG, RW }, { BASE + PG, BASE + 4 * PG, RW },
+		      { BASE + 8 * PG, BASE + 10 * PG, RW });
+	CHECK_EQ(mm_nr_pages(child), 1);			/* page 0 alone, shared */
+	CHECK_EQ(page_nr_live(), live0 + 4);			/* nothing copied */
+	CHECK_EQ(peek64(child, BASE), 100);
+	for (uint64_t i = 1; i < 4; i++)
+		CHECK_EQ(peek64(child, BASE + i * PG), 0);
+	/* The parent's wiped-for-the-child pages stay writable and keep their data. */
+	for (uint64_t i = 1; i < 4; i++) {
+		CHECK(pte_of(mm, BASE + i * PG) & PTE_WRITE);
+		CHECK_EQ(peek64(mm, BASE + i * PG), 100 + i);
+	}
+	CHECK(!(pte_of(mm, BASE) & PTE_WRITE));
+	CHECK_EQ(put64(child, BASE + PG, 7), 0);
+	CHECK_EQ(peek64(mm, BASE + PG), 101);
+	/* The child's VMA keeps the flag: its own fork wipes it again. */
+	grandchild = fork_ok(child);
+	CHECK_EQ(peek64(grandchild, BASE + PG), 0);
+	CHECK_EQ(peek64(child, BASE + PG), 7);
+	free_mm(grandchild);
+	free_mm(child);
+
+	/* KEEPONFORK over the whole VMA: merged back, copied again. */
+	CHECK_EQ(mm_madvise(mm, BASE, 4 * PG, MADV_KEEPONFORK), 0);
+	EXPECT_LAYOUT(mm, { BASE, BASE + 4 * PG, RW }, { BASE + 8 * PG, BASE + 10 * PG, RW });
+	child = fork_ok(mm);
+	CHECK_EQ(peek64(child, BASE + 2 * PG), 102);
+	free_mm(child);
+	check_consistent(mm, BASE, BASE + 16 * PG, 1);
+	free_mm(mm);
+	CHECK_EQ(page_nr_live(), live0);
+}
+
+/*
+ * MADV_POPULATE_READ / WRITE (Linux 5.14): the range faulted in under the
+ * read lock; holes ENOMEM (the mapped parts done), a VMA that does not
+ * allow the access EINVAL (5.14's faultin_vma_page_range: check_vma_flags
+ * wants PROT_READ for a read, PROT_WRITE for a write); a write populate of
+ * a page shared copy-on-write breaks the sharing.
+ */
+static void t_madvise_populate(void)
+{
+	struct mm_struct *mm = new_mm(), *child;
+	size_t live0 = page_nr_live();
+
+	map_at(mm, BASE, 4, RW, ANON_PRIV);
+	CHECK_EQ(mm_madvise(mm, BASE, 2 * PG, MADV_POPULATE_READ), 0);
+	CHECK_EQ(mm_nr_pages(mm), 2);
+	CHECK(pte_of(mm, BASE + PG) != 0);
+	CHECK_EQ(pte_of(mm, BASE + 2 * PG), 0);
+	CHECK_EQ(mm_madvise(mm, BASE, 4 * PG, MADV_POPULATE_WRITE), 0);
+	CHECK_EQ(mm_nr_pages(mm), 4);
+	CHECK(pte_of(mm, BASE + 3 * PG) & PTE_WRITE);
+	EXPECT_LAYOUT(mm, { BASE, BASE + 4 * PG, RW });		/* no split, no flag */
+
+	/* Protections. */
+	map_at(mm, BASE + 8 * PG, 1, PROT_READ, ANON_PRIV);
+	map_at(mm, BASE + 10 * PG, 1, PROT_NONE, ANON_PRIV);
+	map_at(mm, BASE + 12 * PG, 1, PROT_WRITE, ANON_PRIV);
+	CHECK_EQ(mm_madvise(mm, BASE + 8 * PG, PG, MADV_POPULATE_WRITE), -EINVAL);
+	CHECK_EQ(pte_of(mm, BASE + 8 * PG), 0);
+	CHECK_EQ(mm_madvise(mm, BASE + 8 * PG, PG, MADV_POPULATE_READ), 0);
+	CHECK(pte_of(mm, BASE + 8 * PG) != 0);
+	CHECK(!(pte_of(mm, BASE + 8 * PG) & PTE_WRITE));
+	CHECK_EQ(mm_madvise(mm, BASE + 10 * PG, PG, MADV_POPULATE_READ), -EINVAL);
+	CHECK_EQ(mm_madvise(mm, BASE + 10 * PG, PG, MADV_POPULATE_WRITE), -EINVAL);
+	CHECK_EQ(pte_of(mm, BASE + 10 * PG), 0);
+	CHECK_EQ(mm_madvise(mm, BASE + 12 * PG, PG, MADV_POPULATE_READ), -EINVAL);
+	CHECK_EQ(mm_madvise(mm, BASE + 12 * PG, PG, MADV_POPULATE_WRITE), 0);
+	CHECK(pte_of(mm, BASE + 12 * PG) & PTE_WRITE);
+
+	/* Holes: the mapped parts done, ENOMEM; a refused VMA after a hole: EINVAL. */
+	map_at(mm, BASE + 16 * PG, 2, RW, ANON_PRIV);
+	map_at(mm, BASE + 19 * PG, 2, RW, ANON_PRIV);
+	map_at(mm, BASE + 22 * PG, 1, PROT_NONE, ANON_PRIV);
+	map_at(mm, BASE + 23 * PG, 1, RW, ANON_PRIV);
+	CHECK_EQ(mm_madvise(mm, BASE + 16 * PG, 5 * PG, MADV_POPULATE_READ), -ENOMEM);
+	CHECK(pte_of(mm, BASE + 16 * PG) && pte_of(mm, BASE + 20 * PG));
+	CHECK_EQ(mm_madvise(mm, BASE + 30 * PG, 2 * PG, MADV_POPULATE_READ), -ENOMEM);
+	CHECK_EQ(mm_madvise(mm, BASE + 21 * PG, 3 * PG, MADV_POPULATE_WRITE), -EINVAL);
+	CHECK_EQ(pte_of(mm, BASE + 23 * PG), 0);	/* past the refused VMA: not reached */
+
+	/* After fork: a write populate breaks copy-on-write, a read one does not. */
+	CHECK_EQ(put64(mm, BASE, 42), 0);
+	CHECK_EQ(put64(mm, BASE + PG, 43), 0);
+	child = fork_ok(mm);
+	CHECK(!(pte_of(mm, BASE) & PTE_WRITE));
+	CHECK_EQ(mm_madvise(mm, BASE, PG, MADV_POPULATE_READ), 0);
+	CHECK(!(pte_of(mm, BASE) & PTE_WRITE));
+	CHECK(page_of(mm, BASE) == page_of(child, BASE));
+	CHECK_EQ(mm_madvise(mm, BASE, PG, MADV_POPULATE_WRITE), 0);
+	CHECK(pte_of(mm, BASE) & PTE_WRITE);
+	CHECK(page_of(mm, BASE) != page_of(child, BASE));
+	CHECK_EQ(peek64(mm, BASE), 42);
+	CHECK_EQ(mm_madvise(child, BASE + PG, PG, MADV_POPULATE_WRITE), 0);
+	CHECK(page_of(mm, BASE + PG) != page_of(child, BASE + PG));
+	CHECK_EQ(put64(child, BASE + PG, 99), 0);
+	CHECK_EQ(peek64(mm, BASE + PG), 43);
+	free_mm(child);
+
+	/* Shared memory: the pages of the backing, present. */
+	map_at(mm, BASE + 26 * PG, 2, RW, ANON_SHARED);
+	CHECK_EQ(mm_madvise(mm, BASE + 26 * PG, 2 * PG, MADV_POPULATE_WRITE), 0);
+	CHECK(pte_of(mm, BASE + 27 * PG) & PTE_WRITE);
+	check_consistent(mm, BASE, BASE + 32 * PG, 0);
+	free_mm(mm);
+	CHECK_EQ(page_nr_live(), live0);
+}
+
 /* ------------------------------------------------------------ fork */
 
 static void t_fork_cow(void)
@@ -1107,6 +1339,8 @@ static void t_exit_mmap(void)
 	CHECK_EQ(mm_mprotect(mm, BASE, PG, PROT_READ), -EINVAL);
 	CHECK_EQ(mm_madvise(mm, BASE, PG, MADV_DONTNEED), -EINVAL);
 	CHECK_EQ(mm_madvise(mm, BASE, PG, MADV_WILLNEED), -EINVAL);
+	CHECK_EQ(mm_madvise(mm, BASE, PG, MADV_DONTFORK), -EINVAL);
+	CHECK_EQ(mm_madvise(mm, BASE, PG, MADV_POPULATE_READ), -EINVAL);
 	CHECK_EQ(mm_brk(mm, MM_START_BRK + 4 * PG), MM_START_BRK + PG);	/* unchanged */
 	CHECK_EQ(mm_fault(mm, BASE, 0), SEGV_MAPERR);
 	CHECK_EQ(mm_access(mm, BASE, &v, 8, 0, &fa), SEGV_MAPERR);
@@ -1131,7 +1365,7 @@ static void t_exit_mmap(void)
 static struct {
 	struct mm_struct *other;
 	int calls;
-	int rc[12];
+	int rc[14];
 	int other_ok;
 } reent;
 
@@ -1150,6 +1384,8 @@ static void reent_start(struct mm_struct *mm, uint64_t start, uint64_t end, void
 	reent.rc[i++] = mm_mprotect(mm, BASE, PG, PROT_READ);
 	reent.rc[i++] = (int)mm_brk(mm, MM_START_BRK + PG);
 	reent.rc[i++] = mm_madvise(mm, BASE, PG, MADV_DONTNEED);
+	reent.rc[i++] = mm_madvise(mm, BASE, PG, MADV_DONTFORK);	/* the write lock */
+	reent.rc[i++] = mm_madvise(mm, BASE, PG, MADV_POPULATE_WRITE);
 	reent.rc[i++] = mm_fault(mm, BASE, 0);
 	reent.rc[i++] = mm_access(mm, BASE, &v, 8, 0, &fa);
 	reent.rc[i++] = mm_get_user_pages(mm, BASE, 1, 0, &pg, &fa);
@@ -1175,7 +1411,7 @@ static void t_notifier_reentry_refused(void)
 
 	/* Under the write lock (mprotect). */
 	CHECK_EQ(mm_mprotect(mm, BASE, 2 * PG, PROT_READ), 0);
-	for (int i = 0; i < 12; i++)
+	for (int i = 0; i < 14; i++)
 		CHECK_MSG(reent.rc[i] == -EDEADLK, "re-entry %d gave %d", i, reent.rc[i]);
 	CHECK(reent.other_ok);
 	EXPECT_LAYOUT(mm, { BASE, BASE + 2 * PG, PROT_READ }, { BASE + 2 * PG, BASE + 4 * PG, RW });
@@ -1189,7 +1425,7 @@ static void t_notifier_reentry_refused(void)
 	v = 8;
 	CHECK_EQ(mm_access(mm, BASE + 2 * PG, &v, 8, 1, &fa), 0);
 	CHECK(reent.calls > 0);
-	for (int i = 0; i < 12; i++)
+	for (int i = 0; i < 14; i++)
 		CHECK_MSG(reent.rc[i] == -EDEADLK, "re-entry %d under read gave %d", i, reent.rc[i]);
 	CHECK_EQ(mm_map_count(mm), 2);
 	free_mm(child);
@@ -2113,6 +2349,9 @@ static const struct tu_test tests[] = {
 	TU_TEST(t_mprotect),
 	TU_TEST(t_brk),
 	TU_TEST(t_madvise),
+	TU_TEST(t_madvise_dontfork),
+	TU_TEST(t_madvise_wipeonfork),
+	TU_TEST(t_madvise_populate),
 	TU_TEST(t_fork_cow),
 	TU_TEST(t_fork_debug_lockdep),
 	TU_TEST(t_access_and_fault),
