@@ -209,9 +209,10 @@ class AddressSpace:
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """Change the protection of a mapped range (mprotect(2), errno as
-        Linux).  ``PROT_GROWSDOWN`` extends the change down to the start of
-        the ``MAP_GROWSDOWN`` mapping the range begins in (EINVAL for any
-        other mapping); ``PROT_GROWSUP`` is EINVAL, as on x86-64."""
+        Linux).  ``PROT_GROWSDOWN`` moves the start of the range to the start
+        of the first mapping it overlaps, which must be a ``MAP_GROWSDOWN``
+        one (EINVAL otherwise, ENOMEM if it overlaps none); ``PROT_GROWSUP``
+        is EINVAL, as on x86-64."""
         self._syscall("mprotect", lib.py_mm_mprotect, addr=(addr, *U64), length=(length, *U64),
                       prot=(prot, *C_INT))
 

@@ -19,6 +19,7 @@ before the PTEs change: the kick is a C function called without the GIL
 from __future__ import annotations
 
 import enum
+import errno as _errno
 import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional, Tuple, Type
@@ -172,8 +173,15 @@ class SecondaryMMU:
     def enter(self) -> bool:
         """Enter the guest: True, or False when records are pending (drain
         them first).  Until :meth:`exit`, this thread must not call into the
-        mm (refused with EDEADLK: an invalidation waits for it to leave)."""
-        return lib.mm_tlb_enter(self._live("enter")) == 0
+        mm (refused with EDEADLK: an invalidation waits for it to leave).
+        OSError ESTALE on a host-backed mm a host fork() copied into this
+        process: its windows are the parent's memory."""
+        rc = lib.mm_tlb_enter(self._live("enter"))
+        if rc == 0:
+            return True
+        if rc == -_errno.EAGAIN:
+            return False
+        raise os_error(rc, f"SecondaryMMU.enter on {self.mm._label()}")
 
     def exit(self) -> None:
         """Leave the guest; wakes an invalidation waiting for it."""

@@ -434,7 +434,7 @@ class GuestThread:
         parent_tid / child_tid as asked (a fault there is ignored, as the
         kernel ignores it); -ENOSYS for what only threads, vfork or
         namespaces need (CLONE_VM and the rest)."""
-        flags = a[0]
+        flags = a[0] & 0xFFFFFFFF     # the legacy clone reads the low 32 bits
         if flags & ~_CLONE_FORK_FLAGS:
             return -_errno.ENOSYS
         child = self.emu._fork(self, sp=a[1])

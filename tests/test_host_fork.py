@@ -51,6 +51,7 @@ def test_a_host_backed_mm_is_refused_in_the_child_and_the_parents_memory_is_unto
     a = mm.mmap(16 * P, RW, PRIV)
     mm.write(a, b"parent")
     pin = mm.pin_page(a, mln.Access.READ)
+    smmu = mm.secondary_mmu()
 
     def child() -> None:
         calls = {
@@ -61,6 +62,7 @@ def test_a_host_backed_mm_is_refused_in_the_child_and_the_parents_memory_is_unto
             "fork": mm.fork,
             "vma_host_range": lambda: mm.vma_host_range(a),
             "maps": mm.maps,
+            "SecondaryMMU.enter": smmu.enter,      # no guest runs on the parent's memory
         }
         for name, call in calls.items():
             with pytest.raises(OSError) as info:
@@ -82,6 +84,9 @@ def test_a_host_backed_mm_is_refused_in_the_child_and_the_parents_memory_is_unto
     assert mm.read(a, 6) == b"parent"
     assert bytes(pin.memory[:6]) == b"parent"
     pin.unpin()
+    assert smmu.enter() is True     # the parent's guest still enters
+    smmu.exit()
+    smmu.close()
     c = mm.mmap(PAGES * P, RW, PRIV)
     assert mm.read(c, PAGES * P) == bytes(PAGES * P), "the child's writes reached the parent"
     mm.close()

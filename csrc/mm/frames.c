@@ -60,9 +60,9 @@ static pthread_mutex_t frames_setup_lock = PTHREAD_MUTEX_INITIALIZER;
 static int frames_err;				/* the setup failed: -errno, for good */
 _Atomic uint32_t frames_gen;
 /* The pools of earlier generations (host fork): the parent's frames, never released here. */
-#define FRAMES_OLD_POOLS 8
-static uint8_t *frames_old_pool[FRAMES_OLD_POOLS];
-static _Atomic uint32_t frames_nr_old;
+static uint8_t *frames_old_pool[FRAMES_OLD_POOLS_MAX];
+_Atomic uint32_t frames_nr_old;
+static _Atomic bool frames_frozen;		/* the pool is an ancestor's, kept as it is */
 /* FRAMES_FAIL_*: relaxed, a test sets it between the operations it checks. */
 static _Atomic unsigned int frames_fail;
 
@@ -102,27 +102,13 @@ static void frames_bug(const char *what, frame_t f)
 	abort();
 }
 
-static void frames_atfork_prepare(void);
-static void frames_atfork_parent(void);
-static void frames_atfork_child(void);
-
 /* Under frames_setup_lock, once per generation. */
 static void frames_setup(void)
 {
-	static bool atfork_registered;		/* fork's child inherits the handlers */
 	size_t bytes = FRAME_BYTES(FRAMES_MAX);
 	void *pool, *refs;
-	int fd;
+	int fd = memfd_create("mmap-lock-native frames", MFD_CLOEXEC);
 
-	if (!atfork_registered) {
-		if (pthread_atfork(frames_atfork_prepare, frames_atfork_parent,
-				   frames_atfork_child)) {
-			frames_err = -ENOMEM;
-			return;
-		}
-		atfork_registered = true;
-	}
-	fd = memfd_create("mmap-lock-native frames", MFD_CLOEXEC);
 	if (fd < 0) {
 		frames_err = -errno;
 		return;
@@ -151,17 +137,27 @@ static void frames_setup(void)
 	atomic_store_explicit(&frames_pool, pool, memory_order_release);
 }
 
+static bool frozen(void)
+{
+	/* Relaxed: set only in a fork's child, before any other thread exists. */
+	return atomic_load_explicit(&frames_frozen, memory_order_relaxed);
+}
+
 int frames_init(void)
 {
 	int err;
 
 	/* Acquire: pairs with the setup's release store. */
-	if (mln_likely(atomic_load_explicit(&frames_pool, memory_order_acquire)))
+	if (mln_likely(atomic_load_explicit(&frames_pool, memory_order_acquire) && !frozen()))
 		return 0;
 	pthread_mutex_lock(&frames_setup_lock);
-	if (!atomic_load_explicit(&frames_pool, memory_order_relaxed) && !frames_err)
-		frames_setup();
-	err = atomic_load_explicit(&frames_pool, memory_order_relaxed) ? 0 : frames_err;
+	if (frozen()) {
+		err = -ENOMEM;			/* no generation of our own (see Host fork) */
+	} else {
+		if (!atomic_load_explicit(&frames_pool, memory_order_relaxed) && !frames_err)
+			frames_setup();
+		err = atomic_load_explicit(&frames_pool, memory_order_relaxed) ? 0 : frames_err;
+	}
 	pthread_mutex_unlock(&frames_setup_lock);
 	return err;
 }
@@ -170,51 +166,59 @@ int frames_init(void)
  * Host fork.  The child's copy of the pool maps the parent's frame file
  * MAP_SHARED, and its copy of the allocator hands out frame numbers the
  * parent hands out too: every write, punch or reuse would reach the
- * parent's memory.  So the fork is fenced (no allocator or setup in
- * progress: prepare takes both locks, which the parent, and the child
- * after its reset, give back), and the child starts a new generation: no
- * pool, a fresh allocator, a frame file of its own at its next
- * frames_init.  The old pool stays mapped, as the inherited mms' pages and
- * any buffer an embedder took from them point into it, and is remembered
- * so that such a page is never released into this generation's file
- * (frames_inherited).  A process forked from a line of FRAMES_OLD_POOLS
- * host-backed ancestors gets no host backing (-ENOMEM).
+ * parent's memory.  So the fork is fenced (prepare takes the setup lock
+ * and the allocator's, so that neither is mid-change; the parent gives
+ * them back) and the child starts a new generation: no pool, a fresh
+ * allocator, a frame file of its own at its next frames_init.  The old
+ * pool stays mapped, as the inherited mms' pages and any buffer an
+ * embedder took from them point into it, and is remembered so that such a
+ * page is never released into this generation's file (frames_inherited).
+ * A child of FRAMES_OLD_POOLS_MAX generations of host-backed ancestors has no
+ * room to remember one more: it keeps its parent's pool as it is, frozen
+ * (nothing allocated, put back nor punched), and gets no host backing.
  */
-static void frames_atfork_prepare(void)
+static void frames_fork_prepare(void)
 {
 	pthread_mutex_lock(&frames_setup_lock);
 	mln_mutex_lock(&fa.lock, 0);
 }
 
-static void frames_atfork_parent(void)
+static void frames_fork_parent(void)
 {
 	mln_mutex_unlock(&fa.lock, 0);
 	pthread_mutex_unlock(&frames_setup_lock);
 }
 
-static void frames_atfork_child(void)
+static void frames_fork_child(void)
 {
 	uint8_t *pool = atomic_load_explicit(&frames_pool, memory_order_relaxed);
 	uint32_t nr_old = atomic_load_explicit(&frames_nr_old, memory_order_relaxed);
 
-	if (pool) {
-		if (nr_old < FRAMES_OLD_POOLS)
-			frames_old_pool[nr_old++] = pool;
-		else
-			frames_err = -ENOMEM;	/* no room to remember it: no backing here */
-		close(frames_fd);
+	atomic_fetch_add_explicit(&frames_gen, 1, memory_order_relaxed);
+	if (pool && !frozen()) {
+		if (nr_old == FRAMES_OLD_POOLS_MAX) {
+			atomic_store_explicit(&frames_frozen, true, memory_order_relaxed);
+		} else {
+			frames_old_pool[nr_old] = pool;
+			atomic_store_explicit(&frames_nr_old, nr_old + 1, memory_order_relaxed);
+			close(frames_fd);
+			frames_fd = -1;
+			frame_refcount = NULL;		/* the old counts stay mapped, unused */
+			atomic_store_explicit(&frames_pool, NULL, memory_order_relaxed);
+		}
 	}
-	atomic_store_explicit(&frames_nr_old, nr_old, memory_order_relaxed);
-	frames_fd = -1;
-	frame_refcount = NULL;			/* the old counts stay mapped, unused */
-	atomic_store_explicit(&frames_pool, NULL, memory_order_relaxed);
 	/* The extent array is the parent's bookkeeping: left behind, not freed. */
 	memset(&fa, 0, sizeof(fa));		/* the lock word too: unlocked */
-	atomic_fetch_add_explicit(&frames_gen, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&frames_setup_lock);
 }
 
-bool frames_inherited(const void *p)
+/* At load, before any thread can be inside the allocator: no fork can come first. */
+__attribute__((constructor)) static void frames_module_init(void)
+{
+	pthread_atfork(frames_fork_prepare, frames_fork_parent, frames_fork_child);
+}
+
+bool frames_in_old_pool(const void *p)
 {
 	uint32_t n = atomic_load_explicit(&frames_nr_old, memory_order_relaxed);
 	size_t span = (size_t)FRAMES_MAX << MLN_PAGE_SHIFT;
@@ -335,6 +339,8 @@ uint32_t frame_refs(frame_t f)
 
 void frames_zero(frame_t f, size_t n)
 {
+	if (frozen())
+		return;				/* an ancestor's frames: not ours to punch */
 	if (fallocate(frames_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 		      (off_t)FRAME_BYTES(f), (off_t)FRAME_BYTES(n)))
 		memset(frame_data(f), 0, FRAME_BYTES(n));	/* cannot punch: zero by hand */
@@ -364,6 +370,8 @@ void frames_put(const frame_t *v, size_t n)
 	frame_t run = 0;
 	size_t len = 0;
 
+	if (frozen())
+		return;				/* an ancestor's frames: not ours to give back */
 	for (size_t i = 0; i < n; i++) {
 		frame_t f = v[i];
 		/* Release: our writes to the frame happen before whoever punches it. */
@@ -475,7 +483,7 @@ bool frames_spare_take(uintptr_t *host, frame_t *f)
 {
 	bool got = false;
 
-	if (failing(FRAMES_FAIL_ALLOC))
+	if (failing(FRAMES_FAIL_ALLOC) || frozen())
 		return false;
 	mln_mutex_lock(&fa.lock, 0);
 	if (fa.nr_spare) {

@@ -44,7 +44,9 @@ int frames_init(void);
  * the current one (an mm made in an earlier one is stale: mm_backing_stale);
  * frames_inherited: whether @p points into the pool of an earlier one.
  */
+#define FRAMES_OLD_POOLS_MAX 8	/* ancestors' pools a process remembers (frames.c) */
 extern _Atomic uint32_t frames_gen;
+extern _Atomic uint32_t frames_nr_old;
 
 static inline uint32_t frames_generation(void)
 {
@@ -52,12 +54,20 @@ static inline uint32_t frames_generation(void)
 	return atomic_load_explicit(&frames_gen, memory_order_relaxed);
 }
 
-bool frames_inherited(const void *p);
+bool frames_in_old_pool(const void *p);
+
+static inline bool frames_inherited(const void *p)
+{
+	/* One relaxed load where no fork made a new generation (the common case). */
+	return atomic_load_explicit(&frames_nr_old, memory_order_relaxed) && frames_in_old_pool(p);
+}
+
 
 /*
- * Relaxed loads of the pool: it is stored once, and whoever holds a frame
- * got it through synchronisation with that store (frames_init's pthread_once
- * in the mm's creator); a thread that has no frame may read NULL, rightly.
+ * Relaxed loads of the pool: it is stored once a generation, and whoever
+ * holds a frame got it through synchronisation with that store (the
+ * release store and frames_init's acquire load, in the mm's creator); a
+ * thread that has no frame may read NULL, rightly.
  */
 static inline uint8_t *frames_base(void)
 {

@@ -347,6 +347,9 @@ uint64_t mm_tlb_pending(const struct mm_tlb *tlb)
 
 int mm_tlb_enter(struct mm_tlb *tlb)
 {
+	/* A host fork's copy: its windows show the parent's frames, so no guest runs on them. */
+	if (mln_unlikely(mm_backing_stale(tlb->mm)))
+		return -ESTALE;
 	/* C1, seq_cst. */
 	mln_store_before_load(&tlb->state, TLB_IN_GUEST);
 	/* C2, seq_cst. */

@@ -93,7 +93,8 @@ size_t mm_tlb_drain(struct mm_tlb *tlb, struct mm_inval_record *out, size_t cap)
 uint64_t mm_tlb_pending(const struct mm_tlb *tlb);
 /*
  * Enter the guest: 0, or -EAGAIN if records are pending (drain, then enter
- * again).  From now until mm_tlb_exit(), on the same thread, the thread
+ * again), or -ESTALE on a host-backed mm a host fork() copied into this
+ * process (its windows are the parent's memory).  From now until mm_tlb_exit(), on the same thread, the thread
  * must not call into the mm (-EDEADLK): an invalidation waits for it to
  * leave.  A consumer is one guest thread's: its calls come from one thread
  * at a time.

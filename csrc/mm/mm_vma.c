@@ -16,6 +16,7 @@
  * neither and the count of VMAs is bounded by max_map_count per mm.)
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,31 @@ static struct {
 	_Atomic uint32_t lock;			/* futex mutex over the list */
 	struct vm_area_struct *free;		/* through vm_pool_next */
 } pool;
+
+/*
+ * fork(): the free list must not be mid-update, so the forking thread holds
+ * its lock across it; the child, where only that thread exists, resets it.
+ */
+static void pool_fork_prepare(void)
+{
+	mln_mutex_lock(&pool.lock, 0);
+}
+
+static void pool_fork_parent(void)
+{
+	mln_mutex_unlock(&pool.lock, 0);
+}
+
+static void pool_fork_child(void)
+{
+	atomic_store_explicit(&pool.lock, 0, memory_order_relaxed);
+}
+
+/* At load, before any thread can be inside the pool: no fork can come first. */
+__attribute__((constructor)) static void pool_module_init(void)
+{
+	pthread_atfork(pool_fork_prepare, pool_fork_parent, pool_fork_child);
+}
 
 /*
  * A detached VMA with zero fields, from the pool.  The fields the lockless

@@ -489,6 +489,34 @@ static void pages_free(struct page **v, size_t n)
 	}
 }
 
+/*
+ * fork(): the slab lists must not be mid-update, so the forking thread
+ * holds their lock across it.  In the child only that thread exists: the
+ * lock is reset, and the other threads' per-thread caches stay as they
+ * are (their pages are never taken again, as at those threads' exit
+ * without the destructor).
+ */
+static void slab_fork_prepare(void)
+{
+	mln_mutex_lock(&slab_cache.lock, 0);
+}
+
+static void slab_fork_parent(void)
+{
+	mln_mutex_unlock(&slab_cache.lock, 0);
+}
+
+static void slab_fork_child(void)
+{
+	atomic_store_explicit(&slab_cache.lock, 0, memory_order_relaxed);
+}
+
+/* At load, before any thread can be inside the slab: no fork can come first. */
+__attribute__((constructor)) static void slab_module_init(void)
+{
+	pthread_atfork(slab_fork_prepare, slab_fork_parent, slab_fork_child);
+}
+
 size_t page_nr_live(void)
 {
 	size_t n, cached = 0;
