@@ -126,7 +126,8 @@ def test_mprotect_and_brk_take_the_write_lock(populated):
 
 
 def test_madvise_fork_advice_takes_the_write_lock_and_populate_the_read_lock(populated):
-    """As Linux's madvise_need_mmap_write(): advice changing vm_flags writes."""
+    """As Linux's madvise_need_mmap_write(): advice changing vm_flags writes,
+    advice about pages (dropping, prefaulting, reclaim hints) reads."""
     mm, a, s = populated
     for advice in (mln.MADV_DONTFORK, mln.MADV_DOFORK, mln.MADV_WIPEONFORK,
                    mln.MADV_KEEPONFORK):
@@ -137,6 +138,13 @@ def test_madvise_fork_advice_takes_the_write_lock_and_populate_the_read_lock(pop
     assert ev.of(mm) == WRITE
     for advice in (mln.MADV_POPULATE_READ, mln.MADV_POPULATE_WRITE):
         assert traced(mm, lambda: mm.madvise(a, 4 * P, advice)) == READ
+    # The hints Linux keeps in vm_flags write; those about pages only read.
+    for advice in (mln.MADV_NORMAL, mln.MADV_RANDOM, mln.MADV_SEQUENTIAL, mln.MADV_HUGEPAGE,
+                   mln.MADV_NOHUGEPAGE, mln.MADV_DONTDUMP, mln.MADV_DODUMP):
+        assert traced(mm, lambda: mm.madvise(a, 4 * P, advice)) == WRITE, advice
+    for advice in (mln.MADV_WILLNEED, mln.MADV_COLD, mln.MADV_PAGEOUT, mln.MADV_DONTNEED,
+                   mln.MADV_DONTNEED_LOCKED, mln.MADV_FREE):
+        assert traced(mm, lambda: mm.madvise(a, 4 * P, advice)) == READ, advice
 
 
 def test_register_unregister_close_and_limit_take_the_write_lock(mm):

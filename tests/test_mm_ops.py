@@ -548,6 +548,55 @@ def test_madvise_dontfork_leaves_the_range_out_of_the_child(mm):
         child.close()
 
 
+def test_fork_advice_invalidates_nothing_and_leaves_the_vma_seq_alone_when_unchanged(mm):
+    """Flag advice changes no translation: no invalidation record, where an
+    mprotect of the same range records one; advice that changes nothing
+    touches no VMA (the layout count stays)."""
+    a = mm.mmap(6 * P, RW, PRIV)
+    mm.write(a, b"x" * (6 * P))
+    with mm.secondary_mmu() as smmu:
+        for advice in (mln.MADV_DONTFORK, mln.MADV_WIPEONFORK, mln.MADV_KEEPONFORK,
+                       mln.MADV_DOFORK):
+            mm.madvise(a + P, 2 * P, advice)
+        assert smmu.pending == 0 and smmu.drain() == []
+        seq = mm.vma_seq
+        mm.madvise(a, 6 * P, mln.MADV_DOFORK)       # already so: nothing changes
+        assert mm.vma_seq == seq
+        mm.mprotect(a + P, P, mln.PROT_READ)
+        assert [r.reason for r in smmu.drain()] == [mln.InvalidationReason.PROTECT]
+
+
+def test_mremap_moves_the_fork_advice_with_the_mapping(mm):
+    a = mm.mmap(2 * P, RW, PRIV)
+    mm.write(a, b"moved")
+    mm.madvise(a, 2 * P, mln.MADV_DONTFORK)
+    b = mm.mremap(a, 2 * P, 4 * P, mln.MREMAP_MAYMOVE | mln.MREMAP_FIXED, 0x300000000)
+    assert b == 0x300000000 and mm.read(b, 5) == b"moved"
+    child = mm.fork()
+    try:
+        with pytest.raises(mln.SegmentationFault):
+            child.read(b, 1)            # still DONTFORK after the move and the growth
+    finally:
+        child.close()
+
+
+def test_a_fork_leaving_a_vma_out_does_not_share_the_parents_layout_count(mm):
+    mm.mmap(P, RW, PRIV)
+    a = mm.mmap(P, RW, PRIV, 0x300000000)
+    mm.madvise(a, P, mln.MADV_DONTFORK)
+    child = mm.fork()
+    try:
+        assert child.vma_seq != mm.vma_seq      # a VMA record of the parent's is not the child's
+    finally:
+        child.close()
+    mm.madvise(a, P, mln.MADV_DOFORK)
+    child = mm.fork()
+    try:
+        assert child.vma_seq == mm.vma_seq      # an exact copy starts at the parent's count
+    finally:
+        child.close()
+
+
 def test_madvise_dontfork_hole_and_limit(mm):
     a = mm.mmap(3 * P, RW, PRIV)
     mm.munmap(a + P, P)
@@ -1187,3 +1236,18 @@ def test_fault_takes_write_keyword_as_the_contract_spells_it(mm):
         mm.fault(rw, mln.Access.EXEC, write=True)
     with pytest.raises(TypeError, match="write must be a bool"):
         mm.fault(rw, write="yes")
+
+
+def test_populate_stops_with_eintr_for_a_killed_task(mm):
+    """As gup's fatal_signal_pending(): a killed task's prefault stops (EINTR)
+    before faulting anything more; revived, it populates."""
+    a = mm.mmap(8 * P, RW, PRIV)
+    me = mln.current_task()
+    mln.task_kill(me)
+    try:
+        assert errno_of(mm.madvise, a, 8 * P, mln.MADV_POPULATE_WRITE) == errno.EINTR
+        assert mm.nr_pages() == 0
+    finally:
+        mln.task_revive(me)
+    mm.madvise(a, 8 * P, mln.MADV_POPULATE_WRITE)
+    assert mm.nr_pages() == 8

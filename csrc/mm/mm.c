@@ -416,6 +416,7 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 	MM_OP(MM_OP_FORK);
 	unsigned int flags = mmap_lock_is_debug(mm) ? MMAP_LOCK_DEBUG : MMAP_LOCK_NODEBUG;
 	struct mm_struct *child;
+	uint64_t skipped = 0;
 	int rc;
 
 	rc = mm_refused(mm);
@@ -453,8 +454,10 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 		struct vm_area_struct *n;
 		bool cow = !(v->vm_flags & VM_SHARED);
 
-		if (v->vm_flags & VM_DONTCOPY)
-			continue;	/* MADV_DONTFORK: nothing mapped there in the child */
+		if (v->vm_flags & VM_DONTCOPY) {
+			skipped = 1;	/* MADV_DONTFORK: nothing mapped there in the child */
+			continue;
+		}
 		n = vma_dup(v);
 		if (!n) {
 			rc = -ENOMEM;
@@ -480,9 +483,13 @@ struct mm_struct *mm_fork(struct mm_struct *mm, int *err)
 		if (cow)
 			mm_notify_end(mm, v->vm_start, v->vm_end);
 	}
-	/* The child's layout is the parent's at its count: it starts there. */
+	/*
+	 * The child's layout is the parent's at its count: it starts there,
+	 * or one past it when a VMA was left out (MADV_DONTFORK), so that no
+	 * VMA record read in the parent passes as the child's.
+	 */
 	atomic_store_explicit(&child->vma_seq,
-			      atomic_load_explicit(&mm->vma_seq, memory_order_relaxed),
+			      atomic_load_explicit(&mm->vma_seq, memory_order_relaxed) + skipped,
 			      memory_order_release);
 	mmap_write_unlock(child);
 	mmap_write_unlock(mm);

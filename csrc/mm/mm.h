@@ -5,11 +5,14 @@
  * The operations take the mm's mmap_lock exactly where the kernel takes it:
  *
  *   mm_mmap, mm_mprotect, mm_brk,
- *   mm_madvise changing VMA flags (MADV_DONTFORK,
- *   DOFORK, WIPEONFORK, KEEPONFORK)             write
+ *   mm_madvise with advice Linux keeps in
+ *   vm_flags (DONTFORK, DOFORK, WIPEONFORK,
+ *   KEEPONFORK, NORMAL, RANDOM, SEQUENTIAL,
+ *   (NO)HUGEPAGE, DONTDUMP, DODUMP)             write
  *   mm_munmap                                   write, downgraded to read while
  *                                               the page tables are torn down
- *   mm_madvise (other advice), mm_fault,
+ *   mm_madvise (advice about pages: DONTNEED(_LOCKED),
+ *   FREE, WILLNEED, COLD, PAGEOUT, POPULATE_*), mm_fault,
  *   mm_access, mm_get_user_pages, mm_maps       read
  *   mm_fork                                     the parent's write lock, then the
  *                                               child's with mmap_write_lock_nested(

@@ -721,10 +721,14 @@ int mm_populate_locked(struct mm_struct *mm, uint64_t start, uint64_t end,
 				return -EINVAL;
 		}
 		for (; addr < stop; addr += MLN_PAGE_SIZE) {
-			int rc = mm_handle_fault(mm, v, addr, access, false);
+			int rc;
 
+			/* gup's fatal_signal_pending(): a killed task stops here, EINTR. */
+			if (task_is_killed(task_current()))
+				return -EINTR;
+			rc = mm_handle_fault(mm, v, addr, access, false);
 			if (rc < 0)
-				return rc;	/* out of memory: the rest faults later */
+				return rc;	/* out of memory (MAP_POPULATE: faults later) */
 		}
 	}
 	return hole ? -ENOMEM : 0;

@@ -605,6 +605,8 @@ static int change_range(struct mm_struct *mm, uint64_t start, uint64_t end, enum
 		uint32_t new_prot, new_flags;
 
 		changed_to(v, what, prot, flags, &new_prot, &new_flags);
+		if (new_prot == v->vm_prot && new_flags == v->vm_flags)
+			continue;	/* as Linux, which returns early for it: no lock, no seq */
 		mm_vma_lock(mm, v);
 		if ((v->vm_prot & PROT_WRITE) && !(new_prot & PROT_WRITE))
 			pgtable_wrprotect(&mm->pgt, v->vm_start, v->vm_end);
@@ -690,7 +692,7 @@ static bool brk_grow(struct mm_struct *mm, uint64_t oldbrk, uint64_t newbrk)
 		return false;
 	prev = oldbrk > MM_MMAP_MIN_ADDR ? vma_lookup(&mm->mm_vmas, oldbrk - 1) : NULL;
 	/* do_brk_flags() grows only a VMA whose flags a new heap VMA would have. */
-	if (prev && !(prev->vm_flags & (VM_SHARED | VM_DONTCOPY | VM_WIPEONFORK)) &&
+	if (prev && prev->vm_flags == 0 &&
 	    prev->vm_prot == (PROT_READ | PROT_WRITE) && prev->vm_end == oldbrk) {
 		mm_vma_lock(mm, prev);
 		prev->vm_end = newbrk;		/* the heap VMA grows in place */
@@ -812,6 +814,24 @@ static enum madv_kind madvise_kind(int advice)
 }
 
 /*
+ * Linux's madvise_need_mmap_write(): the advice that only drops, prefaults
+ * or hints about pages takes the read lock; the rest (the flag advice, and
+ * the hints Linux records in vm_flags: NORMAL, RANDOM, SEQUENTIAL,
+ * (NO)HUGEPAGE, DONTDUMP, DODUMP) the write lock, so lock statistics and
+ * refusals under a caller's read lock are the kernel's.
+ */
+static bool madvise_needs_write(int advice)
+{
+	switch (advice) {
+	case MADV_WILLNEED: case MADV_DONTNEED: case MADV_DONTNEED_LOCKED: case MADV_COLD:
+	case MADV_PAGEOUT: case MADV_FREE: case MADV_POPULATE_READ: case MADV_POPULATE_WRITE:
+		return false;
+	default:
+		return true;
+	}
+}
+
+/*
  * Where the first shared VMA of [start, end) begins (at least @start), or
  * @end if none: MADV_FREE and MADV_WIPEONFORK apply to private anonymous
  * memory only.
@@ -854,8 +874,7 @@ int mm_madvise(struct mm_struct *mm, uint64_t addr, uint64_t length, int advice)
 {
 	MM_OP(MM_OP_MADVISE);
 	enum madv_kind kind = madvise_kind(advice);
-	/* madvise_need_mmap_write(): flag changes take the write lock, the rest read. */
-	bool write = kind == MADV_KIND_FLAG;
+	bool write = madvise_needs_write(advice);
 	uint64_t len, end;
 	int err = 0;
 
