@@ -343,12 +343,6 @@ static void t_threads_fault_dontneed_fork(void)
 	CHECK_EQ(mm_host_frames(), base);
 }
 
-/*
- * madvise's fork advice on a host-backed mm: MADV_DONTFORK leaves the range
- * out of the child; MADV_WIPEONFORK gives the child the VMA with fresh
- * windows reading zero (a page written only through the parent's window
- * too), and leaves the parent's pages writable, its window as it was.
- */
 /* A fork of @mm that must succeed. */
 static struct mm_struct *fork_ok(struct mm_struct *mm)
 {
@@ -361,6 +355,12 @@ static struct mm_struct *fork_ok(struct mm_struct *mm)
 	return child;
 }
 
+/*
+ * madvise's fork advice on a host-backed mm: MADV_DONTFORK leaves the range
+ * out of the child; MADV_WIPEONFORK gives the child the VMA with fresh
+ * windows reading zero (a page written only through the parent's window
+ * too), and leaves the parent's pages writable, its window as it was.
+ */
 static void t_madvise_dontfork_wipeonfork(void)
 {
 	size_t base = mm_host_frames();
