@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import shutil
 import subprocess
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -254,15 +254,17 @@ def _arm64_clone_program(exit_with_result: bool) -> bytes:
     return b"".join(w.to_bytes(4, "little") for w in words)
 
 
-def _clone_regs(arch: str, flags: int, q: int, stack: int = 0) -> Dict[int, int]:
+def _clone_regs(arch: str, flags: int, q: int, stack: int = 0,
+                tids: Optional[int] = None) -> Dict[int, int]:
     from unicorn.arm64_const import (UC_ARM64_REG_X0, UC_ARM64_REG_X1, UC_ARM64_REG_X2,
                                      UC_ARM64_REG_X4, UC_ARM64_REG_X19)
     from unicorn.x86_const import UC_X86_REG_R10, UC_X86_REG_RBX
+    t = q if tids is None else tids
     if arch == "arm64":
-        return {UC_ARM64_REG_X0: flags, UC_ARM64_REG_X1: stack, UC_ARM64_REG_X2: q + 16,
-                UC_ARM64_REG_X4: q + 8, UC_ARM64_REG_X19: q}
-    return {UC_X86_REG_RDI: flags, UC_X86_REG_RSI: stack, UC_X86_REG_RDX: q + 16,
-            UC_X86_REG_R10: q + 8, UC_X86_REG_RBX: q}
+        return {UC_ARM64_REG_X0: flags, UC_ARM64_REG_X1: stack, UC_ARM64_REG_X2: t + 16,
+                UC_ARM64_REG_X4: t + 8, UC_ARM64_REG_X19: q}
+    return {UC_X86_REG_RDI: flags, UC_X86_REG_RSI: stack, UC_X86_REG_RDX: t + 16,
+            UC_X86_REG_R10: t + 8, UC_X86_REG_RBX: q}
 
 
 _CLONE_PROGRAMS = {"x86_64": _x86_clone_program, "arm64": _arm64_clone_program}
@@ -290,6 +292,23 @@ def test_clone_as_glibcs_fork_copies_on_write_and_stores_the_childs_pid(arch, ne
     assert int.from_bytes(emu.mm.read(q + 16, 4), "little") == pid
     assert int.from_bytes(child.mm.read(q + 8, 4), "little") == pid
     assert emu.mm.read(q + 8, 4) == bytes(4) and child.mm.read(q + 16, 4) == bytes(4)
+    parent.close()
+    child.close()
+
+
+@pytest.mark.parametrize("arch", sorted(_CLONE_PROGRAMS))
+@pytest.mark.parametrize("tids", [0x10, (1 << 64) - 32], ids=["unmapped", "top"])
+def test_clone_with_tid_addresses_it_cannot_store_to_still_forks(arch, tids):
+    """As the kernel: a fault storing the tid is ignored, the fork goes on."""
+    emu = Emulator(mln.MM(name=f"clone-{arch}", host_backing=_HOST_BACKING), arch=arch)
+    emu.load(_CLONE_PROGRAMS[arch](False), CODE_AT)
+    q = emu.mm.mmap(P, RW, PRIV)
+    parent = emu.thread(CODE_AT, emu.stack(),
+                        _clone_regs(arch, CLONE_AS_GLIBC_FORK, q, tids=tids))
+    assert parent.run() == (2, None)
+    (child,) = emu.children
+    assert child.run() == (3, None)
+    assert emu.mm.read(q, 1) == b"\x02" and child.mm.read(q, 1) == b"\x03"
     parent.close()
     child.close()
 
